@@ -1,0 +1,40 @@
+# Thaw-slump volumetrics: two commands on a fresh machine — `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SAMPLE  ?= sample
+PRODUCTS?= products
+SEED    ?= 0
+WORKERS ?= 2
+PORT    ?= 8501
+
+.PHONY: setup run sample pipeline dashboard test bench clean
+
+# idempotent: re-installs only when pyproject.toml changed
+setup: $(VENV)/.stamp-setup
+$(VENV)/.stamp-setup: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+sample: setup
+	test -f $(SAMPLE)/sample.json || $(BIN)/rts synth --out $(SAMPLE) --seed $(SEED) --workers $(WORKERS)
+
+pipeline: sample
+	$(BIN)/rts run --strips $(SAMPLE)/stac/catalog.json --climate $(SAMPLE)/climate/era5_t2m_monthly.nc \
+		--out $(PRODUCTS) --workers $(WORKERS)
+
+dashboard: setup
+	$(BIN)/rts dashboard --products $(PRODUCTS) --port $(PORT) --headless
+
+run: pipeline dashboard
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md
+
+clean:
+	rm -rf $(SAMPLE) $(PRODUCTS) bench_work

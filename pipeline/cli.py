@@ -1,0 +1,94 @@
+"""The ``rts`` command line (also ``python -m pipeline``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import SITES, generate_sample
+
+    sites = args.sites or list(SITES)
+    print(f"rts synth: generating {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
+    manifest = generate_sample(args.out, seed=args.seed, sites=sites, cells=args.cells, workers=args.workers)
+    print(f"rts synth: {manifest['n_strips']} strips, {manifest['n_slumps']} slumps, "
+          f"{manifest['n_lookalikes']} look-alikes in {manifest['seconds']} s "
+          f"(truth in {Path(args.out) / 'truth'}: evaluation only)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .run import run
+
+    cfg = load_config(args.config)
+    summary = run(args.strips, args.out, cfg, tiles=args.tiles, workers=args.workers, force=args.force)
+    return 0 if summary["failed"] == 0 or summary["done"] > 0 else 1
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    products = Path(args.products).resolve()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false",
+           "--", "--products", str(products)]
+    print(f"rts dashboard: http://localhost:{args.port}  (products: {products})", flush=True)
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rts",
+        description="Retrogressive thaw slump volumetrics from ArcticDEM strip time series.",
+    )
+    p.add_argument("--version", action="version", version=f"rts {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate the synthetic ArcticDEM-like sample region (strips, STAC, climate, truth)",
+                       description="Generate the sample region: ArcticDEM v4.1-like strips with bitmask and matchtag "
+                                   "siblings, a static STAC catalog, ERA5- and CRU-like climate NetCDF and the truth "
+                                   "(evaluation only) in DIR.")
+    s.add_argument("--out", required=True, type=Path, metavar="DIR")
+    s.add_argument("--seed", type=int, default=0, help="random seed; the sample is deterministic given it (default 0)")
+    s.add_argument("--sites", nargs="+", metavar="SITE",
+                   help="sites to generate (default: all of peel, banks, taymyr, yamal)")
+    s.add_argument("--cells", type=int, default=2, metavar="N", help="each site is an N x N block of 2 km cells (default 2)")
+    s.add_argument("--workers", type=int, default=2, help="processes (one site each; default 2)")
+    s.set_defaults(func=_cmd_synth)
+
+    r = sub.add_parser("run", help="run the pipeline over every cell the strips cover",
+                       description="Discover strips (a folder, searched recursively, or a STAC catalog/API), then "
+                                   "coregister, detect change and write per-cell rasters to PRODUCTS/tiles/<cell>/.")
+    r.add_argument("--strips", required=True, metavar="DIR|STAC", help="strip folder, catalog.json, or STAC API URL")
+    r.add_argument("--climate", metavar="FILE.nc", help="ERA5 or CRU TS temperature NetCDF")
+    r.add_argument("--out", required=True, type=Path, metavar="PRODUCTS")
+    r.add_argument("--tiles", nargs="+", metavar="ID", help="only these cells (e.g. 41_16_1_1_02_05)")
+    r.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    r.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
+    r.add_argument("--force", action="store_true", help="reprocess cells whose outputs exist")
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("dashboard", help="start the web dashboard on a products folder")
+    d.add_argument("--products", default="products", metavar="PRODUCTS")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--headless", action="store_true", help="do not open a browser")
+    d.set_defaults(func=_cmd_dashboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rts {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,172 @@
+"""The pipeline's one typed configuration object.
+
+Every threshold the pipeline uses lives here, with its unit in its name
+(``min_area_m2``, ``max_slope_deg``). A run's configuration can be loaded from a
+TOML file whose tables mirror the dataclasses below::
+
+    [coreg]
+    max_iterations = 8
+
+    [change]
+    min_step_m = 1.0
+
+Unknown keys are an error (a misspelt threshold must not be silently ignored).
+The configuration's hash is recorded with every processed cell so that a rerun
+with changed parameters reprocesses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    """Reading strips (DESIGN step 1)."""
+
+    #: bitmask bits that drop a pixel (bit 0 edge, bit 1 water, bit 2 cloud)
+    bitmask_drop_bits: int = 0b111
+    #: strips whose valid pixels cover less than this fraction of a cell are not used there
+    min_cell_coverage_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class CoregConfig:
+    """Pairwise Nuth & Kääb (2011) coregistration and the bundle adjustment."""
+
+    #: stable ground: slopes above this are excluded (m/m of unreliable elevation)
+    max_slope_deg: float = 40.0
+    #: stable ground: slopes below this carry no horizontal information in the fit
+    min_slope_deg: float = 1.0
+    #: random stable pixels used per pair (subsampling; accuracy is flat above ~20k)
+    sample_size: int = 40_000
+    max_iterations: int = 10
+    #: stop when the horizontal update is smaller than this
+    convergence_m: float = 0.01
+    #: outliers beyond this many robust sigmas from the median are dropped each iteration
+    outlier_nsigma: float = 3.0
+    #: pairs overlapping less than this fraction of the smaller DEM are not coregistered
+    min_overlap_fraction: float = 0.01
+    min_stable_pixels: int = 500
+    #: a pair is rejected when its fit is this poor (reference study: 15 m)
+    max_pair_sigma_m: float = 15.0
+    max_pair_shift_m: float = 15.0
+    #: weak zero-mean prior on absolute offsets (Dai et al. 2025: 4 m)
+    prior_sigma_m: float = 4.0
+    #: bundle adjustment: pairs whose residual exceeds this many times the robust
+    #: residual scale (and at least ``min_residual_reject_m``) are dropped, iteratively
+    residual_reject_nsigma: float = 4.0
+    min_residual_reject_m: float = 0.3
+    #: a DEM whose median pairwise NMAD exceeds this is dropped as a blunder
+    max_dem_nmad_m: float = 3.0
+    #: a DEM whose valid pixels deviate from the stack median by more than this on
+    #: more than ``max_blunder_fraction`` of them is dropped
+    max_blunder_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ChangeConfig:
+    """Per-pixel dominant-step model (DESIGN step 4)."""
+
+    #: a single observation is more than this above the stack median: a blunder
+    #: (clouds sit above the ground; the ground never rises this much in one interval)
+    blunder_gain_m: float = 5.0
+    #: 1-sigma elevation precision of a matched (matchtag 1) observation
+    sigma_matched_m: float = 0.3
+    #: 1-sigma of an interpolated (matchtag 0) observation: kept, at low weight
+    sigma_interpolated_m: float = 3.0
+    #: residual outliers beyond this many sigmas are rejected (two iterations)
+    outlier_nsigma: float = 3.0
+    outlier_iterations: int = 2
+    #: months whose acquisitions are trusted alone on one side of a step (snow-free)
+    snow_free_months: tuple[int, ...] = (6, 7, 8, 9)
+    #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
+    confidence_nsigma: float = 3.0
+    confidence_min_obs: int = 4
+    #: ... a step sigma below this ...
+    confidence_max_sigma_m: float = 2.0
+    #: ... and a 3x3 spread of event time below this
+    confidence_max_time_spread_days: float = 365.0
+    #: cells with fewer DEMs than this get nodata change rasters
+    min_dems: int = 3
+
+
+@dataclass(frozen=True)
+class TerrainConfig:
+    """Total curvature of a recent median surface (DESIGN step 5)."""
+
+    #: the median of the latest this many DEMs
+    latest_dems: int = 4
+    #: Gaussian pre-smoothing of the surface before second derivatives
+    smoothing_sigma_m: float = 4.0
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The fixed EPSG:3413 work grid (DESIGN step 2)."""
+
+    resolution_m: float = 2.0
+    cell_size_m: float = 2000.0
+
+
+@dataclass(frozen=True)
+class Config:
+    grid: GridConfig = field(default_factory=GridConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    coreg: CoregConfig = field(default_factory=CoregConfig)
+    change: ChangeConfig = field(default_factory=ChangeConfig)
+    terrain: TerrainConfig = field(default_factory=TerrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short stable hash of every parameter (recorded per processed cell)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A configuration file names an unknown section or key, or a wrong type."""
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a table")
+            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+        elif isinstance(default, tuple):
+            kwargs[key] = tuple(value)
+        elif isinstance(default, bool) or not isinstance(default, (int, float)):
+            kwargs[key] = value
+        else:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+            kwargs[key] = type(default)(value)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The default configuration, overridden by a TOML file if given."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return _build(Config, values, str(path))
