@@ -47,6 +47,8 @@ class CoregConfig:
     #: random stable pixels used per pair (subsampling; accuracy is flat above ~20k)
     sample_size: int = 40_000
     max_iterations: int = 10
+    #: the reference DEM is smoothed by this Gaussian sigma before taking its gradients
+    gradient_smoothing_m: float = 4.0
     #: stop when the horizontal update is smaller than this
     convergence_m: float = 0.01
     #: outliers beyond this many robust sigmas from the median are dropped each iteration
@@ -54,6 +56,9 @@ class CoregConfig:
     #: pairs overlapping less than this fraction of the smaller DEM are not coregistered
     min_overlap_fraction: float = 0.01
     min_stable_pixels: int = 500
+    #: correlation length of DEM errors: pair precisions count one independent sample per
+    #: pi * L^2 of overlap, not one per pixel
+    error_correlation_m: float = 100.0
     #: a pair is rejected when its fit is this poor (reference study: 15 m)
     max_pair_sigma_m: float = 15.0
     max_pair_shift_m: float = 15.0
@@ -74,9 +79,9 @@ class CoregConfig:
 class ChangeConfig:
     """Per-pixel dominant-step model (DESIGN step 4)."""
 
-    #: a single observation is more than this above the stack median: a blunder
+    #: an observation more than this above both temporal neighbours is a blunder
     #: (clouds sit above the ground; the ground never rises this much in one interval)
-    blunder_gain_m: float = 5.0
+    blunder_gain_m: float = 12.0
     #: 1-sigma elevation precision of a matched (matchtag 1) observation
     sigma_matched_m: float = 0.3
     #: 1-sigma of an interpolated (matchtag 0) observation: kept, at low weight

@@ -188,7 +188,8 @@ def make_terrain(rng: np.random.Generator, g: Grid, base_elevation_m: float, n_v
     # regional tilt and fractal relief (octaves: amplitude m, correlation m)
     yy, xx = np.mgrid[0 : g.ny, 0 : g.nx].astype(np.float32)
     z += rng.uniform(-0.004, 0.004) * xx * px + rng.uniform(-0.004, 0.004) * yy * px
-    for amp, scale in ((7.0, 1500.0), (2.5, 400.0), (0.6, 80.0), (0.15, 16.0)):
+    # octaves (amplitude m, correlation m): regional relief, hummocky moraine, micro-relief
+    for amp, scale in ((7.0, 1500.0), (4.0, 400.0), (2.5, 150.0), (0.6, 40.0), (0.15, 12.0)):
         z += amp * smooth_noise(rng, shape, scale / px)
     # valleys
     valleys: list[Valley] = []

@@ -240,6 +240,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     btransform = from_origin(bx0, by1, res, res)
     klass = np.zeros(z0.shape, np.uint8)  # 0 stable, 1 slump active, 2 slump debris, 3 drained lake, 4 detachment, 5 thermokarst, 6 water
     season = np.zeros(z0.shape, np.int16)
+    change_time = np.full(z0.shape, np.nan, np.float32)
     for wm in water_masks:
         klass[wm] = 6
 
@@ -253,7 +254,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
             continue
         box = (slice(s.r0, s.r1), slice(s.c0, s.c1))
         dep = s.change(t_last) - s.change(t_first)
-        klass[box][(dep > 0.05) & (klass[box] == 0)] = 2
+        klass[box][(dep > 0.2) & (klass[box] == 0)] = 2
         klass[box][active] = 1
         exc_season = np.zeros(active.shape, np.int16)
         for y in range(dates[0].year - 1, dates[-1].year + 1):
@@ -265,6 +266,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
             if v > 0:
                 yearly_rows.append({"slump_id": s.fid, "year": y, "volume_m3": v})
         season[box][active] = exc_season[active]
+        change_time[box][active] = s.t_exc[active]
         cells_touched = sorted({grid.cell_at(*p).id for p in np.asarray(poly.exterior.coords if poly.geom_type == "Polygon" else
                                                                            shapely.get_coordinates(poly))})
         slump_rows.append({
@@ -302,6 +304,8 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         dst.write(klass[r0:r1, c0:c1], 1)
     with rasterio.open(truth / spec.key / "change_season.tif", "w", dtype="int16", count=1, **profile) as dst:
         dst.write(season[r0:r1, c0:c1], 1)
+    with rasterio.open(truth / spec.key / "change_time.tif", "w", dtype="float32", count=1, **profile) as dst:
+        dst.write(change_time[r0:r1, c0:c1], 1)
 
     return {
         "site": spec.key, "name": spec.name, "region": spec.region, "lat": spec.lat, "lon": spec.lon,
@@ -333,6 +337,7 @@ benchmarks compare the pipeline's products against it.
 - `<site>/class.tif` - 0 stable, 1 slump active area, 2 slump debris, 3 drained lake,
   4 detachment, 5 thermokarst, 6 permanent water.
 - `<site>/change_season.tif` - for slump active pixels, the thaw season (year) they dropped in.
+- `<site>/change_time.tif` - for slump active pixels, when they dropped (days since 2000-01-01).
 """
 
 

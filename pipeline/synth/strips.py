@@ -182,7 +182,7 @@ def render_strip(
             continue
         rs, cs, m = b
         box = m.shape
-        z[rs, cs][m] += (rng.uniform(12.0, 60.0) + 4.0 * smooth_noise(rng, box, 6.0)[m]).astype(np.float32)
+        z[rs, cs][m] += (rng.uniform(16.0, 60.0) + 3.0 * smooth_noise(rng, box, 6.0)[m]).astype(np.float32)
         matched[rs, cs][m] &= rng.random(int(m.sum())) > 0.5
         if k < acq.n_clouds_flagged:
             grown = ndimage.binary_dilation(m, iterations=3)

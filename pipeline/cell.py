@@ -1,0 +1,180 @@
+"""The DEM time-series stage for one 2 km cell: read, coregister, detect change, curvature.
+
+``process_cell`` is the plain function (strips in, arrays out); ``write_cell_rasters``
+is the I/O edge that publishes them as cloud-optimised GeoTIFFs under
+``PRODUCTS/tiles/<cell id>/``.
+
+Strips are read with a halo (``HALO_M``) so that horizontal corrections of up to that
+size never pull nodata into the cell; results are cropped to the cell's own grid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from . import grid
+from .change import NODATA_DATE, ChangeResult, detect_steps
+from .config import Config
+from .coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
+from .sources import Strip, read_cell_stack
+from .terrain import recent_surface, total_curvature
+
+log = logging.getLogger(__name__)
+HALO_M = 32.0
+EPOCH = dt.date(2000, 1, 1)
+RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature")
+
+
+@dataclass
+class CellResult:
+    cell_id: str
+    change: ChangeResult | None
+    curvature: np.ndarray | None
+    strips: list[str]
+    dates: list[str]
+    bundle: BundleResult | None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | no_data | too_few_dems
+
+    def coreg_table(self) -> list[dict]:
+        """Per DEM: its displacement relative to the set's mean, residuals, status."""
+        if self.bundle is None:
+            return []
+        rows = []
+        for name, date, o in zip(self.strips, self.dates, self.bundle.offsets):
+            rows.append({"strip": name, "date": date, "dx_m": o.dx, "dy_m": o.dy, "dz_m": o.dz, "n_pairs": o.n_pairs,
+                         "residual_rms_m": o.residual_rms_m, "median_pair_nmad_m": o.median_pair_nmad_m,
+                         "used": o.used, "reason": o.reason})
+        return rows
+
+
+def _days(d: dt.date) -> int:
+    return (d - EPOCH).days
+
+
+def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None) -> CellResult:
+    """Coregister every strip over ``cell``, fit the per-pixel step, compute curvature."""
+    warnings: list[str] = []
+
+    def _warn(msg: str) -> None:
+        warnings.append(msg)
+        (warn or log.warning)(msg)
+
+    t0 = time.perf_counter()
+    res = cfg.grid.resolution_m
+    windows = read_cell_stack(strips, cell, halo_m=HALO_M, drop_bits=cfg.sources.bitmask_drop_bits,
+                              resolution_m=res, warn=_warn)
+    n_cell = cell.shape(res)[0] ** 2
+    keep = []
+    for w in windows:
+        cover = np.count_nonzero(w.valid) / w.valid.size
+        if cover < cfg.sources.min_cell_coverage_fraction:
+            _warn(f"{w.strip.meta.name}: covers {cover:.1%} of cell {cell.id}; not used")
+            continue
+        keep.append(w)
+    keep.sort(key=lambda w: (w.strip.meta.date, w.strip.meta.name))
+    timings = {"read": time.perf_counter() - t0}
+    names = [w.strip.meta.name for w in keep]
+    dates = [w.strip.meta.date.isoformat() for w in keep]
+    if not keep:
+        return CellResult(cell.id, None, None, names, dates, None, timings, warnings, "no_data")
+
+    z = np.stack([w.z for w in keep]).astype(np.float32)
+    matched = np.stack([w.matched for w in keep])
+    t1 = time.perf_counter()
+    bundle = coregister_stack(z, matched, res, cfg.coreg, seed=cell.ix * 7919 + cell.iy)
+    timings["coregister"] = time.perf_counter() - t1
+    for o in bundle.offsets:
+        if not o.used:
+            _warn(f"{names[o.index]}: dropped by the bundle adjustment in cell {cell.id}: {o.reason}")
+
+    t2 = time.perf_counter()
+    h = int(round(HALO_M / res))
+    used = [o for o in bundle.offsets if o.used]
+    zc = np.stack([apply_offsets(z[o.index], o.dx, o.dy, o.dz, res)[h:-h, h:-h] for o in used]) if used else None
+    mc = np.stack([shift_mask(matched[o.index], o.dx, o.dy, res)[h:-h, h:-h] for o in used]) if used else None
+    used_dates = np.array([_days(keep[o.index].strip.meta.date) for o in used], dtype=np.int64)
+    timings["resample"] = time.perf_counter() - t2
+    if zc is None or len(used) < cfg.change.min_dems:
+        _warn(f"cell {cell.id}: {len(used)} usable DEM(s), fewer than {cfg.change.min_dems}: change is undefined (nodata)")
+        shape = cell.shape(res)
+        empty = ChangeResult(np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32),
+                             np.full(shape, NODATA_DATE, np.int32), np.full(shape, NODATA_DATE, np.int32),
+                             np.zeros(shape, np.int16) if zc is None else np.isfinite(zc).sum(0).astype(np.int16),
+                             np.full(shape, 255, np.uint8))
+        curv = total_curvature(recent_surface(zc, cfg.terrain.latest_dems), res, cfg.terrain.smoothing_sigma_m) if zc is not None else np.full(shape, np.nan, np.float32)
+        return CellResult(cell.id, empty, curv, names, dates, bundle, timings, warnings, "too_few_dems")
+
+    t3 = time.perf_counter()
+    change = detect_steps(zc, mc, used_dates, cfg.change)
+    timings["change"] = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    curv = total_curvature(recent_surface(zc, cfg.terrain.latest_dems), res, cfg.terrain.smoothing_sigma_m)
+    timings["terrain"] = time.perf_counter() - t4
+    del n_cell
+    return CellResult(cell.id, change, curv, names, dates, bundle, timings, warnings, "ok")
+
+
+RASTER_SPECS = {
+    # name: (dtype, nodata, description)
+    "dh": ("float32", np.nan, "elevation change of the dominant step, m (negative: ground dropped)"),
+    "dh_sigma": ("float32", np.nan, "1-sigma uncertainty of dh, m"),
+    "t1": ("int32", NODATA_DATE, "date of the last observation before the step, days since 2000-01-01"),
+    "t2": ("int32", NODATA_DATE, "date of the first observation after the step, days since 2000-01-01"),
+    "n_obs": ("int16", -1, "number of observations used"),
+    "confidence": ("uint8", 255, "1 confident step, 0 not confident, 255 undefined"),
+    "curvature": ("float32", np.nan, "total curvature of the recent surface, m^-2"),
+}
+
+
+def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config) -> Path:
+    """Write the cell's rasters as COGs into ``out_dir/tiles/<cell>/`` atomically.
+
+    Each file is written to a temporary name in the same folder and renamed into place,
+    so a reader never sees a half-written raster; ``cell.json`` (written last) records the
+    strips, the coregistration table, timings and the configuration digest.
+    """
+    cell = grid.parse_cell_id(result.cell_id)
+    res = cfg.grid.resolution_m
+    folder = Path(out_dir) / "tiles" / result.cell_id
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = cell.shape(res)
+    arrays = {
+        "dh": result.change.dh, "dh_sigma": result.change.dh_sigma, "t1": result.change.t1, "t2": result.change.t2,
+        "n_obs": result.change.n_obs, "confidence": result.change.confidence, "curvature": result.curvature,
+    }
+    for name, arr in arrays.items():
+        dtype, nodata, desc = RASTER_SPECS[name]
+        tmp = folder / f".{name}.tif.tmp"
+        with rasterio.open(tmp, "w", driver="COG", width=w, height=h, count=1, dtype=dtype, crs=grid.CRS,
+                           transform=cell.transform(res), nodata=nodata, compress="deflate",
+                           predictor=3 if dtype == "float32" else 2, blocksize=512, overviews="NONE") as dst:
+            dst.write(np.asarray(arr, dtype=dtype), 1)
+            dst.set_band_description(1, desc)
+            dst.update_tags(cell_id=result.cell_id, units=desc.rsplit(", ", 1)[-1])
+        os.replace(tmp, folder / f"{name}.tif")
+    meta = {
+        "cell_id": result.cell_id, "status": result.status, "bounds_3413": cell.bounds,
+        "strips": result.strips, "dates": result.dates, "coregistration": result.coreg_table(),
+        "rejected_pairs": [list(p) for p in (result.bundle.rejected_pairs if result.bundle else [])],
+        "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "warnings": result.warnings,
+        "config_digest": cfg.digest(), "date_encoding": "t1/t2: days since 2000-01-01",
+    }
+    tmp = folder / ".cell.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1, default=float))
+    os.replace(tmp, folder / "cell.json")
+    return folder
+
+
+def coreg_dict(result: CellResult) -> list[dict]:
+    return [asdict(o) for o in (result.bundle.offsets if result.bundle else [])]
