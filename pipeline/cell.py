@@ -29,7 +29,7 @@ from .sources import Strip, read_cell_stack
 from .terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)
-HALO_M = 32.0
+HALO_M = 32.0  # margin kept through resampling, cropped at the end
 EPOCH = dt.date(2000, 1, 1)
 RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature")
 
@@ -72,12 +72,16 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
 
     t0 = time.perf_counter()
     res = cfg.grid.resolution_m
-    windows = read_cell_stack(strips, cell, halo_m=HALO_M, drop_bits=cfg.sources.bitmask_drop_bits,
+    # coregistration sees the cell plus a wider halo: more stable ground, better offsets
+    halo_m = max(HALO_M, cfg.coreg.halo_m)
+    windows = read_cell_stack(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
                               resolution_m=res, warn=_warn)
     n_cell = cell.shape(res)[0] ** 2
     keep = []
+    hc = int(round((halo_m) / res))
     for w in windows:
-        cover = np.count_nonzero(w.valid) / w.valid.size
+        core = w.valid[hc:-hc, hc:-hc] if hc else w.valid
+        cover = np.count_nonzero(core) / core.size
         if cover < cfg.sources.min_cell_coverage_fraction:
             _warn(f"{w.strip.meta.name}: covers {cover:.1%} of cell {cell.id}; not used")
             continue
@@ -99,10 +103,12 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
             _warn(f"{names[o.index]}: dropped by the bundle adjustment in cell {cell.id}: {o.reason}")
 
     t2 = time.perf_counter()
-    h = int(round(HALO_M / res))
+    h = int(round(halo_m / res))
+    m = int(round(HALO_M / res))
+    inner = (slice(h - m, -(h - m) or None), slice(h - m, -(h - m) or None))  # cell + HALO_M
     used = [o for o in bundle.offsets if o.used]
-    zc = np.stack([apply_offsets(z[o.index], o.dx, o.dy, o.dz, res)[h:-h, h:-h] for o in used]) if used else None
-    mc = np.stack([shift_mask(matched[o.index], o.dx, o.dy, res)[h:-h, h:-h] for o in used]) if used else None
+    zc = np.stack([apply_offsets(z[o.index][inner], o.dx, o.dy, o.dz, res)[m:-m, m:-m] for o in used]) if used else None
+    mc = np.stack([shift_mask(matched[o.index][inner], o.dx, o.dy, res)[m:-m, m:-m] for o in used]) if used else None
     used_dates = np.array([_days(keep[o.index].strip.meta.date) for o in used], dtype=np.int64)
     timings["resample"] = time.perf_counter() - t2
     if zc is None or len(used) < cfg.change.min_dems:

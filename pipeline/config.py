@@ -40,6 +40,8 @@ class SourcesConfig:
 class CoregConfig:
     """Pairwise Nuth & Kääb (2011) coregistration and the bundle adjustment."""
 
+    #: coregistration uses the cell plus this halo (more stable ground: better offsets)
+    halo_m: float = 400.0
     #: stable ground: slopes above this are excluded (m/m of unreliable elevation)
     max_slope_deg: float = 40.0
     #: stable ground: slopes below this carry no horizontal information in the fit

@@ -88,11 +88,10 @@ def smooth_for_gradients(z: np.ndarray, sigma_px: float) -> np.ndarray:
 
 
 def sample_stable(
-    ref: np.ndarray, other_valid: np.ndarray, matched: np.ndarray | None, res: float, cfg: CoregConfig,
+    gx: np.ndarray, gy: np.ndarray, other_valid: np.ndarray, matched: np.ndarray | None, cfg: CoregConfig,
     rng: np.random.Generator, exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Flat indices of up to ``cfg.sample_size`` random stable pixels."""
-    gx, gy = gradients(ref, res)
+    """Flat indices of up to ``cfg.sample_size`` random stable pixels (reference gradients given)."""
     slope = np.degrees(np.arctan(np.hypot(gx, gy)))
     ok = np.isfinite(slope) & other_valid & (slope <= cfg.max_slope_deg)
     if matched is not None:
@@ -108,22 +107,24 @@ def sample_stable(
 def nuth_kaab(
     ref: np.ndarray, tba: np.ndarray, res: float, cfg: CoregConfig, *,
     matched: np.ndarray | None = None, exclude: np.ndarray | None = None, rng: np.random.Generator | None = None,
-    i: int = 0, j: int = 1,
+    i: int = 0, j: int = 1, ref_gradients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PairFit:
     """Displacement (dx, dy, dz) of ``tba`` relative to ``ref`` (same grid, NaN = nodata).
 
     ``matched`` marks trusted pixels (matchtag 1 in both); ``exclude`` marks known
     changing ground. The fit is on a random subsample of stable pixels.
+    ``ref_gradients`` (dz/dx, dz/dy of the smoothed reference) may be passed when the
+    same reference serves several pairs.
     """
     rng = rng or np.random.default_rng(0)
     fit = PairFit(i, j)
     valid_b = np.isfinite(tba)
-    idx = sample_stable(ref, valid_b, matched, res, cfg, rng, exclude)
+    gx, gy = ref_gradients or gradients(smooth_for_gradients(ref, cfg.gradient_smoothing_m / res), res)
+    idx = sample_stable(gx, gy, valid_b, matched, cfg, rng, exclude)
     if idx.size < cfg.min_stable_pixels:
         fit.reason = f"only {idx.size} stable pixels in the overlap"
         return fit
     rows, cols = np.divmod(idx, ref.shape[1])
-    gx, gy = gradients(smooth_for_gradients(ref, cfg.gradient_smoothing_m / res), res)
     a = ref.ravel()[idx].astype(np.float64)
     gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
     slope = np.degrees(np.arctan(np.hypot(gxs, gys)))
@@ -308,10 +309,12 @@ def coregister_stack(
     rng = np.random.default_rng(seed)
     pairs: list[PairFit] = []
     for i in range(n):
+        grads = gradients(smooth_for_gradients(z[i], cfg.gradient_smoothing_m / res), res)
         for j in range(i + 1, n):
             if overlap_fraction(valid[i], valid[j]) < cfg.min_overlap_fraction:
                 continue
-            pairs.append(nuth_kaab(z[i], z[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng, i=i, j=j))
+            pairs.append(nuth_kaab(z[i], z[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng,
+                                   i=i, j=j, ref_gradients=grads))
     return bundle_adjust(n, pairs, cfg)
 
 

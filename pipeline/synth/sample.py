@@ -154,18 +154,20 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     lookalikes: list = []
     water_masks: list[np.ndarray] = []
     water_flag_prob: list[float] = []
-    pre_drain_dates = [d for d in dates if 2014 <= d.year <= 2019 and 6 <= d.month <= 9]
-    pick = _pick(rng, plateau, occupied, int(180 / res))
-    drained = None
-    if pick is not None:
-        drain_day = days(rng.choice(pre_drain_dates) if pre_drain_dates else dates[len(dates) // 2]) + 5
-        drained, wm = make_drained_lake(rng, g, z0, f"{spec.key}-drained-lake", pick, drain_day)
-        full = np.zeros(z0.shape, bool)
-        full[drained.r0 : drained.r1, drained.c0 : drained.c1] = wm
-        features.append(drained)
-        lookalikes.append(drained)
-        _occupy(occupied, drained)
-    for _ in range(2):
+    pre_drain_dates = [d for d in dates if 2014 <= d.year <= 2019 and 6 <= d.month <= 9] or [dates[len(dates) // 2]]
+    n_each = max(1, cells * cells // 2)
+    drained_lakes = []
+    for k in range(n_each):  # lakes that drain in one event
+        pick = _pick(rng, plateau, occupied, int(180 / res))
+        if pick is None:
+            continue
+        drain_day = days(pre_drain_dates[int(rng.integers(len(pre_drain_dates)))]) + float(rng.integers(3, 20))
+        lake, _ = make_drained_lake(rng, g, z0, f"{spec.key}-drained-lake-{k + 1}", pick, drain_day)
+        features.append(lake)
+        lookalikes.append(lake)
+        drained_lakes.append(lake)
+        _occupy(occupied, lake)
+    for _ in range(2):  # permanent lakes (water surfaces, mostly flagged)
         pick = _pick(rng, plateau, occupied, int(150 / res))
         if pick is None:
             continue
@@ -175,19 +177,23 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         water_masks.append(full)
         water_flag_prob.append(0.9)
         occupied[r0:r1, c0:c1] = True
-    pick = _pick(rng, wall, occupied, int(200 / res))
-    if pick is not None:
+    for k in range(n_each + 1):  # active-layer detachments in hot summers
+        pick = _pick(rng, wall, occupied, int(200 / res))
+        if pick is None:
+            continue
         r, c = pick
-        hot = max(record_years[2:-2], key=lambda y: anomalies.get(y, 0.0))
+        hot = sorted(record_years[2:-1], key=lambda y: -anomalies.get(y, 0.0))[k % 3]
         s0, e0 = season_bounds(hot)
-        ald = make_detachment(rng, g, f"{spec.key}-detachment", (r, c), (float(ue[r, c]), float(un[r, c])),
+        ald = make_detachment(rng, g, f"{spec.key}-detachment-{k + 1}", (r, c), (float(ue[r, c]), float(un[r, c])),
                               float(rng.uniform(s0, e0)))
         features.append(ald)
         lookalikes.append(ald)
         _occupy(occupied, ald)
-    pick = _pick(rng, plateau, occupied, int(350 / res))
-    if pick is not None:
-        sub = make_subsidence(rng, g, f"{spec.key}-thermokarst", pick, t_first - 30.0)
+    for k in range(n_each):  # broad thermokarst subsidence
+        pick = _pick(rng, plateau, occupied, int(350 / res))
+        if pick is None:
+            continue
+        sub = make_subsidence(rng, g, f"{spec.key}-thermokarst-{k + 1}", pick, t_first - 30.0)
         features.append(sub)
         lookalikes.append(sub)
         _occupy(occupied, sub)
@@ -205,7 +211,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
     for k, d in enumerate(dates):
         name, sensor = strip_name(rng, d, styles[k])
-        n_clouds = int(rng.choice([0, 0, 0, 1, 2, 3])) if k > 0 else 0
+        n_clouds = int(rng.choice([0, 0, 0, 1, 2, 3]))
         mg = [int(rng.uniform(20, 280) / res) for _ in range(4)]
         win = (m - mg[0], g.ny - m + mg[1], m - mg[2], g.nx - m + mg[3])
         acq = Acquisition(
@@ -221,11 +227,12 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         z_t = surface_at(z0, features, t)
         waters = list(water_masks)
         probs = list(water_flag_prob)
-        if drained is not None and t < drained.t_event:
-            wm = np.zeros(z0.shape, bool)
-            wm[drained.r0 : drained.r1, drained.c0 : drained.c1] = drained.delta_m < 0
-            waters.append(wm)
-            probs.append(0.2)
+        for lake in drained_lakes:
+            if t < lake.t_event:
+                wm = np.zeros(z0.shape, bool)
+                wm[lake.r0 : lake.r1, lake.c0 : lake.c1] = lake.delta_m < 0
+                waters.append(wm)
+                probs.append(0.2)
         dem, bm, mt = render_strip(rng, acq, g, z_t, win, waters, probs, snow_zone)
         write_strip(strips_dir, name, g, win, dem, bm, mt)
         acqs.append(acq)

@@ -1,0 +1,142 @@
+"""Evaluation against the synthetic sample's truth (never used by a pipeline stage).
+
+* :func:`cell_truth` - the truth rasters over one cell;
+* :func:`offset_errors` - recovered per-strip offsets against the injected ones, both
+  relative to the mean of the strips used;
+* :func:`expected_t2` - for each truly dropped pixel, the first acquisition after the drop
+  that observed it (valid data, not masked): the date a perfect ``t2`` would report;
+* :func:`naive_difference` - the honesty baseline: newest minus oldest strip over a site,
+  uncoregistered, thresholded at -1 m, clusters of >= 2,000 m2, matched to the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import shapely
+from rasterio.windows import from_bounds
+from scipy import ndimage
+
+from . import grid
+from .inventories import match_inventories
+from .sources import discover_strips, read_cell
+
+EPOCH = np.datetime64("2000-01-01")
+
+
+def _site_for(sample: Path, bounds) -> str | None:
+    for path in sorted((sample / "truth").glob("*/true_dh.tif")):
+        with rasterio.open(path) as src:
+            b = src.bounds
+            if b.left <= bounds[0] and b.right >= bounds[2] and b.bottom <= bounds[1] and b.top >= bounds[3]:
+                return path.parent.name
+    return None
+
+
+def cell_truth(sample: str | Path, cell: grid.Cell) -> dict[str, np.ndarray]:
+    """true_dh, class, change_season, change_time over the cell (its 2 m grid)."""
+    sample = Path(sample)
+    site = _site_for(sample, cell.bounds)
+    if site is None:
+        raise ValueError(f"cell {cell.id} is not inside any site of {sample}")
+    out = {"site": site}
+    for name in ("true_dh", "class", "change_season", "change_time"):
+        with rasterio.open(sample / "truth" / site / f"{name}.tif") as src:
+            out[name] = src.read(1, window=from_bounds(*cell.bounds, src.transform))
+    return out
+
+
+def offset_errors(coreg_rows: list[dict], sample: str | Path, cell: grid.Cell) -> np.ndarray:
+    """(n_used, 3) errors of recovered (dx, dy, dz) against the truth, both relative to
+    the mean over the strips used; the truth's dz includes its tilt at the cell centre."""
+    truth = pd.read_csv(Path(sample) / "truth" / "strips.csv").set_index("name")
+    xc = (cell.bounds[0] + cell.bounds[2]) / 2
+    yc = (cell.bounds[1] + cell.bounds[3]) / 2
+    rec, tru = [], []
+    for row in coreg_rows:
+        if not row["used"]:
+            continue
+        t = truth.loc[row["strip"]]
+        rec.append([row["dx_m"], row["dy_m"], row["dz_m"]])
+        tru.append([t.dx_m, t.dy_m, t.dz_m + t.tilt_e * (xc - t.center_x) + t.tilt_n * (yc - t.center_y)])
+    rec, tru = np.asarray(rec), np.asarray(tru)
+    return (rec - rec.mean(0)) - (tru - tru.mean(0))
+
+
+def thaw_season(days: np.ndarray) -> np.ndarray:
+    """Thaw season (year) of dates given as days since 2000-01-01: dates before 20 June
+    count to the previous year's season (as in Dai et al. 2025)."""
+    d = pd.to_datetime(EPOCH + np.asarray(days, dtype="timedelta64[D]"))
+    after = (d.month > 6) | ((d.month == 6) & (d.day >= 20))
+    return np.where(after, d.year, d.year - 1)
+
+
+def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray) -> np.ndarray:
+    """Days since 2000 of the first acquisition after ``change_time`` that observed each
+    pixel (NaN in, -1 out where no acquisition follows)."""
+    strips = discover_strips(Path(sample) / "strips")
+    obs = []
+    for s in strips:
+        w = read_cell(s, cell)
+        if w is not None:
+            obs.append(((s.meta.date - dt.date(2000, 1, 1)).days, w.valid))
+    obs.sort(key=lambda o: o[0])
+    out = np.full(change_time.shape, -1, np.int64)
+    todo = np.isfinite(change_time)
+    for d, valid in obs:
+        hit = todo & valid & (d >= change_time)
+        out[hit] = d
+        todo &= ~hit
+    return out
+
+
+def _polygons_from_mask(mask: np.ndarray, transform, min_area_m2: float, res: float) -> list:
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * res * res
+    keep = np.isin(lab, np.flatnonzero(sizes >= min_area_m2) + 1)
+    lab = np.where(keep, lab, 0).astype(np.int32)
+    geoms: dict[int, list] = {}
+    for g, v in rasterio.features.shapes(lab, mask=lab > 0, transform=transform):
+        geoms.setdefault(int(v), []).append(shapely.geometry.shape(g))
+    return [shapely.union_all(v) for v in geoms.values()]
+
+
+def naive_difference(sample: str | Path, site: str, threshold_m: float = -1.0, min_area_m2: float = 2000.0) -> dict:
+    """Newest minus oldest strip over a site, no coregistration: the honesty baseline.
+
+    Returns the matching summary at IoU >= 0.5 (and 0.1) against the site's true slumps.
+    """
+    sample = Path(sample)
+    with rasterio.open(sample / "truth" / site / "true_dh.tif") as src:
+        bounds, transform, shape = src.bounds, src.transform, src.shape
+    strips = sorted(discover_strips(sample / "strips" / site), key=lambda s: s.meta.date)
+    cells = grid.cells_in_bounds(tuple(bounds))
+    # stitch the block from its cells with the regular reader
+    def block(strip):
+        out = np.full(shape, np.nan, np.float32)
+        for c in cells:
+            w = read_cell(strip, c)
+            if w is None:
+                continue
+            r0 = int(round((bounds.top - c.bounds[3]) / 2.0))
+            c0 = int(round((c.bounds[0] - bounds.left) / 2.0))
+            out[r0 : r0 + w.z.shape[0], c0 : c0 + w.z.shape[1]] = w.z
+        return out
+    diff = block(strips[-1]) - block(strips[0])
+    polys = _polygons_from_mask(np.nan_to_num(diff, nan=0.0) <= threshold_m, transform, min_area_m2, 2.0)
+    found = gpd.GeoDataFrame(geometry=polys, crs="EPSG:3413")
+    truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
+    truth = truth[truth.site == site].reset_index(drop=True)
+    out = {}
+    for iou in (0.5, 0.1):
+        _, summary = match_inventories(found, truth, min_iou=iou)
+        out[iou] = summary
+    return out

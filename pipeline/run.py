@@ -1,0 +1,129 @@
+"""``rts run``: plan the cells the strips cover and run the DEM stage on each.
+
+Cells are independent work units; each is processed in its own process (``workers``)
+and published atomically under ``PRODUCTS/tiles/<cell>/``. A cell whose ``cell.json``
+records the same strips and configuration digest is skipped unless ``force``. A cell that
+fails is reported with its reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import grid
+from .cell import process_cell, write_cell_rasters
+from .config import Config
+from .sources import Strip, cells_for_strips, discover_strips, strip_bounds
+
+log = logging.getLogger(__name__)
+
+
+def inputs_digest(strips: list[Strip], cfg: Config) -> str:
+    """Hash of the strips' names and the configuration: what a cell's result depends on."""
+    h = hashlib.sha256(cfg.digest().encode())
+    for s in sorted(strips, key=lambda s: s.dem):
+        h.update(s.meta.name.encode())
+    return h.hexdigest()[:16]
+
+
+def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
+    xmin, ymin, xmax, ymax = cell.bounds
+    out = []
+    for s in strips:
+        try:
+            b = strip_bounds(s)
+        except Exception:  # an unreadable header: the cell reader reports it with its reason
+            out.append(s)
+            continue
+        if b[0] < xmax and b[2] > xmin and b[1] < ymax and b[3] > ymin:
+            out.append(s)
+    return out
+
+
+def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: str) -> dict:
+    """Process and publish one cell; never raises (a failure is returned with its reason)."""
+    t0 = time.perf_counter()
+    try:
+        cell = grid.parse_cell_id(cell_id)
+        result = process_cell(strips, cell, cfg, warn=lambda m: None)
+        if result.status == "no_data":
+            return {"cell_id": cell_id, "status": "no_data", "seconds": time.perf_counter() - t0,
+                    "error": "no strip has valid pixels in this cell", "warnings": result.warnings}
+        folder = write_cell_rasters(result, out, cfg)
+        meta = json.loads((folder / "cell.json").read_text())
+        meta["inputs_digest"] = digest
+        (folder / ".cell.json.tmp").write_text(json.dumps(meta, indent=1))
+        (folder / ".cell.json.tmp").replace(folder / "cell.json")
+        return {"cell_id": cell_id, "status": result.status, "seconds": time.perf_counter() - t0,
+                "n_strips": len(result.strips), "warnings": result.warnings, "timings_s": result.timings_s}
+    except Exception as exc:  # one bad cell never stops the others
+        return {"cell_id": cell_id, "status": "failed", "seconds": time.perf_counter() - t0,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+
+
+def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
+        workers: int = 1, force: bool = False, progress: bool = True) -> dict:
+    """Run the DEM stage over every cell the strips cover (or ``tiles``). Returns a summary."""
+    out = Path(out)
+    t0 = time.time()
+    strips = discover_strips(str(strips_source))
+    cells = cells_for_strips(strips)
+    if tiles:
+        wanted = {grid.parse_cell_id(t).id for t in tiles}  # raises a clear error on a bad id
+        cells = [c for c in cells if c.id in wanted]
+        missing = wanted - {c.id for c in cells}
+        if missing:
+            log.warning("no strip covers cell(s) %s", ", ".join(sorted(missing)))
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, skipped = [], []
+    for c in cells:
+        mine = _strips_for(c, strips)
+        digest = inputs_digest(mine, cfg)
+        meta_path = out / "tiles" / c.id / "cell.json"
+        if not force and meta_path.exists():
+            try:
+                if json.loads(meta_path.read_text()).get("inputs_digest") == digest:
+                    skipped.append(c.id)
+                    continue
+            except (OSError, json.JSONDecodeError):
+                pass
+        jobs.append((c.id, mine, digest))
+    print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process), "
+          f"{workers} worker(s) -> {out}", flush=True)
+    results = []
+    bar = tqdm(total=len(jobs), unit="cell", disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(run_cell, cid, s, out, cfg, d) for cid, s, d in jobs]
+            for f in as_completed(futs):
+                results.append(f.result())
+                bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
+                bar.update()
+    else:
+        for cid, s, d in jobs:
+            results.append(run_cell(cid, s, out, cfg, d))
+            bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
+            bar.update()
+    bar.close()
+    failed = [r for r in results if r["status"] in ("failed", "no_data")]
+    summary = {
+        "cells": len(cells), "done": sum(r["status"] in ("ok", "too_few_dems") for r in results),
+        "skipped": len(skipped), "failed": len(failed), "seconds": round(time.time() - t0, 1),
+        "failures": {r["cell_id"]: r["error"] for r in failed}, "results": results,
+    }
+    tmp = out / ".run_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(out / "run_summary.json")
+    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed "
+          f"in {summary['seconds']} s", flush=True)
+    for cid, err in summary["failures"].items():
+        print(f"  {cid}: {err}", flush=True)
+    return summary

@@ -1,0 +1,38 @@
+"""Shared fixtures: one small sample region and the DEM stage run on two of its cells.
+
+The sample (Peel Plateau, 2 x 2 cells) is generated once per test session into a
+temporary folder; nothing generated is kept in the repository.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import grid
+from pipeline.cell import process_cell
+from pipeline.config import Config
+from pipeline.sources import discover_strips
+from pipeline.synth import generate_sample
+
+SAMPLE_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample")
+    manifest = generate_sample(out, seed=SAMPLE_SEED, sites=["peel", "banks"], cells=2, workers=2, log=lambda m: None)
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def sample_strips(sample):
+    return discover_strips(sample[0] / "strips")
+
+
+@pytest.fixture(scope="session")
+def processed_cells(sample, sample_strips):
+    """The DEM stage on two cells of the sample: {cell id: CellResult}."""
+    _, manifest = sample
+    ids = manifest["sites"][0]["cells"][:2]
+    cfg = Config()
+    return {cid: process_cell(sample_strips, grid.parse_cell_id(cid), cfg, warn=lambda m: None) for cid in ids}

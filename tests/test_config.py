@@ -1,0 +1,39 @@
+"""One typed configuration, loadable from TOML; misspelt thresholds are errors."""
+
+import pytest
+
+from pipeline.config import Config, ConfigError, load_config
+
+
+def test_defaults_carry_the_reference_values():
+    cfg = Config()
+    assert cfg.coreg.prior_sigma_m == 4.0  # Dai et al. 2025
+    assert cfg.coreg.max_pair_shift_m == 15.0
+    assert cfg.change.confidence_min_obs == 4
+
+
+def test_toml_overrides_and_changes_the_digest(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[coreg]\nmax_iterations = 3\n[change]\nmin_dems = 4\n")
+    cfg = load_config(f)
+    assert cfg.coreg.max_iterations == 3 and cfg.change.min_dems == 4
+    assert cfg.digest() != Config().digest()
+    assert load_config(None).digest() == Config().digest()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[coreg]\nmax_iteration = 3\n", "unknown key 'max_iteration'"),
+    ("[corg]\n", "unknown key 'corg'"),
+    ("[coreg]\nmax_iterations = 'many'\n", "expected a number"),
+    ("[coreg\n", "not valid TOML"),
+])
+def test_bad_config_files_fail_with_the_file_and_the_problem(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(f)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
