@@ -10,7 +10,8 @@ This is the maximum-likelihood single step, and it is not fooled by one noisy
 difference the way the largest jump is.
 
 Weights: matchtag-1 observations have sigma ``sigma_matched_m``; interpolated (matchtag 0)
-ones are kept at ``sigma_interpolated_m`` (the reference code dilates and drops them).
+ones are kept at ``sigma_interpolated_m`` (the reference code dilates and drops them), and
+acquisitions outside the snow-free months at no better than ``sigma_snow_season_m`` (drifts).
 Before the fit, observations more than ``blunder_gain_m`` above both temporal neighbours are
 removed (clouds; the ground never rises that much in one interval). At the ends of a series
 only one neighbour exists, so a drop deeper than ``blunder_gain_m`` between the first two
@@ -125,6 +126,7 @@ def detect_steps(
     nobs = np.zeros(P, np.int16)
     s_m2 = 1.0 / cfg.sigma_matched_m**2
     s_i2 = 1.0 / cfg.sigma_interpolated_m**2
+    s_s2 = 1.0 / cfg.sigma_snow_season_m**2
     idx_n = np.arange(n)[:, None]
     for start in range(0, P, chunk_px):
         sl = slice(start, min(P, start + chunk_px))
@@ -141,6 +143,7 @@ def detect_steps(
         zc = np.where(valid, zc - med, 0.0)  # centred: keeps the sums well conditioned
         valid &= ~blunders(zc, valid, cfg.blunder_gain_m)
         w = np.where(valid, np.where(mc, s_m2, s_i2), 0.0)
+        w = np.where(snow_free[:, None], w, np.minimum(w, s_s2))  # snow-season DEMs: snow drifts
         trusted = mc & snow_free[:, None]
         for it in range(cfg.outlier_iterations + 1):
             k, step, mb, ma, ssr, wb, wa, nt = _fit_chunk(zc, w, trusted)

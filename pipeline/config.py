@@ -42,6 +42,10 @@ class CoregConfig:
 
     #: coregistration uses the cell plus this halo (more stable ground: better offsets)
     halo_m: float = 400.0
+    #: solve twice, the second time without the ground the first solution shows changing
+    second_pass: bool = False
+    changing_threshold_m: float = 0.4
+    changing_dilate_m: float = 10.0
     #: stable ground: slopes above this are excluded (m/m of unreliable elevation)
     max_slope_deg: float = 40.0
     #: stable ground: slopes below this carry no horizontal information in the fit
@@ -88,6 +92,8 @@ class ChangeConfig:
     sigma_matched_m: float = 0.3
     #: 1-sigma of an interpolated (matchtag 0) observation: kept, at low weight
     sigma_interpolated_m: float = 3.0
+    #: 1-sigma of an acquisition outside the snow-free months (snow drifts of metres)
+    sigma_snow_season_m: float = 1.0
     #: residual outliers beyond this many sigmas are rejected (two iterations)
     outlier_nsigma: float = 3.0
     outlier_iterations: int = 2

@@ -274,9 +274,15 @@ def bundle_adjust(n: int, pairs: list[PairFit], cfg: CoregConfig) -> BundleResul
         if len(good) < 3:
             break
         mag = np.hypot(np.hypot(res[:, 0], res[:, 1]), res[:, 2])
-        scale = max(NMAD_K * np.median(mag), cfg.min_residual_reject_m / cfg.residual_reject_nsigma)
-        worst = int(np.argmax(mag))
-        if mag[worst] <= cfg.residual_reject_nsigma * scale:
+        # normalised by each pair's own precision (floored), so one blunder cannot hide in
+        # a residual scale it inflates itself
+        sig = np.array([np.sqrt(p.sigma_dx**2 + p.sigma_dy**2 + p.sigma_dz**2) for p in good])
+        norm = mag / np.maximum(sig, cfg.min_residual_reject_m / cfg.residual_reject_nsigma)
+        degree = np.bincount([k for p in good for k in (p.i, p.j)], minlength=n)
+        removable = np.array([degree[p.i] > 2 and degree[p.j] > 2 for p in good])
+        norm = np.where(removable, norm, 0.0)
+        worst = int(np.argmax(norm))
+        if norm[worst] <= cfg.residual_reject_nsigma:
             break
         p = good.pop(worst)
         rejected.append((p.i, p.j, f"inconsistent with the other pairs (residual {mag[worst]:.2f} m)"))
@@ -303,7 +309,25 @@ def coregister_stack(
     z: np.ndarray, matched: np.ndarray, res: float, cfg: CoregConfig, *, seed: int = 0, exclude: np.ndarray | None = None,
 ) -> BundleResult:
     """Pairwise Nuth & Kääb over every overlapping pair of the stack ``z`` (n, H, W), then
-    the bundle adjustment. ``matched`` (n, H, W) marks matchtag-1 pixels."""
+    the bundle adjustment. ``matched`` (n, H, W) marks matchtag-1 pixels.
+
+    With ``cfg.second_pass`` the ground found changing after the first adjustment (see
+    :func:`changing_ground`) is excluded and everything is solved again: debris lobes and
+    scars on valley sides otherwise bias the horizontal offsets, since steep ground carries
+    most of their information.
+    """
+    first = _coregister_once(z, matched, res, cfg, seed=seed, exclude=exclude)
+    if not cfg.second_pass:
+        return first
+    moving = changing_ground(z, first, res, cfg.changing_threshold_m, int(round(cfg.changing_dilate_m / res)))
+    if exclude is not None:
+        moving |= exclude
+    return _coregister_once(z, matched, res, cfg, seed=seed, exclude=moving)
+
+
+def _coregister_once(
+    z: np.ndarray, matched: np.ndarray, res: float, cfg: CoregConfig, *, seed: int = 0, exclude: np.ndarray | None = None,
+) -> BundleResult:
     n = z.shape[0]
     valid = np.isfinite(z)
     rng = np.random.default_rng(seed)
@@ -316,6 +340,27 @@ def coregister_stack(
             pairs.append(nuth_kaab(z[i], z[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng,
                                    i=i, j=j, ref_gradients=grads))
     return bundle_adjust(n, pairs, cfg)
+
+
+def changing_ground(z: np.ndarray, bundle: BundleResult, res: float, threshold_m: float, dilate_px: int) -> np.ndarray:
+    """Pixels whose corrected elevation changes through the record (|median before k -
+    median after k| > ``threshold_m`` for k at a third, half and two thirds of the series),
+    dilated: slumps, debris, drained lakes and subsidence, excluded from a second pass."""
+    used = [o for o in bundle.offsets if o.used]
+    if len(used) < 4:
+        return np.zeros(z.shape[1:], bool)
+    corr = np.stack([apply_offsets(z[o.index], o.dx, o.dy, o.dz, res) for o in used])
+    n = len(used)
+    changing = np.zeros(z.shape[1:], bool)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for k in sorted({n // 3, n // 2, (2 * n) // 3} - {0, n}):
+                d = np.abs(np.nanmedian(corr[k:], axis=0) - np.nanmedian(corr[:k], axis=0))
+                changing |= d > threshold_m
+    return ndimage.binary_dilation(changing, iterations=dilate_px) if dilate_px else changing
 
 
 def apply_offsets(z: np.ndarray, dx: float, dy: float, dz: float, res: float) -> np.ndarray:
