@@ -1,0 +1,1 @@
+"""The contract between pipeline and dashboard: the work grid, product schemas and catalog."""

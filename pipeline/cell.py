@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from . import grid
+from data_products import grid
 from .change import NODATA_DATE, ChangeResult, detect_steps
 from .config import Config
 from .coreg import BundleResult, apply_offsets, coregister_stack, shift_mask

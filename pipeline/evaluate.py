@@ -23,7 +23,7 @@ import shapely
 from rasterio.windows import from_bounds
 from scipy import ndimage
 
-from . import grid
+from data_products import grid
 from .inventories import match_inventories
 from .sources import discover_strips, read_cell
 

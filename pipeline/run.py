@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import grid
+from data_products import grid
 from .cell import process_cell, write_cell_rasters
 from .config import Config
 from .sources import Strip, cells_for_strips, discover_strips, strip_bounds

@@ -47,7 +47,7 @@ accepted too) and the matchtag in asset ``matchtag``.
 
 Reading
 -------
-:func:`read_cell` reads the 2 km work cell of :mod:`pipeline.grid` (optionally with a
+:func:`read_cell` reads the 2 km work cell of :mod:`data_products.grid` (optionally with a
 halo) from one strip. Strips in EPSG:3413 on the 2 m grid aligned with the work grid
 (the usual case) are read by integer pixel window and pasted into a NaN-filled array;
 anything else (another CRS, resolution or grid offset) is reprojected on the fly into
@@ -75,7 +75,7 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from pipeline import grid
+from data_products import grid
 
 try:  # the GDAL error classes rasterio raises (not exported publicly)
     from rasterio._err import CPLE_BaseError as _CPLE_BaseError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import grid
+from data_products import grid
 from pipeline.cell import process_cell
 from pipeline.config import Config
 from pipeline.sources import discover_strips

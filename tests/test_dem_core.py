@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline import grid
+from data_products import grid
 from pipeline.cell import RASTERS, process_cell, write_cell_rasters
 from pipeline.change import detect_steps
 from pipeline.config import ChangeConfig, Config, CoregConfig

@@ -3,7 +3,7 @@
 import pytest
 from pyproj import Transformer
 
-from pipeline import grid
+from data_products import grid
 
 
 def test_cell_id_round_trips_and_names_the_mosaic_tile():

@@ -13,7 +13,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from pipeline import grid
+from data_products import grid
 from pipeline.sources import (
     NoStripsError,
     Strip,

@@ -33,7 +33,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from .. import grid
+from data_products import grid
 from . import climate as synth_climate
 from .landscape import (
     Grid, Slump, StepFeature, Subsidence, days, make_detachment, make_drained_lake, make_permanent_lake,
