@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ import pandas as pd
 
 def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
     import xdem
-    from rasterio.transform import from_origin
 
     from data_products import grid
     from pipeline.config import CoregConfig

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,6 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     halo_m = max(HALO_M, cfg.coreg.halo_m)
     windows = read_cell_stack(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
                               resolution_m=res, warn=_warn)
-    n_cell = cell.shape(res)[0] ** 2
     keep = []
     hc = int(round((halo_m) / res))
     for w in windows:
@@ -127,7 +126,6 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     t4 = time.perf_counter()
     curv = total_curvature(recent_surface(zc, cfg.terrain.latest_dems), res, cfg.terrain.smoothing_sigma_m)
     timings["terrain"] = time.perf_counter() - t4
-    del n_cell
     return CellResult(cell.id, change, curv, names, dates, bundle, timings, warnings, "ok")
 
 
@@ -143,7 +141,7 @@ RASTER_SPECS = {
 }
 
 
-def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config) -> Path:
+def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_digest: str | None = None) -> Path:
     """Write the cell's rasters as COGs into ``out_dir/tiles/<cell>/`` atomically.
 
     Each file is written to a temporary name in the same folder and renamed into place,
@@ -174,13 +172,10 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config) -> Path:
         "strips": result.strips, "dates": result.dates, "coregistration": result.coreg_table(),
         "rejected_pairs": [list(p) for p in (result.bundle.rejected_pairs if result.bundle else [])],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "warnings": result.warnings,
-        "config_digest": cfg.digest(), "date_encoding": "t1/t2: days since 2000-01-01",
+        "config_digest": cfg.digest(), "inputs_digest": inputs_digest,
+        "date_encoding": "t1/t2: days since 2000-01-01",
     }
     tmp = folder / ".cell.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1, default=float))
     os.replace(tmp, folder / "cell.json")
     return folder
-
-
-def coreg_dict(result: CellResult) -> list[dict]:
-    return [asdict(o) for o in (result.bundle.offsets if result.bundle else [])]

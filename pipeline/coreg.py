@@ -32,6 +32,7 @@ the top), so +y is -row.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -352,14 +353,11 @@ def changing_ground(z: np.ndarray, bundle: BundleResult, res: float, threshold_m
     corr = np.stack([apply_offsets(z[o.index], o.dx, o.dy, o.dz, res) for o in used])
     n = len(used)
     changing = np.zeros(z.shape[1:], bool)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for k in sorted({n // 3, n // 2, (2 * n) // 3} - {0, n}):
-                d = np.abs(np.nanmedian(corr[k:], axis=0) - np.nanmedian(corr[:k], axis=0))
-                changing |= d > threshold_m
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: never "changing"
+        for k in sorted({n // 3, n // 2, (2 * n) // 3} - {0, n}):
+            d = np.abs(np.nanmedian(corr[k:], axis=0) - np.nanmedian(corr[:k], axis=0))
+            changing |= d > threshold_m
     return ndimage.binary_dilation(changing, iterations=dilate_px) if dilate_px else changing
 
 

@@ -18,14 +18,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
-import rasterio.features
-import shapely
 from rasterio.windows import from_bounds
-from scipy import ndimage
 
 from data_products import grid
 from .inventories import match_inventories
 from .sources import discover_strips, read_cell
+from .vectorize import clusters_to_polygons
 
 EPOCH = np.datetime64("2000-01-01")
 
@@ -96,19 +94,6 @@ def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray) ->
     return out
 
 
-def _polygons_from_mask(mask: np.ndarray, transform, min_area_m2: float, res: float) -> list:
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return []
-    sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * res * res
-    keep = np.isin(lab, np.flatnonzero(sizes >= min_area_m2) + 1)
-    lab = np.where(keep, lab, 0).astype(np.int32)
-    geoms: dict[int, list] = {}
-    for g, v in rasterio.features.shapes(lab, mask=lab > 0, transform=transform):
-        geoms.setdefault(int(v), []).append(shapely.geometry.shape(g))
-    return [shapely.union_all(v) for v in geoms.values()]
-
-
 def naive_difference(sample: str | Path, site: str, threshold_m: float = -1.0, min_area_m2: float = 2000.0) -> dict:
     """Newest minus oldest strip over a site, no coregistration: the honesty baseline.
 
@@ -131,7 +116,7 @@ def naive_difference(sample: str | Path, site: str, threshold_m: float = -1.0, m
             out[r0 : r0 + w.z.shape[0], c0 : c0 + w.z.shape[1]] = w.z
         return out
     diff = block(strips[-1]) - block(strips[0])
-    polys = _polygons_from_mask(np.nan_to_num(diff, nan=0.0) <= threshold_m, transform, min_area_m2, 2.0)
+    polys = clusters_to_polygons(np.nan_to_num(diff, nan=0.0) <= threshold_m, transform, min_area_m2)
     found = gpd.GeoDataFrame(geometry=polys, crs="EPSG:3413")
     truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
     truth = truth[truth.site == site].reset_index(drop=True)

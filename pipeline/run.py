@@ -48,6 +48,18 @@ def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
     return out
 
 
+def _recorded_digest(meta_path: Path) -> str | None:
+    """The inputs digest a published cell recorded; None when absent or unreadable
+    (an unreadable record means the cell is processed again)."""
+    if not meta_path.exists():
+        return None
+    try:
+        return json.loads(meta_path.read_text()).get("inputs_digest")
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("%s is unreadable (%s); the cell is processed again", meta_path, exc)
+        return None
+
+
 def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: str) -> dict:
     """Process and publish one cell; never raises (a failure is returned with its reason)."""
     t0 = time.perf_counter()
@@ -57,11 +69,7 @@ def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: 
         if result.status == "no_data":
             return {"cell_id": cell_id, "status": "no_data", "seconds": time.perf_counter() - t0,
                     "error": "no strip has valid pixels in this cell", "warnings": result.warnings}
-        folder = write_cell_rasters(result, out, cfg)
-        meta = json.loads((folder / "cell.json").read_text())
-        meta["inputs_digest"] = digest
-        (folder / ".cell.json.tmp").write_text(json.dumps(meta, indent=1))
-        (folder / ".cell.json.tmp").replace(folder / "cell.json")
+        write_cell_rasters(result, out, cfg, inputs_digest=digest)
         return {"cell_id": cell_id, "status": result.status, "seconds": time.perf_counter() - t0,
                 "n_strips": len(result.strips), "warnings": result.warnings, "timings_s": result.timings_s}
     except Exception as exc:  # one bad cell never stops the others
@@ -88,13 +96,9 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         mine = _strips_for(c, strips)
         digest = inputs_digest(mine, cfg)
         meta_path = out / "tiles" / c.id / "cell.json"
-        if not force and meta_path.exists():
-            try:
-                if json.loads(meta_path.read_text()).get("inputs_digest") == digest:
-                    skipped.append(c.id)
-                    continue
-            except (OSError, json.JSONDecodeError):
-                pass
+        if not force and _recorded_digest(meta_path) == digest:
+            skipped.append(c.id)
+            continue
         jobs.append((c.id, mine, digest))
     print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process), "
           f"{workers} worker(s) -> {out}", flush=True)

@@ -8,13 +8,16 @@ K x 10^6 to its Mask R-CNN.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
 
 def recent_surface(z: np.ndarray, latest: int) -> np.ndarray:
     """Median of the latest ``latest`` DEMs of the stack (n, H, W), gaps filled from all DEMs."""
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         recent = np.nanmedian(z[-latest:], axis=0)
         gaps = ~np.isfinite(recent)
         if gaps.any():
@@ -41,14 +44,3 @@ def total_curvature(z: np.ndarray, res: float, smoothing_sigma_m: float = 0.0) -
     _, zxx = np.gradient(zx, res)
     return (zxx**2 + 2 * zyx**2 + zyy**2).astype(np.float32)
 
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)

@@ -7,7 +7,6 @@ its truth (which no pipeline stage reads).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import rasterio
 
 from data_products import grid

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import geopandas as gpd
 import numpy as np
@@ -111,7 +110,7 @@ def _digest(folder):
 def test_sample_is_deterministic_by_seed(tmp_path):
     a = generate_sample(tmp_path / "a", seed=5, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
     b = generate_sample(tmp_path / "b", seed=5, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
-    c = generate_sample(tmp_path / "c", seed=6, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
+    generate_sample(tmp_path / "c", seed=6, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
     assert _digest(tmp_path / "a" / "strips") == _digest(tmp_path / "b" / "strips")
     assert _digest(tmp_path / "a" / "strips") != _digest(tmp_path / "c" / "strips")
     assert a["n_slumps"] == b["n_slumps"]

@@ -27,17 +27,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
-import rasterio.features
-import shapely
 from pyproj import Transformer
 from rasterio.transform import from_origin
 from scipy import ndimage
 
 from data_products import grid
 from . import climate as synth_climate
+from ..vectorize import cells_of, mask_to_geometry
 from .landscape import (
     Grid, Slump, StepFeature, Subsidence, days, make_detachment, make_drained_lake, make_permanent_lake,
-    make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, smooth_noise, surface_at,
+    make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, surface_at,
 )
 from .strips import Acquisition, plan_dates, render_strip, strip_name, write_strip
 
@@ -89,13 +88,6 @@ def _pick(rng, candidates: np.ndarray, occupied: np.ndarray, radius_px: int):
 
 def _occupy(occupied: np.ndarray, f) -> None:
     occupied[f.r0 : f.r1, f.c0 : f.c1] = True
-
-
-def _polygons(mask: np.ndarray, transform) -> shapely.Geometry | None:
-    geoms = [shapely.geometry.shape(g) for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask, transform=transform) if v == 1]
-    if not geoms:
-        return None
-    return shapely.union_all(geoms)
 
 
 def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: int) -> dict:
@@ -256,7 +248,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         loss = np.where((s.t_exc > t_first) & (s.t_exc <= t_last), s.depth_m, 0.0)
         active = loss >= 1.0
         tr = from_origin(g.x0 + s.c0 * res, g.y1 - s.r0 * res, res, res)
-        poly = _polygons(active, tr)
+        poly = mask_to_geometry(active, tr)
         if poly is None:
             continue
         box = (slice(s.r0, s.r1), slice(s.c0, s.c1))
@@ -274,8 +266,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
                 yearly_rows.append({"slump_id": s.fid, "year": y, "volume_m3": v})
         season[box][active] = exc_season[active]
         change_time[box][active] = s.t_exc[active]
-        cells_touched = sorted({grid.cell_at(*p).id for p in np.asarray(poly.exterior.coords if poly.geom_type == "Polygon" else
-                                                                           shapely.get_coordinates(poly))})
+        cells_touched = cells_of(poly)
         slump_rows.append({
             "slump_id": s.fid, "site": spec.key, "region": spec.region, "geometry": poly,
             "area_m2": float(active.sum() * res * res), "volume_m3": float(loss[active].sum() * res * res),
@@ -295,7 +286,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
             code = 3 if f.kind == "drained_lake" else 4
             event = (dt.date(2000, 1, 1) + dt.timedelta(days=int(f.t_event))).isoformat()
         tr = from_origin(g.x0 + f.c0 * res, g.y1 - f.r0 * res, res, res)
-        poly = _polygons(mask, tr)
+        poly = mask_to_geometry(mask, tr)
         if poly is None:
             continue
         klass[box][mask & (klass[box] == 0)] = code
