@@ -53,6 +53,12 @@ class CoregConfig:
     #: random stable pixels used per pair (subsampling; accuracy is flat above ~20k)
     sample_size: int = 40_000
     max_iterations: int = 10
+    #: horizontal shifts are solved on DEMs minus their Gaussian smoothing at this sigma
+    #: (removes long-wavelength strip errors; 0 = off)
+    highpass_sigma_m: float = 30.0
+    #: when the filtered fit is less precise than this (smooth terrain), the unfiltered
+    #: fit is made too and the more precise kept
+    highpass_fallback_sigma_m: float = 0.15
     #: the reference DEM is smoothed by this Gaussian sigma before taking its gradients
     gradient_smoothing_m: float = 4.0
     #: stop when the horizontal update is smaller than this

@@ -85,106 +85,208 @@ def smooth_for_gradients(z: np.ndarray, sigma_px: float) -> np.ndarray:
         return z
     from .terrain import nan_gaussian
 
-    return nan_gaussian(z, sigma_px)
+    return nan_gaussian(z, sigma_px, np.float32)
 
 
-def sample_stable(
-    gx: np.ndarray, gy: np.ndarray, other_valid: np.ndarray, matched: np.ndarray | None, cfg: CoregConfig,
-    rng: np.random.Generator, exclude: np.ndarray | None = None,
-) -> np.ndarray:
-    """Flat indices of up to ``cfg.sample_size`` random stable pixels (reference gradients given)."""
-    slope = np.degrees(np.arctan(np.hypot(gx, gy)))
-    ok = np.isfinite(slope) & other_valid & (slope <= cfg.max_slope_deg)
-    if matched is not None:
-        ok &= matched
-    if exclude is not None:
-        ok &= ~exclude
+@dataclass
+class PreparedDem:
+    """What the pairwise fit needs of a DEM, computed once per DEM rather than per pair."""
+
+    z: np.ndarray  # elevations as read (NaN = nodata)
+    hp: np.ndarray | None  # high-passed elevations (None when the high-pass is off)
+    grads: dict[str, tuple[np.ndarray, np.ndarray]]  # "raw"/"hp": gradients of the smoothed surface
+    candidates: np.ndarray  # random-order flat indices of its stable pixels (finite, not steep)
+
+    def surface(self, kind: str) -> np.ndarray:
+        return self.hp if kind == "hp" else self.z
+
+
+def highpass(z: np.ndarray, sigma_m: float, res: float) -> np.ndarray:
+    """z minus its Gaussian-smoothed self (NaN-aware): the terrain detail that locates a
+    DEM horizontally, without the long-wavelength errors (jitter, undulations) that do not.
+
+    The smooth part is computed on a grid coarsened by block means (a quarter of sigma
+    per cell, NaN-aware) and interpolated back: at these sigmas it is indistinguishable
+    from the full-resolution filter and an order of magnitude cheaper."""
+    f = max(1, int(sigma_m / res / 4))
+    h, w = z.shape
+    hp_, wp_ = -(-h // f) * f, -(-w // f) * f
+    valid = np.isfinite(z)
+    sub = z[::16, ::16]
+    centre = np.float32(np.nanmedian(sub)) if np.isfinite(sub).any() else np.float32(0)
+    zc = np.zeros((hp_, wp_), np.float32)
+    zc[:h, :w] = np.where(valid, z - centre, 0.0)
+    wc = np.zeros((hp_, wp_), np.float32)
+    wc[:h, :w] = valid
+    num = zc.reshape(hp_ // f, f, wp_ // f, f).sum(axis=(1, 3))
+    den = wc.reshape(hp_ // f, f, wp_ // f, f).sum(axis=(1, 3))
+    sig = sigma_m / res / f
+    num = ndimage.gaussian_filter(num, sig, truncate=3.0)
+    den = ndimage.gaussian_filter(den, sig, truncate=3.0)
+    with np.errstate(all="ignore"):
+        low = num / den
+    # back to full resolution: block centres sit at (k + 0.5) f - 0.5 in pixel units
+    rr = (np.arange(h, dtype=np.float32) + 0.5) / f - 0.5
+    cc = (np.arange(w, dtype=np.float32) + 0.5) / f - 0.5
+    low = ndimage.map_coordinates(np.nan_to_num(low), np.meshgrid(rr, cc, indexing="ij"), order=1, mode="nearest")
+    return np.where(valid, z - centre - low, np.nan).astype(np.float32)
+
+
+def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generator) -> PreparedDem:
+    """High-pass, gradients and stable-pixel candidates (finite, not steep) of one DEM."""
+    sm = cfg.gradient_smoothing_m / res
+    grads = {"raw": gradients(smooth_for_gradients(z, sm), res)}
+    hp = None
+    if cfg.highpass_sigma_m > 0:
+        hp = highpass(z, cfg.highpass_sigma_m, res)
+        grads["hp"] = gradients(smooth_for_gradients(hp, sm), res)
+    gx, gy = grads["raw"]
+    slope2 = gx * gx + gy * gy
+    ok = np.isfinite(slope2) & (slope2 <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
     idx = np.flatnonzero(ok)
-    if idx.size > cfg.sample_size:
-        idx = rng.choice(idx, cfg.sample_size, replace=False)
-    return idx
+    n_cand = 4 * cfg.sample_size
+    idx = rng.choice(idx, n_cand, replace=False) if idx.size > n_cand else rng.permutation(idx)
+    return PreparedDem(z, hp, grads, idx)
+
+
+def sample_stable(ref: PreparedDem, other_valid: np.ndarray, matched: np.ndarray | None, cfg: CoregConfig,
+                  exclude: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of up to ``cfg.sample_size`` random stable pixels valid in both DEMs."""
+    c = ref.candidates
+    keep = other_valid.ravel()[c]
+    if matched is not None:
+        keep &= matched.ravel()[c]
+    if exclude is not None:
+        keep &= ~exclude.ravel()[c]
+    return c[keep][: cfg.sample_size]
+
+
+def _sample(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dx: float, dy: float, res: float) -> np.ndarray:
+    """z at p + (dx, dy) for sample pixels p (bilinear; +x is +col, +y is -row)."""
+    return ndimage.map_coordinates(z, [rows - dy / res, cols + dx / res], order=1, mode="constant", cval=np.nan,
+                                   prefilter=False)
+
+
+def _clip(dh: np.ndarray, ok: np.ndarray, nsigma: float) -> np.ndarray:
+    """Samples within ``nsigma`` robust sigmas (NMAD) of the median."""
+    med = np.median(dh[ok])
+    return ok & (np.abs(dh - med) <= nsigma * max(nmad(dh[ok]), 1e-3))
+
+
+@dataclass
+class _Horizontal:
+    dx: float = 0.0
+    dy: float = 0.0
+    sigma_h: float = float("inf")  # formal 1-sigma of the shift's magnitude
+    sigma_dx: float = float("inf")
+    sigma_dy: float = float("inf")
+    iterations: int = 0
+    reason: str = ""
+
+
+def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, idx, res: float, cfg: CoregConfig,
+                    overlap_m2: float) -> _Horizontal:
+    """Iterated least-squares shift on surface ``kind`` ("raw" or "hp") at the samples."""
+    out = _Horizontal()
+    h_ref, h_tba = ref.surface(kind), tba.surface(kind)
+    gx, gy = ref.grads[kind]
+    a = h_ref.ravel()[idx].astype(np.float64)
+    gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
+    finite = np.isfinite(gxs) & np.isfinite(gys)
+    tilted = np.degrees(np.arctan(np.hypot(gxs, gys))) >= cfg.min_slope_deg
+    converged = False
+    for it in range(1, cfg.max_iterations + 1):
+        dh = _sample(h_tba, rows, cols, out.dx, out.dy, res) - a
+        ok = np.isfinite(dh) & finite
+        if ok.sum() < cfg.min_stable_pixels:
+            out.reason = f"only {int(ok.sum())} valid samples after shifting"
+            return out
+        use = _clip(dh, ok, cfg.outlier_nsigma) & tilted
+        if use.sum() < cfg.min_stable_pixels:
+            out.reason = "too flat for a horizontal fit"
+            return out
+        A = np.column_stack([np.ones(use.sum()), -gxs[use], -gys[use]])
+        (_, ddx, ddy), *_ = np.linalg.lstsq(A, dh[use], rcond=None)
+        out.dx += float(ddx)
+        out.dy += float(ddy)
+        out.iterations = it
+        if abs(out.dx) > 3 * cfg.max_pair_shift_m or abs(out.dy) > 3 * cfg.max_pair_shift_m:
+            out.reason = "horizontal shift diverged"
+            return out
+        if np.hypot(ddx, ddy) < cfg.convergence_m:
+            converged = True
+            break
+    if not converged:
+        out.reason = f"no convergence in {cfg.max_iterations} iterations"
+        return out
+    # formal errors: s^2 (A^T A)^-1, inflated by n_used / n_independent, the errors being
+    # correlated over error_correlation_m (or over the high-pass scale once filtered)
+    dh = _sample(h_tba, rows, cols, out.dx, out.dy, res) - a
+    use = _clip(dh, np.isfinite(dh) & finite, cfg.outlier_nsigma) & tilted
+    corr = cfg.error_correlation_m if kind == "raw" else min(cfg.error_correlation_m, cfg.highpass_sigma_m)
+    n = int(use.sum())
+    n_indep = max(1.0, min(n, overlap_m2 / (np.pi * corr**2)))
+    A = np.column_stack([np.ones(n), -gxs[use], -gys[use]])
+    try:
+        cov = np.linalg.inv(A.T @ A) * max(nmad(dh[use]), 1e-3) ** 2 * (n / n_indep)
+    except np.linalg.LinAlgError:
+        out.reason = "singular horizontal fit"
+        return out
+    out.sigma_dx, out.sigma_dy = float(np.sqrt(cov[1, 1])), float(np.sqrt(cov[2, 2]))
+    out.sigma_h = float(np.hypot(out.sigma_dx, out.sigma_dy))
+    return out
 
 
 def nuth_kaab(
-    ref: np.ndarray, tba: np.ndarray, res: float, cfg: CoregConfig, *,
+    ref: np.ndarray | PreparedDem, tba: np.ndarray | PreparedDem, res: float, cfg: CoregConfig, *,
     matched: np.ndarray | None = None, exclude: np.ndarray | None = None, rng: np.random.Generator | None = None,
-    i: int = 0, j: int = 1, ref_gradients: tuple[np.ndarray, np.ndarray] | None = None,
+    i: int = 0, j: int = 1,
 ) -> PairFit:
     """Displacement (dx, dy, dz) of ``tba`` relative to ``ref`` (same grid, NaN = nodata).
 
     ``matched`` marks trusted pixels (matchtag 1 in both); ``exclude`` marks known
-    changing ground. The fit is on a random subsample of stable pixels.
-    ``ref_gradients`` (dz/dx, dz/dy of the smoothed reference) may be passed when the
-    same reference serves several pairs.
+    changing ground. The fit is on a random subsample of stable pixels. DEMs may be
+    given as arrays or, to share the work across pairs, already :func:`prepare`-d.
+
+    The horizontal shift is first solved on high-passed DEMs (``cfg.highpass_sigma_m``).
+    The shift model is linear and shift-invariant, so filtering both sides keeps it exact
+    while removing the spatially correlated errors that otherwise dominate the fit: a
+    pre-whitening, as in generalised least squares. Terrain without detail at that scale
+    gives the filtered fit little to hold on to; when its formal precision is worse than
+    ``highpass_fallback_sigma_m``, the unfiltered fit is also made and the more precise one
+    kept. The vertical offset is the robust median of the unfiltered difference.
     """
     rng = rng or np.random.default_rng(0)
     fit = PairFit(i, j)
-    valid_b = np.isfinite(tba)
-    gx, gy = ref_gradients or gradients(smooth_for_gradients(ref, cfg.gradient_smoothing_m / res), res)
-    idx = sample_stable(gx, gy, valid_b, matched, cfg, rng, exclude)
+    ref = ref if isinstance(ref, PreparedDem) else prepare(ref, res, cfg, rng)
+    tba = tba if isinstance(tba, PreparedDem) else prepare(tba, res, cfg, rng)
+    valid_b = np.isfinite(tba.z)
+    idx = sample_stable(ref, valid_b, matched, cfg, exclude)
     if idx.size < cfg.min_stable_pixels:
         fit.reason = f"only {idx.size} stable pixels in the overlap"
         return fit
-    rows, cols = np.divmod(idx, ref.shape[1])
-    a = ref.ravel()[idx].astype(np.float64)
-    gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
-    slope = np.degrees(np.arctan(np.hypot(gxs, gys)))
-    tilted = slope >= cfg.min_slope_deg
-    dx = dy = 0.0
-    dz = 0.0
-    keep = np.ones(idx.size, bool)
-    for it in range(1, cfg.max_iterations + 1):
-        # B at p + (dx, dy): +x is +col, +y is -row
-        b = ndimage.map_coordinates(tba, [rows - dy / res, cols + dx / res], order=1, mode="constant", cval=np.nan,
-                                    prefilter=False)
-        dh = b - a
-        ok = np.isfinite(dh) & np.isfinite(gxs) & np.isfinite(gys)
-        if ok.sum() < cfg.min_stable_pixels:
-            fit.reason = f"only {int(ok.sum())} valid samples after shifting"
-            return fit
-        med = np.median(dh[ok])
-        spread = max(nmad(dh[ok]), 1e-3)
-        keep = ok & (np.abs(dh - med) <= cfg.outlier_nsigma * spread)
-        use = keep & tilted
-        if use.sum() < cfg.min_stable_pixels:
-            # too flat to solve horizontally: vertical only
-            dz = float(np.median(dh[keep]))
-            fit.reason = "too flat for a horizontal fit; vertical offset only"
-            break
-        A = np.column_stack([np.ones(use.sum()), -gxs[use], -gys[use]])
-        sol, *_ = np.linalg.lstsq(A, dh[use], rcond=None)
-        ddz, ddx, ddy = sol
-        dx += float(ddx)
-        dy += float(ddy)
-        fit.iterations = it
-        if abs(dx) > 3 * cfg.max_pair_shift_m or abs(dy) > 3 * cfg.max_pair_shift_m:
-            fit.reason = "horizontal shift diverged"
-            return fit
-        if np.hypot(ddx, ddy) < cfg.convergence_m:
-            break
-    b = ndimage.map_coordinates(tba, [rows - dy / res, cols + dx / res], order=1, mode="constant", cval=np.nan,
-                                prefilter=False)
-    dh = b - a
-    ok = np.isfinite(dh)
-    med = np.median(dh[ok])
-    spread = max(nmad(dh[ok]), 1e-3)
-    keep = ok & (np.abs(dh - med) <= cfg.outlier_nsigma * spread)
-    dz = float(np.median(dh[keep]))
-    fit.dx, fit.dy, fit.dz = dx, dy, dz
-    fit.nmad_m = nmad(dh[keep])
+    rows, cols = np.divmod(idx, ref.z.shape[1])
+    overlap_m2 = np.count_nonzero(np.isfinite(ref.z) & valid_b) * res * res
+    h = _Horizontal(reason="no horizontal fit")
+    if ref.hp is not None:
+        h = _fit_horizontal(ref, tba, "hp", rows, cols, idx, res, cfg, overlap_m2)
+    if ref.hp is None or h.sigma_h > cfg.highpass_fallback_sigma_m:
+        raw = _fit_horizontal(ref, tba, "raw", rows, cols, idx, res, cfg, overlap_m2)
+        if raw.sigma_h < h.sigma_h:
+            h = raw
+    fit.iterations = h.iterations
+    dx, dy = (h.dx, h.dy) if np.isfinite(h.sigma_h) else (0.0, 0.0)
+    # vertical: robust median of the unfiltered difference at the final shift
+    d = _sample(tba.z, rows, cols, dx, dy, res) - ref.z.ravel()[idx]
+    keep = _clip(d, np.isfinite(d), cfg.outlier_nsigma)
+    fit.dx, fit.dy, fit.dz = dx, dy, float(np.median(d[keep]))
+    fit.nmad_m = nmad(d[keep])
     fit.n_used = int(keep.sum())
-    # formal errors: s^2 (A^T A)^-1, inflated by n_used / n_independent
-    overlap_m2 = np.count_nonzero(np.isfinite(ref) & valid_b) * res * res
     n_indep = max(1.0, min(fit.n_used, overlap_m2 / (np.pi * cfg.error_correlation_m**2)))
-    inflate = fit.n_used / n_indep
-    use = keep & tilted
-    A = np.column_stack([np.ones(use.sum()), -gxs[use], -gys[use]])
-    try:
-        cov = np.linalg.inv(A.T @ A) * max(fit.nmad_m, 1e-3) ** 2 * inflate
-        fit.sigma_dx, fit.sigma_dy = float(np.sqrt(cov[1, 1])), float(np.sqrt(cov[2, 2]))
-    except np.linalg.LinAlgError:
-        fit.sigma_dx = fit.sigma_dy = float("inf")
     fit.sigma_dz = float(1.2533 * max(fit.nmad_m, 1e-3) / np.sqrt(n_indep))
+    fit.sigma_dx, fit.sigma_dy = h.sigma_dx, h.sigma_dy
+    if not np.isfinite(h.sigma_h):
+        fit.reason = f"{h.reason}; vertical offset only"
     if fit.nmad_m > cfg.max_pair_sigma_m:
         fit.reason = f"poor fit (NMAD {fit.nmad_m:.1f} m)"
     elif max(abs(dx), abs(dy)) >= cfg.max_pair_shift_m:
@@ -253,12 +355,12 @@ def bundle_adjust(n: int, pairs: list[PairFit], cfg: CoregConfig) -> BundleResul
     good = [p for p in pairs if p.ok]
     # DEM screening: a DEM whose pairs are all poor is a blunder (clouds, bad stereo)
     for o in offsets:
-        mine = [p.nmad_m for p in good if o.index in (p.i, p.j)]
-        o.median_pair_nmad_m = float(np.median(mine)) if mine else np.nan
-        if not mine:
-            o.used, o.reason = False, "no usable pair (no overlap or every fit failed)"
-        elif o.median_pair_nmad_m > cfg.max_dem_nmad_m:
+        fitted = [p.nmad_m for p in pairs if o.index in (p.i, p.j) and np.isfinite(p.nmad_m)]
+        o.median_pair_nmad_m = float(np.median(fitted)) if fitted else np.nan
+        if fitted and o.median_pair_nmad_m > cfg.max_dem_nmad_m:
             o.used, o.reason = False, f"poor fits with every other DEM (median NMAD {o.median_pair_nmad_m:.2f} m)"
+        elif not any(o.index in (p.i, p.j) for p in good):
+            o.used, o.reason = False, "no usable pair (no overlap or every fit failed)"
     good = [p for p in good if offsets[p.i].used and offsets[p.j].used]
     used_idx = [o.index for o in offsets if o.used]
     if not used_idx:
@@ -333,13 +435,13 @@ def _coregister_once(
     valid = np.isfinite(z)
     rng = np.random.default_rng(seed)
     pairs: list[PairFit] = []
+    dems = [prepare(z[k], res, cfg, rng) for k in range(n)]
     for i in range(n):
-        grads = gradients(smooth_for_gradients(z[i], cfg.gradient_smoothing_m / res), res)
         for j in range(i + 1, n):
             if overlap_fraction(valid[i], valid[j]) < cfg.min_overlap_fraction:
                 continue
-            pairs.append(nuth_kaab(z[i], z[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng,
-                                   i=i, j=j, ref_gradients=grads))
+            pairs.append(nuth_kaab(dems[i], dems[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude,
+                                   rng=rng, i=i, j=j))
     return bundle_adjust(n, pairs, cfg)
 
 
