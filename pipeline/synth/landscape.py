@@ -199,7 +199,7 @@ def make_terrain(rng: np.random.Generator, g: Grid, base_elevation_m: float, n_v
     for k in range(n_valleys):
         horizontal = bool(k % 2 == 0) if n_valleys > 1 else bool(rng.integers(2))
         axis = _valley_axis(rng, g, horizontal, fracs[k])
-        v = Valley(axis, rng.uniform(260.0, 380.0), rng.uniform(22.0, 40.0))
+        v = Valley(axis, rng.uniform(190.0, 300.0), rng.uniform(30.0, 55.0))
         valleys.append(v)
         one = np.ones(shape, bool)
         rr = np.clip(np.round(axis[:, 0]).astype(int), 0, g.ny - 1)
@@ -385,7 +385,7 @@ def make_drained_lake(rng, g: Grid, z: np.ndarray, fid: str, center_rc, t_event:
     inside = d < rad
     level = float(np.percentile(z[r0:r1, c0:c1][inside], 20))
     z[r0:r1, c0:c1][inside] = level
-    bed_depth = rng.uniform(2.0, 4.0) * (1 - (d / rad) ** 2)
+    bed_depth = rng.uniform(2.0, 5.0) * (1 - (d / rad) ** 2)
     delta = np.where(inside, -np.maximum(bed_depth, 0.0), 0.0).astype(np.float32)
     # a residual pond remains in the deepest part: no change there
     delta[inside & (d < 0.2 * rad)] = 0.0
@@ -393,8 +393,10 @@ def make_drained_lake(rng, g: Grid, z: np.ndarray, fid: str, center_rc, t_event:
     return feat, inside
 
 
-def make_permanent_lake(rng, g: Grid, z: np.ndarray, center_rc) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    radius_m = rng.uniform(60.0, 120.0)
+def make_permanent_lake(rng, g: Grid, z: np.ndarray, center_rc, radius_m=(60.0, 120.0)
+                        ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """A lake or pond with a flat surface (the terrain is levelled in place)."""
+    radius_m = rng.uniform(*radius_m)
     half = int(radius_m * 1.5 / g.res)
     r_c, c_c = center_rc
     r0, r1, c0, c1 = max(0, r_c - half), min(g.ny, r_c + half), max(0, c_c - half), min(g.nx, c_c + half)
@@ -406,12 +408,14 @@ def make_permanent_lake(rng, g: Grid, z: np.ndarray, center_rc) -> tuple[tuple[i
     return (r0, r1, c0, c1), inside
 
 
-def make_detachment(rng, g: Grid, fid: str, top_rc, uphill, t_event: float) -> StepFeature:
-    """An active-layer detachment: a shallow elongated scar cut in one event, its
-    material deposited as a toe lobe just downslope."""
-    length = rng.uniform(110.0, 180.0)
-    width = rng.uniform(28.0, 40.0)
-    depth = rng.uniform(1.1, 1.6)
+def make_detachment(rng, g: Grid, fid: str, top_rc, uphill, t_event: float, *, kind: str = "active_layer_detachment",
+                    length_m=(110.0, 180.0), width_m=(28.0, 40.0), depth_m=(1.1, 1.6)) -> StepFeature:
+    """A slide cut in one event, its material deposited as a toe lobe just downslope: by
+    default an active-layer detachment (a shallow elongated scar); with larger depth and
+    width a one-off landslide as deep as a thaw slump, but without its retreating headwall."""
+    length = rng.uniform(*length_m)
+    width = rng.uniform(*width_m)
+    depth = rng.uniform(*depth_m)
     ue, un = uphill
     half = int((length * 1.8) / g.res)
     r_t, c_t = top_rc
@@ -427,7 +431,7 @@ def make_detachment(rng, g: Grid, fid: str, top_rc, uphill, t_event: float) -> S
     toe = np.exp(-0.5 * (((s - length - 30.0) / 25.0) ** 2 + (w / (width * 0.9)) ** 2))
     toe *= 0.8 * vol / max(toe.sum() * g.res * g.res, 1e-9)
     delta = (delta + toe).astype(np.float32)
-    return StepFeature(fid=fid, kind="active_layer_detachment", r0=r0, c0=c0, r1=r1, c1=c1, t_event=t_event, delta_m=delta)
+    return StepFeature(fid=fid, kind=kind, r0=r0, c0=c0, r1=r1, c1=c1, t_event=t_event, delta_m=delta)
 
 
 def make_subsidence(rng, g: Grid, fid: str, center_rc, t_start: float) -> Subsidence:

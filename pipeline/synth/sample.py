@@ -38,7 +38,7 @@ from .landscape import (
     Grid, Slump, StepFeature, Subsidence, days, make_detachment, make_drained_lake, make_permanent_lake,
     make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, surface_at,
 )
-from .strips import Acquisition, plan_dates, render_strip, strip_name, write_strip
+from .strips import Acquisition, WaterBody, plan_dates, render_strip, strip_name, write_strip
 
 GENERATOR_VERSION = "1"
 MARGIN_M = 320.0
@@ -117,7 +117,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     pad = int(260.0 / res)
     inner[m + pad : g.ny - m - pad, m + pad : g.nx - m - pad] = True
     occupied = np.zeros(z0.shape, bool)
-    wall = inner & (vdist > 0.3 * half_w) & (vdist < 0.6 * half_w) & (slope > 4.0) & (slope < 18.0)
+    wall = inner & (vdist > 0.3 * half_w) & (vdist < 0.6 * half_w) & (slope > 4.0) & (slope < 22.0)
     plateau = inner & (vdist > half_w + 80.0) & (slope < 4.0)
 
     features: list = []
@@ -144,11 +144,9 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         _occupy(occupied, s)
 
     lookalikes: list = []
-    water_masks: list[np.ndarray] = []
-    water_flag_prob: list[float] = []
+    water: list[WaterBody] = []
     pre_drain_dates = [d for d in dates if 2014 <= d.year <= 2019 and 6 <= d.month <= 9] or [dates[len(dates) // 2]]
     n_each = max(1, cells * cells // 2)
-    drained_lakes = []
     for k in range(n_each):  # lakes that drain in one event
         pick = _pick(rng, plateau, occupied, int(180 / res))
         if pick is None:
@@ -157,30 +155,37 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         lake, _ = make_drained_lake(rng, g, z0, f"{spec.key}-drained-lake-{k + 1}", pick, drain_day)
         features.append(lake)
         lookalikes.append(lake)
-        drained_lakes.append(lake)
         _occupy(occupied, lake)
+        water.append(WaterBody(lake.r0, lake.r1, lake.c0, lake.c1, lake.delta_m < 0, 0.2, 0.0, lake.t_event))
     for _ in range(2):  # permanent lakes (water surfaces, mostly flagged)
         pick = _pick(rng, plateau, occupied, int(150 / res))
         if pick is None:
             continue
         (r0, r1, c0, c1), wm = make_permanent_lake(rng, g, z0, pick)
-        full = np.zeros(z0.shape, bool)
-        full[r0:r1, c0:c1] = wm
-        water_masks.append(full)
-        water_flag_prob.append(0.9)
+        water.append(WaterBody(r0, r1, c0, c1, wm, 0.9, 0.15))
         occupied[r0:r1, c0:c1] = True
-    for k in range(n_each + 1):  # active-layer detachments in hot summers
-        pick = _pick(rng, wall, occupied, int(200 / res))
+    for _ in range(3 * cells * cells):  # small ponds: levels that swing, rarely in the water mask
+        pick = _pick(rng, plateau, occupied, int(60 / res))
         if pick is None:
             continue
-        r, c = pick
-        hot = sorted(record_years[2:-1], key=lambda y: -anomalies.get(y, 0.0))[k % 3]
-        s0, e0 = season_bounds(hot)
-        ald = make_detachment(rng, g, f"{spec.key}-detachment-{k + 1}", (r, c), (float(ue[r, c]), float(un[r, c])),
-                              float(rng.uniform(s0, e0)))
-        features.append(ald)
-        lookalikes.append(ald)
-        _occupy(occupied, ald)
+        (r0, r1, c0, c1), wm = make_permanent_lake(rng, g, z0, pick, radius_m=(25.0, 55.0))
+        water.append(WaterBody(r0, r1, c0, c1, wm, 0.3, 0.6))
+        occupied[r0:r1, c0:c1] = True
+    hot_years = sorted(record_years[2:-1], key=lambda y: -anomalies.get(y, 0.0))
+    slides = [("active_layer_detachment", "detachment", n_each + 1, {}),
+              ("landslide", "landslide", n_each, dict(length_m=(120.0, 220.0), width_m=(45.0, 80.0), depth_m=(2.5, 6.0)))]
+    for kind, label, count, shape in slides:  # one-off slides on valley sides, in hot summers
+        for k in range(count):
+            pick = _pick(rng, wall, occupied, int(200 / res))
+            if pick is None:
+                continue
+            r, c = pick
+            s0, e0 = season_bounds(hot_years[k % min(3, len(hot_years))])
+            slide = make_detachment(rng, g, f"{spec.key}-{label}-{k + 1}", (r, c), (float(ue[r, c]), float(un[r, c])),
+                                    float(rng.uniform(s0, e0)), kind=kind, **shape)
+            features.append(slide)
+            lookalikes.append(slide)
+            _occupy(occupied, slide)
     for k in range(n_each):  # broad thermokarst subsidence
         pick = _pick(rng, plateau, occupied, int(350 / res))
         if pick is None:
@@ -217,15 +222,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         )
         t = days(d)
         z_t = surface_at(z0, features, t)
-        waters = list(water_masks)
-        probs = list(water_flag_prob)
-        for lake in drained_lakes:
-            if t < lake.t_event:
-                wm = np.zeros(z0.shape, bool)
-                wm[lake.r0 : lake.r1, lake.c0 : lake.c1] = lake.delta_m < 0
-                waters.append(wm)
-                probs.append(0.2)
-        dem, bm, mt = render_strip(rng, acq, g, z_t, win, waters, probs, snow_zone)
+        dem, bm, mt = render_strip(rng, acq, g, z_t, win, water, t, snow_zone)
         write_strip(strips_dir, name, g, win, dem, bm, mt)
         acqs.append(acq)
 
@@ -237,11 +234,12 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     z_last = surface_at(z0, features, t_last)
     true_dh = (z_last - z_first)[r0:r1, c0:c1]
     btransform = from_origin(bx0, by1, res, res)
-    klass = np.zeros(z0.shape, np.uint8)  # 0 stable, 1 slump active, 2 slump debris, 3 drained lake, 4 detachment, 5 thermokarst, 6 water
+    klass = np.zeros(z0.shape, np.uint8)  # 0 stable, 1 slump active, 2 slump debris, 3 drained lake, 4 slide, 5 thermokarst, 6 water
     season = np.zeros(z0.shape, np.int16)
     change_time = np.full(z0.shape, np.nan, np.float32)
-    for wm in water_masks:
-        klass[wm] = 6
+    for wb in water:
+        if wb.until == float("inf"):
+            klass[wb.r0 : wb.r1, wb.c0 : wb.c1][wb.mask] = 6
 
     slump_rows, yearly_rows = [], []
     for s in slumps:
@@ -326,14 +324,15 @@ benchmarks compare the pipeline's products against it.
   the July-August anomaly), `initiation_year` (0: the scar predates the record),
   `crosses_cell_edge`, `cells`.
 - `yearly_losses.csv` - true volume lost per slump per thaw season (year).
-- `lookalikes.parquet` - look-alikes (drained lake, active-layer detachment, thermokarst) with
+- `lookalikes.parquet` - look-alikes (drained lake, active-layer detachment, landslide, thermokarst) with
   their footprint, kind and event date.
 - `strips.csv` - every strip's injected errors: `dx_m, dy_m` (a feature at (x, y) appears at
   (x + dx, y + dy)), `dz_m` (added at the block centre), tilts in m/m, snow, partial, clouds.
 - `anomalies.csv` - each site's July-August temperature anomaly (deg C) per year.
 - `<site>/true_dh.tif` - true elevation change between the first and last acquisition.
 - `<site>/class.tif` - 0 stable, 1 slump active area, 2 slump debris, 3 drained lake,
-  4 detachment, 5 thermokarst, 6 permanent water.
+  4 one-off slide (active-layer detachment or landslide), 5 thermokarst,
+  6 permanent water (lakes and ponds).
 - `<site>/change_season.tif` - for slump active pixels, the thaw season (year) they dropped in.
 - `<site>/change_time.tif` - for slump active pixels, when they dropped (days since 2000-01-01).
 """

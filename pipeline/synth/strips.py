@@ -6,7 +6,8 @@ SETSM strips carry (Noh & Howat 2015; Porter et al. 2022, ArcticDEM v4.1):
 * a translation of metres in x, y and z and a small tilt (absolute geolocation);
 * spatially correlated noise (decimetres over hundreds of metres) and white noise;
 * cloud blunders tens of metres above the ground, only some flagged in the bitmask;
-* interpolated patches (matchtag 0) where matching failed, and noisy water surfaces;
+* interpolated patches (matchtag 0) where matching failed, off by up to metres, and noisy
+  water surfaces whose level swings between acquisitions;
 * spring snow drifts on lee slopes (never flagged);
 * for some strips a straight strip edge through the block (nodata beyond it, the
   bitmask's edge bit along it).
@@ -31,6 +32,22 @@ from .landscape import Grid, smooth_noise
 
 NODATA = -9999.0
 SENSOR_CATID_PREFIX = {"WV01": "102001", "WV02": "103001", "WV03": "104001", "GE01": "105001"}
+
+
+@dataclass
+class WaterBody:
+    """A water surface on the site grid (box + local mask), as SETSM sees it: a level that
+    may fluctuate between acquisitions, matching noise, mostly unmatched; flagged in the
+    bitmask's water bit with probability ``flag_prob`` (masks miss small or new ponds)."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    mask: np.ndarray
+    flag_prob: float
+    level_sigma_m: float = 0.0
+    until: float = float("inf")  # water present before this time (a lake that drains)
 
 
 @dataclass
@@ -125,26 +142,28 @@ def render_strip(
     g: Grid,
     z_true: np.ndarray,
     window: tuple[int, int, int, int],
-    water: list[np.ndarray],
-    water_flag_prob: list[float],
+    water: list[WaterBody],
+    t: float,
     snow_zone: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The strip's (dem, bitmask, matchtag) over ``window`` = (r0, r1, c0, c1) of grid ``g``.
 
-    ``z_true`` is the true surface at the acquisition date on ``g``; ``water`` are
-    full-grid masks of water surfaces with the probability each is flagged.
+    ``z_true`` is the true surface at the acquisition date ``t`` on ``g``.
     """
     z = z_true.astype(np.float32, copy=True)
     matched = np.ones(z.shape, bool)
     bitmask = np.zeros(z.shape, np.uint8)
-    # water surfaces: flat level with matching noise, mostly unmatched
-    for wmask, p_flag in zip(water, water_flag_prob):
-        if not wmask.any():
+    # water surfaces: a level (fluctuating between acquisitions) with matching noise
+    for wb in water:
+        if t >= wb.until:
             continue
-        z[wmask] += rng.normal(0.0, 0.35, int(wmask.sum())).astype(np.float32)
-        matched[wmask] = rng.random(int(wmask.sum())) > 0.7
-        if rng.random() < p_flag:
-            bitmask[wmask] |= 2
+        box = (slice(wb.r0, wb.r1), slice(wb.c0, wb.c1))
+        n = int(wb.mask.sum())
+        level = rng.normal(0.0, wb.level_sigma_m) if wb.level_sigma_m > 0 else 0.0
+        z[box][wb.mask] += (level + rng.normal(0.0, 0.35, n)).astype(np.float32)
+        matched[box][wb.mask] = rng.random(n) > 0.7
+        if rng.random() < wb.flag_prob:
+            bitmask[box][wb.mask] |= 2
     if acq.snow and snow_zone is not None:
         drift = np.clip(1.2 * smooth_noise(rng, z.shape, 20.0) + 0.4, 0.0, 3.0) * snow_zone
         z += drift.astype(np.float32)
@@ -163,16 +182,17 @@ def render_strip(
     z += (acq.noise_sigma_m * smooth_noise(rng, shape, rng.uniform(60.0, 150.0))).astype(np.float32)
     z += rng.normal(0.0, rng.uniform(0.06, 0.12), shape).astype(np.float32)
 
-    # interpolated patches (matchtag 0): smooth surface across the gap
+    # interpolated patches (matchtag 0): a smooth surface across the gap, off by up to
+    # metres where matching failed over low-contrast ground (shadows, snow, wet tundra)
     smooth = None
-    for _ in range(int(rng.integers(3, 9))):
-        b = _blob(rng, shape, rng.uniform(10.0, 40.0))
+    for _ in range(int(rng.integers(6, 16))):
+        b = _blob(rng, shape, rng.uniform(10.0, 50.0))
         if b is None:
             continue
         if smooth is None:
             smooth = ndimage.gaussian_filter(z, 12.0)
         rs, cs, m = b
-        z[rs, cs][m] = smooth[rs, cs][m] + np.float32(rng.normal(0, 0.3))
+        z[rs, cs][m] = smooth[rs, cs][m] + np.float32(rng.normal(0, 2.5))
         matched[rs, cs][m] = False
 
     # clouds: blunders tens of metres above the ground, some flagged
