@@ -31,7 +31,7 @@ from .terrain import recent_surface, total_curvature
 log = logging.getLogger(__name__)
 HALO_M = 32.0  # margin kept through resampling, cropped at the end
 EPOCH = dt.date(2000, 1, 1)
-RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature")
+RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class CellResult:
     cell_id: str
     change: ChangeResult | None
     curvature: np.ndarray | None
+    elevation: np.ndarray | None  # recent median surface (m), the base of curvature and slope
     strips: list[str]
     dates: list[str]
     bundle: BundleResult | None
@@ -90,7 +91,7 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     names = [w.strip.meta.name for w in keep]
     dates = [w.strip.meta.date.isoformat() for w in keep]
     if not keep:
-        return CellResult(cell.id, None, None, names, dates, None, timings, warnings, "no_data")
+        return CellResult(cell.id, None, None, None, names, dates, None, timings, warnings, "no_data")
 
     z = np.stack([w.z for w in keep]).astype(np.float32)
     matched = np.stack([w.matched for w in keep])
@@ -117,16 +118,18 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
                              np.full(shape, NODATA_DATE, np.int32), np.full(shape, NODATA_DATE, np.int32),
                              np.zeros(shape, np.int16) if zc is None else np.isfinite(zc).sum(0).astype(np.int16),
                              np.full(shape, 255, np.uint8))
-        curv = total_curvature(recent_surface(zc, cfg.terrain.latest_dems), res, cfg.terrain.smoothing_sigma_m) if zc is not None else np.full(shape, np.nan, np.float32)
-        return CellResult(cell.id, empty, curv, names, dates, bundle, timings, warnings, "too_few_dems")
+        surf = recent_surface(zc, cfg.terrain.latest_dems) if zc is not None else np.full(shape, np.nan, np.float32)
+        curv = total_curvature(surf, res, cfg.terrain.smoothing_sigma_m)
+        return CellResult(cell.id, empty, curv, surf, names, dates, bundle, timings, warnings, "too_few_dems")
 
     t3 = time.perf_counter()
     change = detect_steps(zc, mc, used_dates, cfg.change)
     timings["change"] = time.perf_counter() - t3
     t4 = time.perf_counter()
-    curv = total_curvature(recent_surface(zc, cfg.terrain.latest_dems), res, cfg.terrain.smoothing_sigma_m)
+    surf = recent_surface(zc, cfg.terrain.latest_dems)
+    curv = total_curvature(surf, res, cfg.terrain.smoothing_sigma_m)
     timings["terrain"] = time.perf_counter() - t4
-    return CellResult(cell.id, change, curv, names, dates, bundle, timings, warnings, "ok")
+    return CellResult(cell.id, change, curv, surf, names, dates, bundle, timings, warnings, "ok")
 
 
 RASTER_SPECS = {
@@ -138,6 +141,7 @@ RASTER_SPECS = {
     "n_obs": ("int16", -1, "number of observations used"),
     "confidence": ("uint8", 255, "1 confident step, 0 not confident, 255 undefined"),
     "curvature": ("float32", np.nan, "total curvature of the recent surface, m^-2"),
+    "elevation": ("float32", np.nan, "recent surface: median of the latest coregistered DEMs, m"),
 }
 
 
@@ -156,6 +160,7 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
     arrays = {
         "dh": result.change.dh, "dh_sigma": result.change.dh_sigma, "t1": result.change.t1, "t2": result.change.t2,
         "n_obs": result.change.n_obs, "confidence": result.change.confidence, "curvature": result.curvature,
+        "elevation": result.elevation,
     }
     for name, arr in arrays.items():
         dtype, nodata, desc = RASTER_SPECS[name]

@@ -127,6 +127,28 @@ class TerrainConfig:
 
 
 @dataclass(frozen=True)
+class CandidatesConfig:
+    """Rule-based slump candidates (DESIGN step 6; Dai et al. 2025 criteria 1-3)."""
+
+    #: criterion 1: clusters of pixels that dropped at least this much ...
+    max_dh_m: float = -1.0
+    #: ... covering at least this area (the minimum mapping unit), with a confident pixel
+    min_area_m2: float = 2000.0
+    #: criterion 2: progressive retreat - the spread (10th-90th percentile) of the time of
+    #: change within the cluster exceeds this
+    min_time_spread_days: float = 365.0
+    #: criterion 3: the gain (debris) around a cluster: pixels rising at least this much ...
+    gain_min_dh_m: float = 0.5
+    #: ... within this distance of the cluster
+    gain_search_m: float = 150.0
+    #: at most this fraction of the gain may lie inside the (hole-filled) loss cluster
+    max_gain_inside_fraction: float = 0.3
+    #: clusters are found on the cell plus this halo of its neighbours' rasters; a cluster
+    #: belongs to the cell holding its centroid, so a slump on a cell edge is found once
+    halo_m: float = 400.0
+
+
+@dataclass(frozen=True)
 class GridConfig:
     """The fixed EPSG:3413 work grid (DESIGN step 2)."""
 
@@ -141,6 +163,7 @@ class Config:
     coreg: CoregConfig = field(default_factory=CoregConfig)
     change: ChangeConfig = field(default_factory=ChangeConfig)
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -32,7 +32,7 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     assert main(["run", "--strips", str(out / "stac" / "catalog.json"), "--out", str(products), "--tiles", *cells]) == 0
     meta = json.loads((products / "tiles" / cells[0] / "cell.json").read_text())
     assert meta["status"] == "ok" and meta["inputs_digest"]
-    for name in ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature"):
+    for name in ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation"):
         assert (products / "tiles" / cells[0] / f"{name}.tif").exists()
     before = (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns
     assert main(["run", "--strips", str(out / "strips"), "--out", str(products), "--tiles", *cells]) == 0

@@ -1,0 +1,152 @@
+"""Rule-based slump candidates from the per-cell change rasters (DESIGN step 6).
+
+The reference study's criteria (Dai et al. 2025), each recorded per cluster:
+
+1. a connected (8-neighbour) cluster of dh <= ``max_dh_m`` of at least ``min_area_m2``,
+   holding at least one confident pixel;
+2. progressive retreat: the time of change spreads over more than
+   ``min_time_spread_days`` within the cluster (the "rainbow" of t2 a retreating headwall
+   draws; a lake drains, a slide fails, in one interval);
+3. geomorphic consistency: the loss lies upslope of the gain (debris) found within
+   ``gain_search_m`` (judged on the surface before the change, elevation - dh),
+   the loss volume exceeds the gain volume, and at most
+   ``max_gain_inside_fraction`` of the gain lies inside the hole-filled loss cluster.
+
+Clusters are found on a mosaic of the cell and a halo of its neighbours' rasters; a
+cluster belongs to the cell that holds its centroid, so a slump crossing a cell edge is
+found once, whole, whichever cell is processed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import shapely
+from rasterio.windows import from_bounds
+from scipy import ndimage
+
+from data_products import grid
+
+from .change import NODATA_DATE
+from .config import CandidatesConfig
+
+MOSAIC_LAYERS = ("dh", "confidence", "t2", "elevation")
+
+
+@dataclass
+class Mosaic:
+    """Rasters of a cell plus a halo from its neighbours (NaN / nodata where missing)."""
+
+    cell: grid.Cell
+    transform: rasterio.Affine
+    layers: dict[str, np.ndarray]
+    core: tuple[slice, slice]  # the cell itself within the mosaic
+
+
+def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float = 2.0) -> Mosaic:
+    """The cell's rasters with ``halo_m`` of its neighbours' around them (missing neighbours
+    stay nodata). Reads only windows, never whole neighbour files."""
+    products = Path(products)
+    xmin, ymin, xmax, ymax = cell.bounds
+    bounds = (xmin - halo_m, ymin - halo_m, xmax + halo_m, ymax + halo_m)
+    shape = cell.shape(res, halo_m)
+    transform = cell.transform(res, halo_m)
+    layers = {
+        "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
+        "confidence": np.full(shape, 255, np.uint8), "t2": np.full(shape, NODATA_DATE, np.int32),
+    }
+    for other in grid.cells_in_bounds(bounds):
+        folder = products / "tiles" / other.id
+        if not (folder / "dh.tif").exists():
+            continue
+        ob = other.bounds
+        ix0 = max(ob[0], bounds[0])
+        iy0 = max(ob[1], bounds[1])
+        ix1 = min(ob[2], bounds[2])
+        iy1 = min(ob[3], bounds[3])
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        r0 = int(round((bounds[3] - iy1) / res))
+        c0 = int(round((ix0 - bounds[0]) / res))
+        for name in MOSAIC_LAYERS:
+            with rasterio.open(folder / f"{name}.tif") as src:
+                a = src.read(1, window=from_bounds(ix0, iy0, ix1, iy1, src.transform))
+            layers[name][r0 : r0 + a.shape[0], c0 : c0 + a.shape[1]] = a
+    h = int(round(halo_m / res))
+    return Mosaic(cell, transform, layers, (slice(h, shape[0] - h), slice(h, shape[1] - h)))
+
+
+def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.GeoDataFrame:
+    """Candidate clusters whose centroid lies in the mosaic's core cell, with the three
+    criteria evaluated. Geometry: the cluster's outline (EPSG:3413)."""
+    dh = m.layers["dh"]
+    px = res * res
+    loss = np.nan_to_num(dh, nan=0.0) <= cfg.max_dh_m
+    lab, n = ndimage.label(loss, structure=np.ones((3, 3), bool))
+    cols = ["cell_id", "area_m2", "loss_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
+            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
+            "touches_edge", "criteria", "geometry"]
+    if n == 0:
+        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=grid.CRS)
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(dh), lab, idx) * px
+    big = idx[area >= cfg.min_area_m2]
+    if big.size == 0:
+        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=grid.CRS)
+    centres = np.array(ndimage.center_of_mass(loss, lab, big)).reshape(-1, 2)
+    core_r, core_c = m.core
+    inside = ((centres[:, 0] >= core_r.start) & (centres[:, 0] < core_r.stop)
+              & (centres[:, 1] >= core_c.start) & (centres[:, 1] < core_c.stop))
+    big = big[inside]
+    t2 = m.layers["t2"].astype(np.float64)
+    t2[m.layers["t2"] == NODATA_DATE] = np.nan
+    elev = m.layers["elevation"]
+    conf = m.layers["confidence"] == 1
+    gain_px = np.nan_to_num(dh, nan=0.0) >= cfg.gain_min_dh_m
+    reach = int(round(cfg.gain_search_m / res))
+    objects = ndimage.find_objects(lab)
+    H, W = dh.shape
+    rows = []
+    for k in big:
+        sl = objects[k - 1]
+        r0, r1 = max(0, sl[0].start - reach), min(H, sl[0].stop + reach)
+        c0, c1 = max(0, sl[1].start - reach), min(W, sl[1].stop + reach)
+        box = (slice(r0, r1), slice(c0, c1))
+        mine = lab[box] == k
+        filled = ndimage.binary_fill_holes(mine)
+        near = ndimage.distance_transform_edt(~mine) * res <= cfg.gain_search_m
+        gain = gain_px[box] & near & ~mine
+        d = dh[box]
+        loss_m3 = float(-np.nansum(d[mine]) * px)
+        gain_m3 = float(np.nansum(d[gain]) * px)
+        times = t2[box][mine]
+        times = times[np.isfinite(times)]
+        spread = float(np.percentile(times, 90) - np.percentile(times, 10)) if times.size else 0.0
+        e = elev[box] - d  # the surface before the change: the scar floor is lower than its debris now
+        if gain.any() and np.isfinite(e[gain]).any() and np.isfinite(e[mine]).any():
+            upslope = bool(np.nanmean(e[mine]) > np.nanmean(e[gain]))
+        else:
+            upslope = True  # no debris left (carried away by the stream)
+        gain_inside = float((gain_px[box] & filled).sum() / max(1, (gain_px[box] & (filled | near)).sum()))
+        touches = r0 == 0 or c0 == 0 or r1 == H or c1 == W
+        geom = shapely.union_all([shapely.geometry.shape(g) for g, v in rasterio.features.shapes(
+            mine.astype(np.uint8), mask=mine, transform=m.transform * rasterio.Affine.translation(c0, r0),
+            connectivity=8) if v == 1])
+        confident = bool(conf[box][mine].any())
+        progressive = spread > cfg.min_time_spread_days
+        geomorphic = upslope and loss_m3 > gain_m3 and gain_inside <= cfg.max_gain_inside_fraction
+        rows.append({
+            "cell_id": m.cell.id, "area_m2": float(mine.sum() * px), "loss_m3": loss_m3, "gain_m3": gain_m3,
+            "max_loss_m": float(-np.nanmin(d[mine])), "time_spread_days": spread, "confident": confident,
+            "progressive": progressive, "loss_upslope": upslope, "loss_exceeds_gain": loss_m3 > gain_m3,
+            "gain_inside_fraction": gain_inside, "geomorphic": geomorphic, "touches_edge": touches,
+            "criteria": int(confident) + int(confident and progressive) + int(confident and progressive and geomorphic),
+            "geometry": geom,
+        })
+    return gpd.GeoDataFrame(pd.DataFrame(rows, columns=cols), geometry="geometry", crs=grid.CRS)
