@@ -165,10 +165,19 @@ def detect_steps(
         with np.errstate(all="ignore"):
             s = np.sqrt(var_factor * (1.0 / wb + 1.0 / wa))
         used = w > 0
-        # t1: last used observation before k; t2: observation k
+        # t1: last used observation before k; t2: observation k ...
         before = used & (idx_n < k[None, :])
         last_before = np.where(before.any(axis=0), n - 1 - np.argmax(before[::-1], axis=0), 0)
         kk = np.clip(k, 0, n - 1)
+        # ... unless observations rejected as outliers lie between them: a headwall caught
+        # mid-pixel shows part of the drop. The step happened before the first of them
+        # that is past halfway to the new level, and after the last that is not.
+        half = mb + step / 2.0
+        between = valid & ~used & (idx_n > last_before[None, :]) & (idx_n < k[None, :])
+        past = between & ((zc - half[None, :]) * np.sign(step)[None, :] > 0)
+        kk = np.where(past.any(axis=0), np.argmax(past, axis=0), kk)
+        not_past = between & ~past & (idx_n < kk[None, :])
+        last_before = np.where(not_past.any(axis=0), n - 1 - np.argmax(not_past[::-1], axis=0), last_before)
         out_dh = np.where(has, step, np.nan).astype(np.float32)
         out_s = np.where(has, s, np.nan).astype(np.float32)
         live_idx = np.flatnonzero(live) + start

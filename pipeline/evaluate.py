@@ -75,15 +75,28 @@ def thaw_season(days: np.ndarray) -> np.ndarray:
     return np.where(after, d.year, d.year - 1)
 
 
-def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray) -> np.ndarray:
-    """Days since 2000 of the first acquisition after ``change_time`` that observed each
-    pixel (NaN in, -1 out where no acquisition follows)."""
-    strips = discover_strips(Path(sample) / "strips")
+def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray, *, snow_free_only: bool = False
+                ) -> np.ndarray:
+    """Days since 2000 of the first acquisition after ``change_time`` that observed the
+    ground at each pixel: valid, matched (an interpolated value observes nothing) and not
+    under a cloud (from the truth's cloud masks), and with ``snow_free_only`` in a snow-free
+    month (a spring DEM may show a snow-filled scar). NaN in, -1 out where none follows."""
+    sample = Path(sample)
+    strips = discover_strips(sample / "strips")
     obs = []
     for s in strips:
+        if snow_free_only and not 6 <= s.meta.date.month <= 9:
+            continue
         w = read_cell(s, cell)
-        if w is not None:
-            obs.append(((s.meta.date - dt.date(2000, 1, 1)).days, w.valid))
+        if w is None:
+            continue
+        seen = w.valid & w.matched
+        cloud_files = list((sample / "truth").glob(f"*/clouds/{s.meta.name}_clouds.tif"))
+        if cloud_files:
+            with rasterio.open(cloud_files[0]) as src:
+                cloud = src.read(1, window=from_bounds(*cell.bounds, src.transform), boundless=True, fill_value=0)
+            seen &= cloud == 0
+        obs.append(((s.meta.date - dt.date(2000, 1, 1)).days, seen))
     obs.sort(key=lambda o: o[0])
     out = np.full(change_time.shape, -1, np.int64)
     todo = np.isfinite(change_time)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from data_products import grid
-from pipeline.cell import process_cell
+from pipeline.cell import process_cell, write_cell_rasters
 from pipeline.config import Config
 from pipeline.sources import discover_strips
 from pipeline.synth import generate_sample
@@ -30,9 +30,21 @@ def sample_strips(sample):
 
 
 @pytest.fixture(scope="session")
-def processed_cells(sample, sample_strips):
-    """The DEM stage on two cells of the sample: {cell id: CellResult}."""
+def processed_cells(sample, sample_strips, tmp_path_factory):
+    """The DEM stage on the four cells of the first site, also published to a products
+    folder (``processed_cells.products``): {cell id: CellResult}."""
     _, manifest = sample
-    ids = manifest["sites"][0]["cells"][:2]
+    ids = manifest["sites"][0]["cells"]
     cfg = Config()
-    return {cid: process_cell(sample_strips, grid.parse_cell_id(cid), cfg, warn=lambda m: None) for cid in ids}
+    products = tmp_path_factory.mktemp("products")
+    out = ProcessedCells()
+    out.products = products
+    for cid in ids:
+        r = process_cell(sample_strips, grid.parse_cell_id(cid), cfg, warn=lambda m: None)
+        write_cell_rasters(r, products, cfg)
+        out[cid] = r
+    return out
+
+
+class ProcessedCells(dict):
+    products = None

@@ -222,8 +222,8 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         )
         t = days(d)
         z_t = surface_at(z0, features, t)
-        dem, bm, mt = render_strip(rng, acq, g, z_t, win, water, t, snow_zone)
-        write_strip(strips_dir, name, g, win, dem, bm, mt)
+        dem, bm, mt, clouds = render_strip(rng, acq, g, z_t, win, water, t, snow_zone)
+        write_strip(strips_dir, name, g, win, dem, bm, mt, clouds, out / "truth" / spec.key / "clouds")
         acqs.append(acq)
 
     # ------------------------------------------------------------------ truth
@@ -335,6 +335,7 @@ benchmarks compare the pipeline's products against it.
   6 permanent water (lakes and ponds).
 - `<site>/change_season.tif` - for slump active pixels, the thaw season (year) they dropped in.
 - `<site>/change_time.tif` - for slump active pixels, when they dropped (days since 2000-01-01).
+- `<site>/clouds/<strip>_clouds.tif` - where each strip carries a cloud blunder (flagged or not).
 """
 
 

@@ -145,8 +145,8 @@ def render_strip(
     water: list[WaterBody],
     t: float,
     snow_zone: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The strip's (dem, bitmask, matchtag) over ``window`` = (r0, r1, c0, c1) of grid ``g``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The strip's (dem, bitmask, matchtag, truth cloud mask) over ``window`` = (r0, r1, c0, c1) of grid ``g``.
 
     ``z_true`` is the true surface at the acquisition date ``t`` on ``g``.
     """
@@ -196,6 +196,7 @@ def render_strip(
         matched[rs, cs][m] = False
 
     # clouds: blunders tens of metres above the ground, some flagged
+    clouds = np.zeros(shape, bool)
     for k in range(acq.n_clouds):
         b = _blob(rng, shape, rng.uniform(30.0, 120.0))
         if b is None:
@@ -204,6 +205,7 @@ def render_strip(
         box = m.shape
         z[rs, cs][m] += (rng.uniform(16.0, 60.0) + 3.0 * smooth_noise(rng, box, 6.0)[m]).astype(np.float32)
         matched[rs, cs][m] &= rng.random(int(m.sum())) > 0.5
+        clouds[rs, cs] |= m
         if k < acq.n_clouds_flagged:
             grown = ndimage.binary_dilation(m, iterations=3)
             bitmask[rs, cs][grown] |= 4
@@ -222,11 +224,13 @@ def render_strip(
     z[~valid] = NODATA
     bitmask[~valid] = 1
     matched[~valid] = False
-    return z, bitmask, matched.astype(np.uint8)
+    return z, bitmask, matched.astype(np.uint8), clouds
 
 
-def write_strip(folder: Path, name: str, g: Grid, window, dem, bitmask, matchtag) -> Path:
-    """Write the DEM and its siblings as tiled, deflate-compressed GeoTIFFs (EPSG:3413)."""
+def write_strip(folder: Path, name: str, g: Grid, window, dem, bitmask, matchtag, clouds=None,
+                truth_folder: Path | None = None) -> Path:
+    """Write the DEM and its siblings as tiled, deflate-compressed GeoTIFFs (EPSG:3413), and
+    the strip's true cloud mask (evaluation only) into ``truth_folder``."""
     r0, _, c0, _ = window
     transform = from_origin(g.x0 + c0 * g.res, g.y1 - r0 * g.res, g.res, g.res)
     folder.mkdir(parents=True, exist_ok=True)
@@ -239,4 +243,8 @@ def write_strip(folder: Path, name: str, g: Grid, window, dem, bitmask, matchtag
         dst.write(bitmask, 1)
     with rasterio.open(folder / f"{name}_matchtag.tif", "w", dtype="uint8", **common) as dst:
         dst.write(matchtag, 1)
+    if clouds is not None and truth_folder is not None:
+        truth_folder.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(truth_folder / f"{name}_clouds.tif", "w", dtype="uint8", **common) as dst:
+            dst.write(clouds.astype(np.uint8), 1)
     return dem_path

@@ -1,0 +1,82 @@
+"""Rule-based candidates: clusters of loss, progressive retreat, geomorphic consistency."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from rasterio.transform import from_origin
+
+from data_products import grid
+from pipeline.candidates import Mosaic, find_candidates, read_mosaic
+from pipeline.config import CandidatesConfig
+from pipeline.inventories import match_inventories
+
+
+def _all_candidates(processed_cells):
+    cfg = CandidatesConfig()
+    found = [find_candidates(read_mosaic(processed_cells.products, grid.parse_cell_id(c), cfg.halo_m), cfg)
+             for c in processed_cells]
+    return gpd.GeoDataFrame(pd.concat(found, ignore_index=True), geometry="geometry", crs="EPSG:3413")
+
+
+def test_rule_based_candidates_find_the_slumps_and_reject_single_event_lookalikes(sample, processed_cells):
+    out, manifest = sample
+    site = manifest["sites"][0]["site"]
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site").reset_index(drop=True)
+    looks = gpd.read_parquet(out / "truth" / "lookalikes.parquet").query("site == @site").reset_index(drop=True)
+    cands = _all_candidates(processed_cells)
+    c1 = cands[cands.criteria >= 1].reset_index(drop=True)
+    c123 = cands[cands.criteria >= 3].reset_index(drop=True)
+    _, s1 = match_inventories(c1, truth, min_iou=0.5)
+    _, s3 = match_inventories(c123, truth, min_iou=0.5)
+    assert s1["recall"] >= 0.9, s1
+    assert s3["f1"] >= 0.8, s3
+    assert s3["precision"] >= s1["precision"]
+    # draining lakes and one-off slides drop in one interval: no rainbow, not candidates
+    one_off = looks[looks.kind.isin(["drained_lake", "landslide"])].reset_index(drop=True)
+    _, fooled = match_inventories(cands[cands.criteria >= 2].reset_index(drop=True), one_off, min_iou=0.3)
+    assert fooled["matched"] == 0, fooled
+
+
+def test_a_slump_on_a_cell_edge_is_found_once_and_whole(sample, processed_cells):
+    out, manifest = sample
+    site = manifest["sites"][0]["site"]
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site and crosses_cell_edge")
+    assert len(truth)
+    cands = _all_candidates(processed_cells)
+    for geom in truth.geometry:
+        hits = cands[cands.intersects(geom)]
+        assert len(hits) == 1
+        iou = hits.geometry.iloc[0].intersection(geom).area / hits.geometry.iloc[0].union(geom).area
+        assert iou > 0.7
+
+
+def _mosaic(dh, t2, elevation):
+    cell = grid.cell_at(0.0, 0.0)
+    n = dh.shape[0]
+    conf = np.where(np.abs(dh) > 1, 1, 0).astype(np.uint8)
+    return Mosaic(cell, from_origin(0.0, n * 2.0, 2.0, 2.0),
+                  {"dh": dh.astype(np.float32), "t2": t2.astype(np.int32), "confidence": conf,
+                   "elevation": elevation.astype(np.float32)}, (slice(0, n), slice(0, n)))
+
+
+def test_criteria_on_constructed_clusters():
+    n = 200
+    yy, xx = np.mgrid[0:n, 0:n]
+    elevation = 100.0 + 0.2 * yy * -1.0  # north (row 0) is upslope
+    dh = np.zeros((n, n))
+    t2 = np.full((n, n), 5000)
+    slump = (np.hypot(yy - 60, xx - 60) < 30)
+    dh[slump] = -4.0
+    t2[slump] = 4000 + (60 - yy[slump]) * 40  # later upslope: the rainbow
+    debris = (np.hypot(yy - 100, xx - 60) < 10)
+    dh[debris] = 1.0  # downslope of the scar
+    lake = (np.hypot(yy - 60, xx - 150) < 30)
+    dh[lake] = -3.0  # drops in one interval
+    found = find_candidates(_mosaic(dh, t2, elevation), CandidatesConfig())
+    assert len(found) == 2
+    by_prog = found.set_index("progressive")
+    assert by_prog.loc[True, "criteria"] == 3 and by_prog.loc[True, "loss_upslope"]
+    assert by_prog.loc[False, "criteria"] == 1
+    assert abs(by_prog.loc[True, "loss_m3"] - 4.0 * slump.sum() * 4.0) < 1e-6 * slump.sum() * 16
