@@ -1,4 +1,5 @@
-"""``rts run``: plan the cells the strips cover and run the DEM stage on each.
+"""``rts run``: plan the cells the strips cover, run the DEM stage on each, then the
+rule-based candidates on every published cell.
 
 Cells are independent work units; each is processed in its own process (``workers``)
 and published atomically under ``PRODUCTS/tiles/<cell>/``. A cell whose ``cell.json``
@@ -11,14 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import geopandas as gpd
+import pandas as pd
 from tqdm import tqdm
 
 from data_products import grid
+from .candidates import find_candidates, read_mosaic
 from .cell import process_cell, write_cell_rasters
 from .config import Config
 from .sources import Strip, cells_for_strips, discover_strips, strip_bounds
@@ -77,6 +82,29 @@ def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: 
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
 
 
+def publish_candidates(out: Path, cfg: Config, *, progress: bool = True) -> int:
+    """Rule-based candidates for every published cell (on its mosaic with the neighbours, so
+    rerun whenever any cell changed), gathered into ``PRODUCTS/candidates.parquet``
+    (GeoParquet 1.1, EPSG:3413), written to a temporary name and renamed into place.
+    Returns the number of clusters passing all three criteria."""
+    folders = sorted(p.parent for p in (out / "tiles").glob("*/cell.json"))
+    parts = []
+    for folder in tqdm(folders, unit="cell", desc="candidates", disable=not progress or not folders):
+        if not (folder / "dh.tif").exists():
+            continue
+        cell = grid.parse_cell_id(folder.name)
+        found = find_candidates(read_mosaic(out, cell, cfg.candidates.halo_m, cfg.grid.resolution_m), cfg.candidates,
+                                cfg.grid.resolution_m)
+        parts.append(found)
+    if not parts:
+        return 0
+    frame = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
+    tmp = out / ".candidates.parquet.tmp"
+    frame.to_parquet(tmp, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
+    os.replace(tmp, out / "candidates.parquet")
+    return int((frame.criteria >= 3).sum())
+
+
 def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
         workers: int = 1, force: bool = False, progress: bool = True) -> dict:
     """Run the DEM stage over every cell the strips cover (or ``tiles``). Returns a summary."""
@@ -118,16 +146,18 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
             bar.update()
     bar.close()
     failed = [r for r in results if r["status"] in ("failed", "no_data")]
+    n_candidates = publish_candidates(out, cfg, progress=progress)
     summary = {
         "cells": len(cells), "done": sum(r["status"] in ("ok", "too_few_dems") for r in results),
         "skipped": len(skipped), "failed": len(failed), "seconds": round(time.time() - t0, 1),
+        "candidates": n_candidates,
         "failures": {r["cell_id"]: r["error"] for r in failed}, "results": results,
     }
     tmp = out / ".run_summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str))
     tmp.replace(out / "run_summary.json")
-    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed "
-          f"in {summary['seconds']} s", flush=True)
+    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed, "
+          f"{n_candidates} candidates (criteria 1-3) in {summary['seconds']} s", flush=True)
     for cid, err in summary["failures"].items():
         print(f"  {cid}: {err}", flush=True)
     return summary

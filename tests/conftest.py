@@ -48,3 +48,26 @@ def processed_cells(sample, sample_strips, tmp_path_factory):
 
 class ProcessedCells(dict):
     products = None
+
+
+def validate_geoparquet(path):
+    """Validate a file's ``geo`` metadata against the official GeoParquet 1.1.0 JSON Schema
+    in ../shared/specs (offline: the PROJJSON schema pyproj ships is registered)."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import pyarrow.parquet as pq
+    import pyproj
+    from referencing import Registry, Resource
+
+    specs = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "geoparquet-1.1.0.schema.json"
+    if not specs.exists():
+        pytest.skip(f"{specs} is absent: cannot validate GeoParquet metadata")
+    schema = json.loads(specs.read_text())
+    projjson = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
+    pj = json.loads(projjson.read_text())
+    registry = Registry().with_resource(pj["$id"], Resource.from_contents(pj))
+    geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+    jsonschema.Draft7Validator(schema, registry=registry).validate(geo)
+    return geo

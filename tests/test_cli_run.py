@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.cli import main
+from tests.conftest import validate_geoparquet
 
 
 def test_help_lists_the_commands(capsys):
@@ -34,6 +35,8 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     assert meta["status"] == "ok" and meta["inputs_digest"]
     for name in ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation"):
         assert (products / "tiles" / cells[0] / f"{name}.tif").exists()
+    geo = validate_geoparquet(products / "candidates.parquet")
+    assert geo["version"] == "1.1.0" and "covering" in geo["columns"]["geometry"]
     before = (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns
     assert main(["run", "--strips", str(out / "strips"), "--out", str(products), "--tiles", *cells]) == 0
     assert "1 up to date" in capsys.readouterr().out
