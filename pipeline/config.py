@@ -34,6 +34,9 @@ class SourcesConfig:
     bitmask_drop_bits: int = 0b111
     #: strips whose valid pixels cover less than this fraction of a cell are not used there
     min_cell_coverage_fraction: float = 0.01
+    #: a cell is planned only if some strip's footprint covers at least this fraction of it
+    #: (cells that strips merely graze are left out; 0 plans every touched cell)
+    min_plan_coverage_fraction: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -37,6 +38,29 @@ def inputs_digest(strips: list[Strip], cfg: Config) -> str:
     for s in sorted(strips, key=lambda s: s.dem):
         h.update(s.meta.name.encode())
     return h.hexdigest()[:16]
+
+
+def plan_cells(strips: list[Strip], min_coverage: float) -> list[grid.Cell]:
+    """Cells some strip footprint covers at least ``min_coverage`` of (by bounding box):
+    cells the strips merely graze are left out."""
+    cells = cells_for_strips(strips)
+    boxes = []
+    for s in strips:
+        try:
+            boxes.append(strip_bounds(s))
+        except Exception:  # unreadable header: reported when the cell reads it
+            continue
+    if not boxes or min_coverage <= 0:
+        return cells
+    b = np.asarray(boxes)
+    keep = []
+    for c in cells:
+        xmin, ymin, xmax, ymax = c.bounds
+        w = np.clip(np.minimum(b[:, 2], xmax) - np.maximum(b[:, 0], xmin), 0, None)
+        h = np.clip(np.minimum(b[:, 3], ymax) - np.maximum(b[:, 1], ymin), 0, None)
+        if (w * h).max() >= min_coverage * (xmax - xmin) * (ymax - ymin):
+            keep.append(c)
+    return keep
 
 
 def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
@@ -111,7 +135,7 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
     out = Path(out)
     t0 = time.time()
     strips = discover_strips(str(strips_source))
-    cells = cells_for_strips(strips)
+    cells = plan_cells(strips, cfg.sources.min_plan_coverage_fraction)
     if tiles:
         wanted = {grid.parse_cell_id(t).id for t in tiles}  # raises a clear error on a bad id
         cells = [c for c in cells if c.id in wanted]

@@ -68,3 +68,12 @@ def test_empty_strip_folder_is_a_clear_error(tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
+
+
+def test_planning_takes_the_cells_strips_cover_and_leaves_out_grazed_ones(sample, sample_strips):
+    from pipeline.run import plan_cells
+
+    _, manifest = sample
+    block = {c for s in manifest["sites"] for c in s["cells"]}
+    assert {c.id for c in plan_cells(sample_strips, 0.25)} == block
+    assert len(plan_cells(sample_strips, 0.0)) > len(block)  # strip margins touch the ring around each block
