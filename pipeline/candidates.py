@@ -35,6 +35,7 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
+from .volume import empirical_variogram, fit_spherical, volume_and_sigma
 
 MOSAIC_LAYERS = ("dh", "confidence", "t2", "elevation")
 
@@ -89,7 +90,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
     px = res * res
     loss = np.nan_to_num(dh, nan=0.0) <= cfg.max_dh_m
     lab, n = ndimage.label(loss, structure=np.ones((3, 3), bool))
-    cols = ["cell_id", "area_m2", "loss_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
+    cols = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
             "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
             "touches_edge", "criteria", "geometry"]
     if n == 0:
@@ -104,6 +105,10 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
     inside = ((centres[:, 0] >= core_r.start) & (centres[:, 0] < core_r.stop)
               & (centres[:, 1] >= core_c.start) & (centres[:, 1] < core_c.stop))
     big = big[inside]
+    # error model of dh: a variogram of dh on the mosaic's stable ground (no loss or gain)
+    changing = ndimage.binary_dilation(loss | (np.nan_to_num(dh, nan=0.0) >= cfg.gain_min_dh_m), iterations=5)
+    vg = fit_spherical(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
+                                            seed=m.cell.ix * 31 + m.cell.iy))
     t2 = m.layers["t2"].astype(np.float64)
     t2[m.layers["t2"] == NODATA_DATE] = np.nan
     elev = m.layers["elevation"]
@@ -123,7 +128,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
         near = ndimage.distance_transform_edt(~mine) * res <= cfg.gain_search_m
         gain = gain_px[box] & near & ~mine
         d = dh[box]
-        loss_m3 = float(-np.nansum(d[mine]) * px)
+        loss_m3, sigma_m3 = volume_and_sigma(d, mine, res, vg)
         gain_m3 = float(np.nansum(d[gain]) * px)
         times = t2[box][mine]
         times = times[np.isfinite(times)]
@@ -142,7 +147,8 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
         progressive = spread > cfg.min_time_spread_days
         geomorphic = upslope and loss_m3 > gain_m3 and gain_inside <= cfg.max_gain_inside_fraction
         rows.append({
-            "cell_id": m.cell.id, "area_m2": float(mine.sum() * px), "loss_m3": loss_m3, "gain_m3": gain_m3,
+            "cell_id": m.cell.id, "area_m2": float(mine.sum() * px), "loss_m3": loss_m3, "volume_sigma_m3": sigma_m3,
+            "gain_m3": gain_m3,
             "max_loss_m": float(-np.nanmin(d[mine])), "time_spread_days": spread, "confident": confident,
             "progressive": progressive, "loss_upslope": upslope, "loss_exceeds_gain": loss_m3 > gain_m3,
             "gain_inside_fraction": gain_inside, "geomorphic": geomorphic, "touches_edge": touches,

@@ -149,6 +149,8 @@ class CandidatesConfig:
     #: clusters are found on the cell plus this halo of its neighbours' rasters; a cluster
     #: belongs to the cell holding its centroid, so a slump on a cell edge is found once
     halo_m: float = 400.0
+    #: the dh error variogram (for volume uncertainty) is sampled to this lag on stable ground
+    variogram_max_lag_m: float = 600.0
 
 
 @dataclass(frozen=True)

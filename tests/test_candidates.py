@@ -80,3 +80,19 @@ def test_criteria_on_constructed_clusters():
     assert by_prog.loc[True, "criteria"] == 3 and by_prog.loc[True, "loss_upslope"]
     assert by_prog.loc[False, "criteria"] == 1
     assert abs(by_prog.loc[True, "loss_m3"] - 4.0 * slump.sum() * 4.0) < 1e-6 * slump.sum() * 16
+
+
+def test_candidate_volumes_match_the_truth_within_their_stated_uncertainty(sample, processed_cells):
+    out, manifest = sample
+    site = manifest["sites"][0]["site"]
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site").reset_index(drop=True)
+    cands = _all_candidates(processed_cells)
+    found = cands[cands.criteria >= 3].reset_index(drop=True)
+    pairs, _ = match_inventories(found, truth, min_iou=0.5)
+    v = found.loss_m3.to_numpy()[pairs.found_index.to_numpy()]
+    s = found.volume_sigma_m3.to_numpy()[pairs.found_index.to_numpy()]
+    tv = truth.volume_m3.to_numpy()[pairs.reference_index.to_numpy()]
+    assert len(v) >= 6
+    assert np.median(np.abs(v - tv) / tv) <= 0.10
+    assert abs(v.sum() / tv.sum() - 1) <= 0.05
+    assert np.mean(np.abs(v - tv) <= 2 * s) >= 0.6  # 2-sigma coverage (nominal 95 %)
