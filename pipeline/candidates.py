@@ -35,9 +35,9 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
-from .volume import empirical_variogram, fit_spherical, volume_and_sigma
+from .volume import empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
-MOSAIC_LAYERS = ("dh", "confidence", "t2", "elevation")
+MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation")
 
 
 @dataclass
@@ -60,7 +60,8 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
     transform = cell.transform(res, halo_m)
     layers = {
         "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
-        "confidence": np.full(shape, 255, np.uint8), "t2": np.full(shape, NODATA_DATE, np.int32),
+        "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
+        "t2": np.full(shape, NODATA_DATE, np.int32),
     }
     for other in grid.cells_in_bounds(bounds):
         folder = products / "tiles" / other.id
@@ -156,3 +157,15 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
             "geometry": geom,
         })
     return gpd.GeoDataFrame(pd.DataFrame(rows, columns=cols), geometry="geometry", crs=grid.CRS)
+
+
+def candidate_timeseries(m: Mosaic, found: gpd.GeoDataFrame, res: float = 2.0) -> pd.DataFrame:
+    """Yearly volume loss of each candidate (rows: candidate index, year, volume_m3),
+    binned on t2 over thaw seasons (:func:`pipeline.volume.yearly_volumes`)."""
+    rows = []
+    shape = m.layers["dh"].shape
+    for i, geom in zip(found.index, found.geometry):
+        mask = rasterio.features.geometry_mask([geom], shape, m.transform, invert=True)
+        for year, v in yearly_volumes(m.layers["dh"], m.layers["t1"], m.layers["t2"], mask, res).items():
+            rows.append({"candidate": i, "year": int(year), "volume_m3": float(v)})
+    return pd.DataFrame(rows, columns=["candidate", "year", "volume_m3"])

@@ -21,11 +21,11 @@ import rasterio
 from rasterio.windows import from_bounds
 
 from data_products import grid
+from .climate import thaw_season_of
 from .inventories import match_inventories
 from .sources import discover_strips, read_cell
 from .vectorize import clusters_to_polygons
 
-EPOCH = np.datetime64("2000-01-01")
 
 
 def _site_for(sample: Path, bounds) -> str | None:
@@ -67,12 +67,7 @@ def offset_errors(coreg_rows: list[dict], sample: str | Path, cell: grid.Cell) -
     return (rec - rec.mean(0)) - (tru - tru.mean(0))
 
 
-def thaw_season(days: np.ndarray) -> np.ndarray:
-    """Thaw season (year) of dates given as days since 2000-01-01: dates before 20 June
-    count to the previous year's season (as in Dai et al. 2025)."""
-    d = pd.to_datetime(EPOCH + np.asarray(days, dtype="timedelta64[D]"))
-    after = (d.month > 6) | ((d.month == 6) & (d.day >= 20))
-    return np.where(after, d.year, d.year - 1)
+thaw_season = thaw_season_of  # the binning the pipeline uses
 
 
 def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray, *, snow_free_only: bool = False

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import curve_fit
 
 
@@ -119,3 +120,24 @@ def volume_and_sigma(dh: np.ndarray, mask: np.ndarray, res: float, vg: Variogram
     area = float(mask.sum()) * px
     v = float(-np.nansum(dh[mask]) * px)
     return v, area * sigma_mean_dh(area, res, vg)
+
+
+def yearly_volumes(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.Series:
+    """Volume lost per thaw season (m3/yr, index: season year), binned on t2 (Dai et al.
+    2025): each bin's loss is divided by the thaw seasons its median t1..t2 spans (a
+    season counting when >= 30 of its days are covered), so a gap in the record does not
+    pile two summers into one."""
+    from .change import NODATA_DATE
+    from .climate import seasons_spanned, thaw_season_of
+
+    ok = mask & np.isfinite(dh) & (t2 != NODATA_DATE) & (t1 != NODATA_DATE)
+    if not ok.any():
+        return pd.Series(dtype=float)
+    d, a, b = dh[ok].astype(float), t1[ok].astype(float), t2[ok].astype(float)
+    season = thaw_season_of(b)
+    out = {}
+    for y in np.unique(season):
+        sel = season == y
+        v = -d[sel].sum() * res * res
+        out[int(y)] = v / seasons_spanned(np.median(a[sel]), np.median(b[sel]))
+    return pd.Series(out, dtype=float).sort_index()

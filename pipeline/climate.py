@@ -1,0 +1,127 @@
+"""Summer air temperature at slumps and the response of yearly volume loss to it.
+
+Readers for monthly or hourly 2 m temperature in the layouts users have:
+
+* ERA5 from the CDS, new layout (``valid_time``, ``latitude``, ``longitude``, ``t2m`` in K)
+  and old layout (``time`` instead of ``valid_time``), monthly or hourly;
+* CRU TS (``tmp`` in degrees C on ``time``, ``lat``, ``lon``).
+
+Everything is returned as degrees C on (time, lat, lon) with longitudes in [-180, 180).
+The summer temperature of a year is the mean of its July-August months (JJA optional), at
+the grid cell nearest the slump (Dai et al. 2025 used ERA5 July-August, nearest cell).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+
+class ClimateError(ValueError):
+    """A climate file without the expected variable or grid."""
+
+
+_TIME = ("valid_time", "time")
+_LAT = ("latitude", "lat")
+_LON = ("longitude", "lon")
+
+
+def _pick(ds: xr.Dataset, names: tuple[str, ...], what: str, path: Path) -> str:
+    for n in names:
+        if n in ds.variables:
+            return n
+    raise ClimateError(f"{path}: no {what} coordinate (looked for {', '.join(names)}; found {', '.join(map(str, ds.variables))})")
+
+
+def open_temperature(path: str | Path) -> xr.DataArray:
+    """2 m air temperature (deg C) as a DataArray on (time, lat, lon), monthly means."""
+    path = Path(path)
+    if not path.exists():
+        raise ClimateError(f"{path}: climate file not found")
+    try:
+        ds = xr.open_dataset(path)
+    except Exception as exc:  # netCDF4/h5 errors vary
+        raise ClimateError(f"{path}: not a readable NetCDF file ({exc})") from None
+    if "t2m" in ds.data_vars:
+        da = ds["t2m"]
+        units = str(da.attrs.get("units", "K"))
+        if units.strip().upper() in ("K", "KELVIN"):
+            da = da - 273.15
+    elif "tmp" in ds.data_vars:
+        da = ds["tmp"]
+    else:
+        raise ClimateError(f"{path}: no temperature variable (expected ERA5 't2m' or CRU TS 'tmp'; "
+                           f"found {', '.join(map(str, ds.data_vars)) or 'none'})")
+    t, la, lo = _pick(ds, _TIME, "time", path), _pick(ds, _LAT, "latitude", path), _pick(ds, _LON, "longitude", path)
+    extra = [d for d in da.dims if d not in (t, la, lo)]
+    for d in extra:  # ensemble 'number', 'expver' and the like
+        da = da.isel({d: 0})
+    da = da.rename({t: "time", la: "lat", lo: "lon"}).transpose("time", "lat", "lon")
+    if da.sizes["lat"] < 1 or da.sizes["lon"] < 1 or da.sizes["time"] < 1:
+        raise ClimateError(f"{path}: empty temperature grid")
+    da = da.assign_coords(lon=((da.lon + 180.0) % 360.0) - 180.0).sortby("lon").sortby("lat")
+    times = pd.DatetimeIndex(da.time.values)
+    if len(times) > 1 and (times[1:] - times[:-1]).min() < pd.Timedelta(days=27):  # hourly/daily: monthly means
+        da = da.resample(time="MS").mean()
+    return da
+
+
+def summer_temperature(da: xr.DataArray, lat: float, lon: float, months: tuple[int, ...] = (7, 8),
+                       max_distance_deg: float = 1.0) -> pd.Series:
+    """Mean temperature of ``months`` per year at the nearest grid cell (deg C, index: year).
+
+    Raises ClimateError when the point lies outside the grid (farther than
+    ``max_distance_deg`` from every cell)."""
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    cell = da.sel(lat=lat, lon=lon, method="nearest")
+    if abs(float(cell.lat) - lat) > max_distance_deg or abs(float(cell.lon) - lon) > max_distance_deg:
+        raise ClimateError(f"({lat:.3f}, {lon:.3f}) is outside the climate grid "
+                           f"(lat {float(da.lat.min()):.2f}..{float(da.lat.max()):.2f}, "
+                           f"lon {float(da.lon.min()):.2f}..{float(da.lon.max()):.2f})")
+    s = cell.to_series()
+    s.index = pd.DatetimeIndex(s.index)
+    s = s[s.index.month.isin(months)]
+    counts = s.groupby(s.index.year).count()
+    means = s.groupby(s.index.year).mean()
+    return means[counts == len(months)]
+
+
+def temperature_response(yearly_m3: pd.Series, summer_c: pd.Series, min_years: int = 3
+                         ) -> tuple[float, float, int, str]:
+    """Pearson r and p of yearly volume loss against summer temperature.
+
+    Returns (r, p, n_years, reason); r and p are NaN with a reason when fewer than
+    ``min_years`` years have both values, or a series is constant."""
+    both = pd.concat([yearly_m3.rename("v"), summer_c.rename("t")], axis=1).dropna()
+    n = len(both)
+    if n < min_years:
+        return float("nan"), float("nan"), n, f"{n} year(s) with both volume and temperature (need {min_years})"
+    if both.v.nunique() < 2 or both.t.nunique() < 2:
+        return float("nan"), float("nan"), n, "constant series"
+    r, p = stats.pearsonr(both.v, both.t)
+    return float(r), float(p), n, ""
+
+
+def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
+    """Thaw season (year) of dates given as days since 2000-01-01: dates before 20 June
+    count to the previous year's season."""
+    d = pd.to_datetime(np.datetime64("2000-01-01") + np.asarray(days_since_2000, dtype="timedelta64[D]"))
+    after = (d.month > 6) | ((d.month == 6) & (d.day >= 20))
+    return np.where(after, d.year, d.year - 1)
+
+
+def seasons_spanned(t1: float, t2: float, min_days: int = 30) -> int:
+    """Thaw seasons (20 Jun - 22 Sep) between two dates (days since 2000) of which at least
+    ``min_days`` are covered (Dai et al. 2025); at least 1."""
+    a = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t1))
+    b = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t2))
+    n = 0
+    for y in range(a.year, b.year + 1):
+        s, e = pd.Timestamp(y, 6, 20), pd.Timestamp(y, 9, 22)
+        covered = (min(e, b) - max(s, a)).days
+        n += covered >= min_days
+    return max(n, 1)
