@@ -38,6 +38,13 @@ from .config import CandidatesConfig
 from .volume import empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
 MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation")
+COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
+           "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
+           "touches_edge", "criteria", "geometry"]
+
+
+def empty_candidates() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(columns=COLUMNS, geometry="geometry", crs=grid.CRS)
 
 
 @dataclass
@@ -91,16 +98,13 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
     px = res * res
     loss = np.nan_to_num(dh, nan=0.0) <= cfg.max_dh_m
     lab, n = ndimage.label(loss, structure=np.ones((3, 3), bool))
-    cols = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
-            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
-            "touches_edge", "criteria", "geometry"]
     if n == 0:
-        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=grid.CRS)
+        return empty_candidates()
     idx = np.arange(1, n + 1)
     area = ndimage.sum_labels(np.ones_like(dh), lab, idx) * px
     big = idx[area >= cfg.min_area_m2]
     if big.size == 0:
-        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=grid.CRS)
+        return empty_candidates()
     centres = np.array(ndimage.center_of_mass(loss, lab, big)).reshape(-1, 2)
     core_r, core_c = m.core
     inside = ((centres[:, 0] >= core_r.start) & (centres[:, 0] < core_r.stop)
@@ -142,7 +146,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
         gain_inside = float((gain_px[box] & filled).sum() / max(1, (gain_px[box] & (filled | near)).sum()))
         touches = r0 == 0 or c0 == 0 or r1 == H or c1 == W
         geom = shapely.union_all([shapely.geometry.shape(g) for g, v in rasterio.features.shapes(
-            mine.astype(np.uint8), mask=mine, transform=m.transform * rasterio.Affine.translation(c0, r0),
+            mine.astype(np.uint8), mask=mine, transform=m.transform @ rasterio.Affine.translation(c0, r0),
             connectivity=8) if v == 1])
         confident = bool(conf[box][mine].any())
         progressive = spread > cfg.min_time_spread_days
@@ -156,7 +160,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
             "criteria": int(confident) + int(confident and progressive) + int(confident and progressive and geomorphic),
             "geometry": geom,
         })
-    return gpd.GeoDataFrame(pd.DataFrame(rows, columns=cols), geometry="geometry", crs=grid.CRS)
+    return gpd.GeoDataFrame(pd.DataFrame(rows, columns=COLUMNS), geometry="geometry", crs=grid.CRS)
 
 
 def candidate_timeseries(m: Mosaic, found: gpd.GeoDataFrame, res: float = 2.0) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_products import grid
-from .candidates import find_candidates, read_mosaic
+from .candidates import empty_candidates, find_candidates, read_mosaic
 from .cell import process_cell, write_cell_rasters
 from .config import Config
 from .sources import Strip, cells_for_strips, discover_strips, strip_bounds
@@ -119,10 +119,10 @@ def publish_candidates(out: Path, cfg: Config, *, progress: bool = True) -> int:
         cell = grid.parse_cell_id(folder.name)
         found = find_candidates(read_mosaic(out, cell, cfg.candidates.halo_m, cfg.grid.resolution_m), cfg.candidates,
                                 cfg.grid.resolution_m)
-        parts.append(found)
-    if not parts:
-        return 0
-    frame = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
+        if len(found):
+            parts.append(found)
+    frame = (gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=grid.CRS) if parts
+             else empty_candidates())
     tmp = out / ".candidates.parquet.tmp"
     frame.to_parquet(tmp, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
     os.replace(tmp, out / "candidates.parquet")

@@ -17,7 +17,8 @@ def _all_candidates(processed_cells):
     cfg = CandidatesConfig()
     found = [find_candidates(read_mosaic(processed_cells.products, grid.parse_cell_id(c), cfg.halo_m), cfg)
              for c in processed_cells]
-    return gpd.GeoDataFrame(pd.concat(found, ignore_index=True), geometry="geometry", crs="EPSG:3413")
+    return gpd.GeoDataFrame(pd.concat([f for f in found if len(f)], ignore_index=True), geometry="geometry",
+                            crs="EPSG:3413")
 
 
 def test_rule_based_candidates_find_the_slumps_and_reject_single_event_lookalikes(sample, processed_cells):
