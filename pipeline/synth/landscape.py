@@ -323,7 +323,7 @@ def make_slump(
 
     # initiation: before the record (pre-existing scar) or mid-record
     if rng.random() < 0.3 and len(record_years) > 4:
-        init_year = int(rng.choice(record_years[2:-2]))
+        init_year = int(rng.choice(record_years[2:]))  # some in the last seasons: no rainbow yet
         l0 = 0.0
     else:
         init_year = None
