@@ -9,6 +9,7 @@ fails is reported with its reason and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from data_products import grid
 from .candidates import empty_candidates, find_candidates, read_mosaic
 from .cell import process_cell, write_cell_rasters
 from .config import Config
-from .sources import Strip, cells_for_strips, discover_strips, strip_bounds
+from .sources import Strip, StripReadError, cells_for_strips, discover_strips, strip_bounds
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,28 @@ def inputs_digest(strips: list[Strip], cfg: Config) -> str:
     return h.hexdigest()[:16]
 
 
+def footprints(strips: list[Strip]) -> list[Strip]:
+    """The strips with their EPSG:3413 bounds filled in (read once from each header when the
+    source gave none); a strip whose header cannot be read keeps None and is reported, with
+    its reason, by the cell that reads it."""
+    out = []
+    for s in strips:
+        if s.bounds is None:
+            try:
+                s = dataclasses.replace(s, bounds=strip_bounds(s))
+            except StripReadError:
+                pass
+        out.append(s)
+    return out
+
+
 def plan_cells(strips: list[Strip], min_coverage: float) -> list[grid.Cell]:
     """Cells some strip footprint covers at least ``min_coverage`` of (by bounding box):
     cells the strips merely graze are left out."""
     cells = cells_for_strips(strips)
-    boxes = []
-    for s in strips:
-        try:
-            boxes.append(strip_bounds(s))
-        except Exception:  # unreadable header: reported when the cell reads it
-            continue
-    if not boxes or min_coverage <= 0:
+    b = np.asarray([s.bounds for s in strips if s.bounds is not None])
+    if not b.size or min_coverage <= 0:
         return cells
-    b = np.asarray(boxes)
     keep = []
     for c in cells:
         xmin, ymin, xmax, ymax = c.bounds
@@ -64,17 +74,10 @@ def plan_cells(strips: list[Strip], min_coverage: float) -> list[grid.Cell]:
 
 
 def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
+    """Strips whose footprint meets the cell (and those whose footprint is unknown)."""
     xmin, ymin, xmax, ymax = cell.bounds
-    out = []
-    for s in strips:
-        try:
-            b = strip_bounds(s)
-        except Exception:  # an unreadable header: the cell reader reports it with its reason
-            out.append(s)
-            continue
-        if b[0] < xmax and b[2] > xmin and b[1] < ymax and b[3] > ymin:
-            out.append(s)
-    return out
+    return [s for s in strips if s.bounds is None
+            or (s.bounds[0] < xmax and s.bounds[2] > xmin and s.bounds[1] < ymax and s.bounds[3] > ymin)]
 
 
 def _recorded_digest(meta_path: Path) -> str | None:
@@ -134,7 +137,7 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
     """Run the DEM stage over every cell the strips cover (or ``tiles``). Returns a summary."""
     out = Path(out)
     t0 = time.time()
-    strips = discover_strips(str(strips_source))
+    strips = footprints(discover_strips(str(strips_source)))
     cells = plan_cells(strips, cfg.sources.min_plan_coverage_fraction)
     if tiles:
         wanted = {grid.parse_cell_id(t).id for t in tiles}  # raises a clear error on a bad id

@@ -71,8 +71,9 @@ def test_empty_strip_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_planning_takes_the_cells_strips_cover_and_leaves_out_grazed_ones(sample, sample_strips):
-    from pipeline.run import plan_cells
+    from pipeline.run import footprints, plan_cells
 
+    sample_strips = footprints(sample_strips)
     _, manifest = sample
     block = {c for s in manifest["sites"] for c in s["cells"]}
     assert {c.id for c in plan_cells(sample_strips, 0.25)} == block
