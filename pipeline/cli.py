@@ -31,6 +31,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 or summary["done"] > 0 else 1
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_products, evaluation_markdown
+
+    result = evaluate_products(args.sample, args.products)
+    table = evaluation_markdown(result)
+    text = (f"# Evaluation against the sample truth\n\nSample `{args.sample}`, products `{args.products}`: "
+            f"{result['n_truth']} true slumps, {result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n"
+            + table)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -75,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
     r.add_argument("--force", action="store_true", help="reprocess cells whose outputs exist")
     r.set_defaults(func=_cmd_run)
+
+    e = sub.add_parser("evaluate", help="score a run's candidates against the sample's truth (and the naive baseline)")
+    e.add_argument("--sample", required=True, type=Path, metavar="DIR", help="a folder made by rts synth")
+    e.add_argument("--products", required=True, type=Path, metavar="PRODUCTS")
+    e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
+    e.set_defaults(func=_cmd_evaluate)
 
     d = sub.add_parser("dashboard", help="start the web dashboard on a products folder")
     d.add_argument("--products", default="products", metavar="PRODUCTS")

@@ -133,3 +133,58 @@ def naive_difference(sample: str | Path, site: str, threshold_m: float = -1.0, m
         _, summary = match_inventories(found, truth, min_iou=iou)
         out[iou] = summary
     return out
+
+
+def evaluate_products(sample: str | Path, products: str | Path) -> dict:
+    """Score a run's candidates against the sample's truth, beside the naive baseline.
+
+    For each criteria level (1, 1-2, 1-3): precision, recall, F1 at IoU >= 0.5 and >= 0.1,
+    mean IoU, look-alikes kept as slumps (IoU >= 0.3), and for matched slumps the volume
+    error and the coverage of the stated 1-sigma and 2-sigma uncertainty."""
+    sample, products = Path(sample), Path(products)
+    cands = gpd.read_parquet(products / "candidates.parquet")
+    truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
+    looks = gpd.read_parquet(sample / "truth" / "lookalikes.parquet")
+    cells = {c for c in cands.cell_id} if len(cands) else set()
+    truth = truth[truth.cells.apply(lambda s: bool(set(s.split()) & cells))].reset_index(drop=True)
+    looks = looks[looks.site.isin(set(truth.site))].reset_index(drop=True)
+    rows = []
+    for level, label in ((1, "criterion 1"), (2, "criteria 1-2"), (3, "criteria 1-3")):
+        found = cands[cands.criteria >= level].reset_index(drop=True)
+        row = {"method": label, "found": len(found), "true": len(truth)}
+        for iou in (0.5, 0.1):
+            pairs, s = match_inventories(found, truth, min_iou=iou)
+            row.update({f"precision@{iou}": s["precision"], f"recall@{iou}": s["recall"], f"f1@{iou}": s["f1"]})
+            if iou == 0.5:
+                row["mean_iou"] = s["mean_iou"]
+                v = found.loss_m3.to_numpy()[pairs.found_index.to_numpy()]
+                sg = found.volume_sigma_m3.to_numpy()[pairs.found_index.to_numpy()]
+                tv = truth.volume_m3.to_numpy()[pairs.reference_index.to_numpy()]
+                row["median_abs_volume_error"] = float(np.median(np.abs(v - tv) / tv)) if len(v) else float("nan")
+                row["total_volume_error"] = float(v.sum() / tv.sum() - 1) if len(v) else float("nan")
+                row["coverage_1sigma"] = float(np.mean(np.abs(v - tv) <= sg)) if len(v) else float("nan")
+                row["coverage_2sigma"] = float(np.mean(np.abs(v - tv) <= 2 * sg)) if len(v) else float("nan")
+        _, fooled = match_inventories(found, looks, min_iou=0.3)
+        row["lookalikes_as_slumps"] = fooled["matched"]
+        rows.append(row)
+    tp = fp = fn = 0
+    for site in sorted(set(truth.site)):
+        s = naive_difference(sample, site)[0.5]
+        tp, fp, fn = tp + s["matched"], fp + s["new"], fn + s["missed"]
+    naive = {"method": "naive newest - oldest", "found": tp + fp, "true": tp + fn,
+             "precision@0.5": tp / max(tp + fp, 1), "recall@0.5": tp / max(tp + fn, 1),
+             "f1@0.5": 2 * tp / max(2 * tp + fp + fn, 1)}
+    return {"rows": [naive] + rows, "n_truth": len(truth), "n_lookalikes": len(looks)}
+
+
+def evaluation_markdown(result: dict) -> str:
+    cols = ["method", "found", "true", "precision@0.5", "recall@0.5", "f1@0.5", "f1@0.1", "mean_iou",
+            "lookalikes_as_slumps", "median_abs_volume_error", "total_volume_error", "coverage_1sigma", "coverage_2sigma"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in result["rows"]:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

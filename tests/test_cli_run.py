@@ -36,6 +36,8 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     for name in ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation"):
         assert (products / "tiles" / cells[0] / f"{name}.tif").exists()
     geo = validate_geoparquet(products / "candidates.parquet")
+    assert main(["evaluate", "--sample", str(out), "--products", str(products), "--out", str(tmp_path / "e.md")]) == 0
+    assert "criteria 1-3" in (tmp_path / "e.md").read_text() and "naive" in (tmp_path / "e.md").read_text()
     assert geo["version"] == "1.1.0" and "covering" in geo["columns"]["geometry"]
     before = (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns
     assert main(["run", "--strips", str(out / "strips"), "--out", str(products), "--tiles", *cells]) == 0
