@@ -50,8 +50,8 @@ def footprints(strips: list[Strip]) -> list[Strip]:
         if s.bounds is None:
             try:
                 s = dataclasses.replace(s, bounds=strip_bounds(s))
-            except StripReadError:
-                pass
+            except StripReadError as exc:
+                log.warning("footprint unknown, the strip is offered to every cell: %s", exc)
         out.append(s)
     return out
 
