@@ -1,0 +1,144 @@
+"""The product contract: file names, columns, types, units and meanings.
+
+One place for what the pipeline writes and the dashboard reads. The data dictionary
+(``data_dictionary.md`` / ``.json`` in every products folder) and the STAC
+``table:columns`` are generated from these tables, and the writers check frames against
+them, so the documentation cannot drift from the files.
+
+All geometries are EPSG:3413 (NSIDC Sea Ice Polar Stereographic North), metres.
+Dates are calendar dates (UTC) of DEM acquisitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+CRS = "EPSG:3413"
+
+INVENTORY = "rts_inventory.parquet"
+TIMESERIES = "rts_timeseries.parquet"
+TILES = "tiles.parquet"
+INVENTORY_CSV = "rts_inventory.csv"
+TIMESERIES_CSV = "rts_timeseries.csv"
+STAC_COLLECTION = "stac/collection.json"
+DICTIONARY_MD = "data_dictionary.md"
+DICTIONARY_JSON = "data_dictionary.json"
+QUEUE = "jobs.sqlite"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    unit: str
+    description: str
+    nullable: bool = False
+
+
+_F = pa.float64()
+
+INVENTORY_COLUMNS: tuple[Column, ...] = (
+    Column("rts_id", pa.string(), "", "Stable slump id derived from its location: 'RTS' + the EPSG:3413 x and y "
+           "(decametres, signed) of the cell-grid point nearest the polygon's centroid; identical across reruns."),
+    Column("tile_id", pa.string(), "", "Id of the 2 km work cell that owns the slump (holds its centroid), "
+           "'<row>_<col>_<i>_<j>_<cx>_<cy>' on the ArcticDEM mosaic grid."),
+    Column("region", pa.string(), "", "Named Arctic RTS region the centroid falls in (data_products.regions), "
+           "else a broad sector."),
+    Column("geometry", pa.binary(), "EPSG:3413 m", "Active area: the ground that dropped by at least the change "
+           "threshold during the record (polygon, WKB)."),
+    Column("centroid_lat", _F, "degree", "Latitude of the polygon centroid (WGS 84)."),
+    Column("centroid_lon", _F, "degree", "Longitude of the polygon centroid (WGS 84, -180..180)."),
+    Column("area_m2", _F, "m2", "Planimetric area of the polygon."),
+    Column("volume_m3", _F, "m3", "Material lost inside the polygon between first and last observation: "
+           "V = -A_px * sum(dh) (positive for loss)."),
+    Column("volume_sigma_m3", _F, "m3", "1-sigma uncertainty of volume_m3 from spatially correlated elevation "
+           "errors (spherical variogram on stable ground integrated over the area; Rolstad et al. 2009)."),
+    Column("mean_dh_m", _F, "m", "Mean elevation change inside the polygon (negative for loss)."),
+    Column("max_loss_m", _F, "m", "Largest elevation loss inside the polygon (positive)."),
+    Column("first_change", pa.date32(), "date", "Earliest date at which part of the slump is seen changed "
+           "(earliest t2 in the polygon).", nullable=True),
+    Column("last_change", pa.date32(), "date", "Latest date at which part of the slump is seen changed "
+           "(latest t2 in the polygon).", nullable=True),
+    Column("n_dems", pa.int32(), "count", "Largest number of DEM observations of a pixel in the polygon."),
+    Column("volume_rate_m3_yr", _F, "m3/yr", "volume_m3 divided by the interval over which the loss happened "
+           "(latest t2 - earliest t1 in the polygon, in years)."),
+    Column("carbon_kg_yr", _F, "kg C/yr", "volume_rate_m3_yr times the soil carbon density (default 12 kg C/m3, "
+           "Dai et al. 2025, or a gridded soil-carbon raster)."),
+    Column("carbon_density_kg_m3", _F, "kg C/m3", "Carbon density used for carbon_kg_yr."),
+    Column("r_temperature", _F, "", "Pearson r of yearly volume loss against summer air temperature "
+           "(>= 3 years), empty when not computable.", nullable=True),
+    Column("p_temperature", _F, "", "Two-sided p-value of r_temperature.", nullable=True),
+    Column("temperature_note", pa.string(), "", "Why r_temperature is empty (too few years, outside the climate "
+           "grid, NaN temperatures, no climate file); empty otherwise.", nullable=True),
+    Column("n_years", pa.int32(), "count", "Thaw seasons with a yearly volume (rows in rts_timeseries)."),
+    Column("detector", pa.string(), "", "What accepted the slump: 'maskrcnn' or 'rules' (criteria 1-3)."),
+    Column("detector_score", _F, "0-1", "Detector confidence (Mask R-CNN instance score; 1.0 for rules)."),
+    Column("criteria", pa.int8(), "0-3", "Reference-study criteria met by the underlying cluster: 1 size and "
+           "confidence, 2 progressive retreat, 3 geomorphic consistency."),
+    Column("pipeline_version", pa.string(), "", "Version of the pipeline that produced the row."),
+    Column("processed_at", pa.timestamp("s", tz="UTC"), "UTC", "When the owning cell's slumps were computed."),
+)
+
+TIMESERIES_COLUMNS: tuple[Column, ...] = (
+    Column("rts_id", pa.string(), "", "Slump id (rts_inventory.rts_id)."),
+    Column("year", pa.int16(), "year", "Thaw season (20 Jun - 22 Sep of this year)."),
+    Column("volume_m3", _F, "m3", "Volume lost in this thaw season: loss binned on t2, spread evenly over the "
+           "seasons between t1 and t2 when they span several."),
+    Column("volume_sigma_m3", _F, "m3", "1-sigma uncertainty of volume_m3 (correlated-error model over the "
+           "area that changed this season)."),
+    Column("summer_t2m_c", _F, "degC", "Summer (July-August by default) mean 2 m air temperature at the slump.",
+           nullable=True),
+)
+
+TILES_COLUMNS: tuple[Column, ...] = (
+    Column("tile_id", pa.string(), "", "Cell id on the ArcticDEM mosaic grid."),
+    Column("geometry", pa.binary(), "EPSG:3413 m", "Cell footprint (2 km square, WKB)."),
+    Column("status", pa.string(), "", "ok, too_few_dems, no_data or failed."),
+    Column("n_strips", pa.int32(), "count", "DEM strips used in the cell."),
+    Column("n_slumps", pa.int32(), "count", "Slumps the cell owns in rts_inventory."),
+    Column("volume_m3", _F, "m3", "Total volume of the cell's slumps."),
+    Column("inputs_digest", pa.string(), "", "Hash of the strips' names and the configuration; an unchanged "
+           "digest means the cell is skipped on rerun.", nullable=True),
+    Column("seconds", _F, "s", "Processing time of the cell's last run (DEM stage and slump stage).",
+           nullable=True),
+    Column("processed_at", pa.timestamp("s", tz="UTC"), "UTC", "When the cell was last processed.", nullable=True),
+    Column("error", pa.string(), "", "Why the cell failed or has no data; empty when ok.", nullable=True),
+)
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    INVENTORY: INVENTORY_COLUMNS,
+    TIMESERIES: TIMESERIES_COLUMNS,
+    TILES: TILES_COLUMNS,
+}
+
+
+def names(columns: tuple[Column, ...]) -> list[str]:
+    return [c.name for c in columns]
+
+
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    """The Arrow schema of a table (geometry as WKB binary)."""
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable or c.name == "geometry") for c in columns])
+
+
+def dictionary_markdown() -> str:
+    """The data dictionary as markdown (one table per product file)."""
+    out = ["# Data dictionary", "",
+           "Every product file, its columns, types and units. Geometries are EPSG:3413 (metres); "
+           "`rts_inventory.csv` carries the geometry as WKT plus `centroid_lon`/`centroid_lat` (WGS 84).", ""]
+    for fname, cols in TABLES.items():
+        out += [f"## `{fname}`", "", "| column | type | unit | description |", "|---|---|---|---|"]
+        for c in cols:
+            t = "WKB polygon" if c.name == "geometry" else str(c.type)
+            out.append(f"| `{c.name}` | {t}{' (nullable)' if c.nullable else ''} | {c.unit} | {c.description} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def dictionary_json() -> dict:
+    """The data dictionary, machine-readable: {file: [{name, type, unit, nullable, description}]}."""
+    return {fname: [{"name": c.name, "type": "wkb" if c.name == "geometry" else str(c.type), "unit": c.unit,
+                     "nullable": c.nullable, "description": c.description} for c in cols]
+            for fname, cols in TABLES.items()}
