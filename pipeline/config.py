@@ -154,6 +154,41 @@ class CandidatesConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    """Slump detection (DESIGN step 7): a Mask R-CNN on 3-band chips around the candidates,
+    or, without weights, the rule-based criteria alone."""
+
+    #: model weights; empty = the weights shipped in ``models/`` (rules alone if none)
+    weights_path: str = ""
+    #: "auto" (Mask R-CNN when weights exist, else rules), "maskrcnn" (weights required) or "rules"
+    method: str = "auto"
+    #: instances scoring below this are dropped
+    min_score: float = 0.5
+    #: candidates with at least this many criteria are shown to the detector (rules accept 3)
+    min_criteria: int = 1
+    #: chip edge (pixels of the 2 m grid) cut around each candidate
+    chip_size_px: int = 256
+    #: holes smaller than this are filled and slivers narrower than half of it removed
+    min_hole_m2: float = 200.0
+
+
+@dataclass(frozen=True)
+class QuantifyConfig:
+    """Volumes, carbon and the temperature response (DESIGN steps 8-9)."""
+
+    #: soil organic carbon density of the lost material (Dai et al. 2025)
+    carbon_density_kg_m3: float = 12.0
+    #: optional gridded soil-carbon raster (kg C m-3, any CRS) sampled at each slump centroid
+    carbon_raster_path: str = ""
+    #: summer months averaged for the temperature response (7, 8 = July-August; 6, 7, 8 = JJA)
+    summer_months: tuple[int, ...] = (7, 8)
+    #: fewest yearly volumes for a Pearson r
+    min_years: int = 3
+    #: slumps with r at least this are called temperature-driven (summary statistics)
+    temperature_driven_r: float = 0.5
+
+
+@dataclass(frozen=True)
 class GridConfig:
     """The fixed EPSG:3413 work grid (DESIGN step 2)."""
 
@@ -169,6 +204,11 @@ class Config:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
+
+    #: sections the per-cell DEM stage depends on (its rasters are reused when only others change)
+    DEM_SECTIONS = ("grid", "sources", "coreg", "change", "terrain")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +216,12 @@ class Config:
     def digest(self) -> str:
         """A short stable hash of every parameter (recorded per processed cell)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def dem_digest(self) -> str:
+        """A hash of the parameters the DEM stage (coregistration, change, terrain) uses."""
+        d = self.to_dict()
+        blob = json.dumps({k: d[k] for k in self.DEM_SECTIONS}, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def inputs_digest(strips: list[Strip], cfg: Config) -> str:
     """Hash of the strips' names and the configuration: what a cell's result depends on."""
-    h = hashlib.sha256(cfg.digest().encode())
+    h = hashlib.sha256(cfg.dem_digest().encode())
     for s in sorted(strips, key=lambda s: s.dem):
         h.update(s.meta.name.encode())
     return h.hexdigest()[:16]
