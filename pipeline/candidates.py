@@ -35,9 +35,9 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
-from .volume import empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
+from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
-MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation")
+MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
            "touches_edge", "criteria", "geometry"]
@@ -68,7 +68,7 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
     layers = {
         "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
         "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
-        "t2": np.full(shape, NODATA_DATE, np.int32),
+        "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.uint16),
     }
     for other in grid.cells_in_bounds(bounds):
         folder = products / "tiles" / other.id
@@ -91,7 +91,18 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
     return Mosaic(cell, transform, layers, (slice(h, shape[0] - h), slice(h, shape[1] - h)))
 
 
-def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.GeoDataFrame:
+def stable_variogram(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> Variogram:
+    """The dh error variogram on the mosaic's stable ground: pixels at least five pixels
+    away from any loss (dh <= ``max_dh_m``) or gain (dh >= ``gain_min_dh_m``)."""
+    dh = m.layers["dh"]
+    d0 = np.nan_to_num(dh, nan=0.0)
+    changing = ndimage.binary_dilation((d0 <= cfg.max_dh_m) | (d0 >= cfg.gain_min_dh_m), iterations=5)
+    return fit_spherical(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
+                                              seed=m.cell.ix * 31 + m.cell.iy))
+
+
+def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Variogram | None = None
+                    ) -> gpd.GeoDataFrame:
     """Candidate clusters whose centroid lies in the mosaic's core cell, with the three
     criteria evaluated. Geometry: the cluster's outline (EPSG:3413)."""
     dh = m.layers["dh"]
@@ -110,10 +121,8 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> gpd.G
     inside = ((centres[:, 0] >= core_r.start) & (centres[:, 0] < core_r.stop)
               & (centres[:, 1] >= core_c.start) & (centres[:, 1] < core_c.stop))
     big = big[inside]
-    # error model of dh: a variogram of dh on the mosaic's stable ground (no loss or gain)
-    changing = ndimage.binary_dilation(loss | (np.nan_to_num(dh, nan=0.0) >= cfg.gain_min_dh_m), iterations=5)
-    vg = fit_spherical(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
-                                            seed=m.cell.ix * 31 + m.cell.iy))
+    if vg is None:  # error model of dh for the volume uncertainty
+        vg = stable_variogram(m, cfg, res)
     t2 = m.layers["t2"].astype(np.float64)
     t2[m.layers["t2"] == NODATA_DATE] = np.nan
     elev = m.layers["elevation"]

@@ -114,14 +114,24 @@ def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
     return np.where(after, d.year, d.year - 1)
 
 
-def seasons_spanned(t1: float, t2: float, min_days: int = 30) -> int:
-    """Thaw seasons (20 Jun - 22 Sep) between two dates (days since 2000) of which at least
-    ``min_days`` are covered (Dai et al. 2025); at least 1."""
+THAW_SEASON = ((6, 20), (9, 22))  # 20 June - 22 September (Dai et al. 2025)
+
+
+def seasons_covered(t1: float, t2: float, min_fraction: float = 0.25) -> list[int]:
+    """Thaw seasons (20 Jun - 22 Sep) of which at least ``min_fraction`` lies between two
+    dates (days since 2000-01-01), the rule of Dai et al. (2025) for a season to count."""
     a = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t1))
     b = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t2))
-    n = 0
+    (m0, d0), (m1, d1) = THAW_SEASON
+    out = []
     for y in range(a.year, b.year + 1):
-        s, e = pd.Timestamp(y, 6, 20), pd.Timestamp(y, 9, 22)
+        s, e = pd.Timestamp(y, m0, d0), pd.Timestamp(y, m1, d1)
         covered = (min(e, b) - max(s, a)).days
-        n += covered >= min_days
-    return max(n, 1)
+        if covered >= min_fraction * (e - s).days:
+            out.append(y)
+    return out
+
+
+def seasons_spanned(t1: float, t2: float, min_fraction: float = 0.25) -> int:
+    """Number of thaw seasons counted between two dates (:func:`seasons_covered`); at least 1."""
+    return max(len(seasons_covered(t1, t2, min_fraction)), 1)

@@ -122,22 +122,40 @@ def volume_and_sigma(dh: np.ndarray, mask: np.ndarray, res: float, vg: Variogram
     return v, area * sigma_mean_dh(area, res, vg)
 
 
-def yearly_volumes(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.Series:
-    """Volume lost per thaw season (m3/yr, index: season year), binned on t2 (Dai et al.
-    2025): each bin's loss is divided by the thaw seasons its median t1..t2 spans (a
-    season counting when >= 30 of its days are covered), so a gap in the record does not
-    pile two summers into one."""
+def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.DataFrame:
+    """Volume lost per thaw season, binned on the time of change (Dai et al. 2025).
+
+    A pixel's loss happened between its t1 and t2 (days since 2000-01-01); it is spread
+    evenly over the thaw seasons (20 Jun - 22 Sep) that interval covers by at least a
+    quarter, or given to t2's season when it covers none that much. So the yearly volumes
+    add up to the total and a gap in the record does not pile two summers into one.
+
+    Returns a frame indexed by season year with ``volume_m3`` (positive for loss) and
+    ``area_m2`` (the area that changed that season, shared the same way), sorted by year.
+    """
     from .change import NODATA_DATE
-    from .climate import seasons_spanned, thaw_season_of
+    from .climate import seasons_covered, thaw_season_of
 
     ok = mask & np.isfinite(dh) & (t2 != NODATA_DATE) & (t1 != NODATA_DATE)
     if not ok.any():
-        return pd.Series(dtype=float)
-    d, a, b = dh[ok].astype(float), t1[ok].astype(float), t2[ok].astype(float)
-    season = thaw_season_of(b)
-    out = {}
-    for y in np.unique(season):
-        sel = season == y
-        v = -d[sel].sum() * res * res
-        out[int(y)] = v / seasons_spanned(np.median(a[sel]), np.median(b[sel]))
-    return pd.Series(out, dtype=float).sort_index()
+        return pd.DataFrame({"volume_m3": [], "area_m2": []}, index=pd.Index([], dtype=int, name="year"))
+    px = res * res
+    pairs, inverse = np.unique(np.stack([t1[ok], t2[ok]], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    loss = np.bincount(inverse, weights=-dh[ok].astype(float) * px, minlength=len(pairs))
+    area = np.bincount(inverse, minlength=len(pairs)) * px
+    vol: dict[int, float] = {}
+    ar: dict[int, float] = {}
+    for (a, b), v, s in zip(pairs, loss, area):
+        years = seasons_covered(a, b) or [int(thaw_season_of(np.array([b]))[0])]
+        for y in years:
+            vol[y] = vol.get(y, 0.0) + v / len(years)
+            ar[y] = ar.get(y, 0.0) + s / len(years)
+    idx = sorted(vol)
+    return pd.DataFrame({"volume_m3": [vol[y] for y in idx], "area_m2": [ar[y] for y in idx]},
+                        index=pd.Index(idx, dtype=int, name="year"))
+
+
+def yearly_volumes(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.Series:
+    """Volume lost per thaw season (m3, index: season year); see :func:`yearly_loss`."""
+    return yearly_loss(dh, t1, t2, mask, res)["volume_m3"]
