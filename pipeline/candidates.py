@@ -37,7 +37,7 @@ from .change import NODATA_DATE
 from .config import CandidatesConfig
 from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
-MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs")
+MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
            "touches_edge", "criteria", "geometry"]
@@ -67,6 +67,7 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
     transform = cell.transform(res, halo_m)
     layers = {
         "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
+        "curvature": np.full(shape, np.nan, np.float32),
         "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
         "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.uint16),
     }

@@ -170,6 +170,9 @@ class DetectionConfig:
     chip_size_px: int = 256
     #: holes smaller than this are filled and slivers narrower than half of it removed
     min_hole_m2: float = 200.0
+    #: Mask R-CNN outlines are snapped to the 2 m pixels that dropped (dh <= -1 m) near the
+    #: instance mask (the model sees 4 m pixels); off = the upsampled instance mask itself
+    snap_to_loss: bool = True
 
 
 @dataclass(frozen=True)
