@@ -46,6 +46,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    seeds = list(range(args.first_seed, args.first_seed + args.n_seeds))
+    command = "rts train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "rts train"
+    rec = train(args.cache, seeds, args.out, sites=args.sites, iterations=args.iterations, batch=args.batch,
+                lr=args.lr, seed=args.seed, workers=args.workers, threads=args.threads, log_path=args.log,
+                command=command)
+    print(f"rts train: {rec['chips']} chips from seeds {seeds[0]}-{seeds[-1]}, {rec['iterations']} iterations in "
+          f"{rec['train_seconds']} s -> {args.out} ({rec['weights_bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -96,6 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--products", required=True, type=Path, metavar="PRODUCTS")
     e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
     e.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("train", help="train the Mask R-CNN slump detector on generated samples",
+                       description="Generate samples for training seeds (>= 1000; seeds 0-99 are reserved for "
+                                   "evaluation), run the DEM stage on them (cached under CACHE), cut chips around "
+                                   "candidates and true slumps, train, and write the weights and a JSON log.")
+    t.add_argument("--cache", type=Path, default=Path("runs/train_cache"), metavar="DIR",
+                   help="generated samples and chips (default runs/train_cache)")
+    t.add_argument("--first-seed", type=int, default=1000, help="first training seed (default 1000)")
+    t.add_argument("--n-seeds", type=int, default=12, help="number of consecutive training seeds (default 12)")
+    t.add_argument("--sites", nargs="+", default=["peel", "banks", "taymyr", "yamal"], metavar="SITE")
+    t.add_argument("--iterations", type=int, default=1500)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0, help="torch / data-order / augmentation seed (default 0)")
+    t.add_argument("--workers", type=int, default=2, help="processes for sample generation and the DEM stage")
+    t.add_argument("--threads", type=int, default=2, help="torch threads for training (default 2)")
+    t.add_argument("--out", type=Path, default=Path("models/rts_maskrcnn.pt"), metavar="FILE.pt")
+    t.add_argument("--log", type=Path, metavar="FILE.json", help="training log (default next to the weights)")
+    t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("dashboard", help="start the web dashboard on a products folder")
     d.add_argument("--products", default="products", metavar="PRODUCTS")
