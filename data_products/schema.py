@@ -78,7 +78,7 @@ INVENTORY_COLUMNS: tuple[Column, ...] = (
     Column("criteria", pa.int8(), "0-3", "Reference-study criteria met by the underlying cluster: 1 size and "
            "confidence, 2 progressive retreat, 3 geomorphic consistency."),
     Column("pipeline_version", pa.string(), "", "Version of the pipeline that produced the row."),
-    Column("processed_at", pa.timestamp("s", tz="UTC"), "UTC", "When the owning cell's slumps were computed."),
+    Column("processed_at", pa.timestamp("ms", tz="UTC"), "UTC", "When the owning cell's slumps were computed."),
 )
 
 TIMESERIES_COLUMNS: tuple[Column, ...] = (
@@ -103,7 +103,7 @@ TILES_COLUMNS: tuple[Column, ...] = (
            "digest means the cell is skipped on rerun.", nullable=True),
     Column("seconds", _F, "s", "Processing time of the cell's last run (DEM stage and slump stage).",
            nullable=True),
-    Column("processed_at", pa.timestamp("s", tz="UTC"), "UTC", "When the cell was last processed.", nullable=True),
+    Column("processed_at", pa.timestamp("ms", tz="UTC"), "UTC", "When the cell was last processed.", nullable=True),
     Column("error", pa.string(), "", "Why the cell failed or has no data; empty when ok.", nullable=True),
 )
 

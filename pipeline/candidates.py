@@ -69,7 +69,7 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
         "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
         "curvature": np.full(shape, np.nan, np.float32),
         "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
-        "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.uint16),
+        "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.int16),
     }
     for other in grid.cells_in_bounds(bounds):
         folder = products / "tiles" / other.id

@@ -177,7 +177,8 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
         "strips": result.strips, "dates": result.dates, "coregistration": result.coreg_table(),
         "rejected_pairs": [list(p) for p in (result.bundle.rejected_pairs if result.bundle else [])],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "warnings": result.warnings,
-        "config_digest": cfg.digest(), "inputs_digest": inputs_digest,
+        "config_digest": cfg.dem_digest(), "inputs_digest": inputs_digest,
+        "processed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "date_encoding": "t1/t2: days since 2000-01-01",
     }
     tmp = folder / ".cell.json.tmp"

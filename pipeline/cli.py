@@ -27,7 +27,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .run import run
 
     cfg = load_config(args.config)
-    summary = run(args.strips, args.out, cfg, tiles=args.tiles, workers=args.workers, force=args.force)
+    summary = run(args.strips, args.out, cfg, tiles=args.tiles, climate=args.climate, workers=args.workers,
+                  force=args.force)
     return 0 if summary["failed"] == 0 or summary["done"] > 0 else 1
 
 

@@ -100,3 +100,20 @@ def load_detector(cfg: DetectionConfig):
         log.info("no Mask R-CNN weights; detecting with the rule-based criteria")
         return None
     return maskrcnn.Detector.load(path)
+
+
+def detector_id(cfg: DetectionConfig) -> str:
+    """Identifies the detector a run would use ("rules" or "maskrcnn:<weights digest>"),
+    so that products are recomputed when the weights change."""
+    if cfg.method == "rules":
+        return "rules"
+    try:
+        from . import maskrcnn
+    except ImportError:
+        return "rules"
+    path = maskrcnn.weights_file(cfg.weights_path)
+    if path is None:
+        return "rules"
+    import hashlib
+
+    return "maskrcnn:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -1,8 +1,8 @@
-"""``rts run``: plan the cells the strips cover, run the DEM stage on each, then the
-rule-based candidates on every published cell.
+"""``rts run``: plan the cells the strips cover, run the DEM stage on each, then the slump
+stage (candidates, detection, quantification) on each, then publish the product files.
 
 Cells are independent work units; each is processed in its own process (``workers``)
-and published atomically under ``PRODUCTS/tiles/<cell>/``. A cell whose ``cell.json``
+and published atomically under ``PRODUCTS/tiles/<cell>/`` and ``PRODUCTS/parts/<cell>/``. A cell whose ``cell.json``
 records the same strips and configuration digest is skipped unless ``force``. A cell that
 fails is reported with its reason and never stops the others.
 """
@@ -10,24 +10,27 @@ fails is reported with its reason and never stops the others.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import hashlib
 import json
 import logging
-import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from data_products import grid
-from .candidates import empty_candidates, find_candidates, read_mosaic
+from data_products import writers
+
 from .cell import process_cell, write_cell_rasters
 from .config import Config
+from .detect import detector_id, load_detector
+from .publish import _file_digest, assemble, part_digest, recorded_part_digest, slump_cell
+from .quantify import load_climate
 from .sources import Strip, StripReadError, cells_for_strips, discover_strips, strip_bounds
 
 log = logging.getLogger(__name__)
@@ -109,32 +112,50 @@ def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: 
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
 
 
-def publish_candidates(out: Path, cfg: Config, *, progress: bool = True) -> int:
-    """Rule-based candidates for every published cell (on its mosaic with the neighbours, so
-    rerun whenever any cell changed), gathered into ``PRODUCTS/candidates.parquet``
-    (GeoParquet 1.1, EPSG:3413), written to a temporary name and renamed into place.
-    Returns the number of clusters passing all three criteria."""
-    folders = sorted(p.parent for p in (out / "tiles").glob("*/cell.json"))
-    parts = []
-    for folder in tqdm(folders, unit="cell", desc="candidates", disable=not progress or not folders):
-        if not (folder / "dh.tif").exists():
-            continue
-        cell = grid.parse_cell_id(folder.name)
-        found = find_candidates(read_mosaic(out, cell, cfg.candidates.halo_m, cfg.grid.resolution_m), cfg.candidates,
-                                cfg.grid.resolution_m)
-        if len(found):
-            parts.append(found)
-    frame = (gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=grid.CRS) if parts
-             else empty_candidates())
-    tmp = out / ".candidates.parquet.tmp"
-    frame.to_parquet(tmp, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
-    os.replace(tmp, out / "candidates.parquet")
-    return int((frame.criteria >= 3).sum())
+def _record_failure(out: Path, result: dict) -> None:
+    """Keep a cell's failure beside its (previous, intact) products; cleared on success."""
+    folder = out / "tiles" / result["cell_id"]
+    if result["status"] in ("failed", "no_data"):
+        writers.write_json(folder / "failure.json", {"status": result["status"], "error": result.get("error"),
+                                                     "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    elif (folder / "failure.json").exists():
+        (folder / "failure.json").unlink()
+
+
+@functools.lru_cache(maxsize=2)
+def _stage_context(cfg: Config, climate_path: str | None) -> tuple:
+    """The detector and climate of a worker process, loaded once per process."""
+    return load_detector(cfg.detection), load_climate(climate_path, cfg.quantify.summer_months)
+
+
+def slump_task(out: Path, cell_id: str, cfg: Config, climate_path: str | None, digest: str) -> dict:
+    detector, climate = _stage_context(cfg, climate_path)
+    return slump_cell(out, cell_id, cfg, detector, climate, digest)
+
+
+def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool) -> list[dict]:
+    """Run ``fn(*job)`` for every job, in ``workers`` processes, with a progress bar."""
+    results = []
+    bar = tqdm(total=len(jobs), unit="cell", desc=desc, disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for f in as_completed([pool.submit(fn, *job) for job in jobs]):
+                results.append(f.result())
+                bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(fn(*job))
+            bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
+            bar.update()
+    bar.close()
+    return results
 
 
 def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
-        workers: int = 1, force: bool = False, progress: bool = True) -> dict:
-    """Run the DEM stage over every cell the strips cover (or ``tiles``). Returns a summary."""
+        climate: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> dict:
+    """Run the pipeline over every cell the strips cover (or ``tiles``): the DEM stage per
+    cell, then the slump stage per cell, then publish. Returns a summary."""
     out = Path(out)
     t0 = time.time()
     strips = footprints(discover_strips(str(strips_source)))
@@ -154,37 +175,38 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         if not force and _recorded_digest(meta_path) == digest:
             skipped.append(c.id)
             continue
-        jobs.append((c.id, mine, digest))
+        jobs.append((c.id, mine, out, cfg, digest))
     print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process), "
           f"{workers} worker(s) -> {out}", flush=True)
-    results = []
-    bar = tqdm(total=len(jobs), unit="cell", disable=not progress or not jobs)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(run_cell, cid, s, out, cfg, d) for cid, s, d in jobs]
-            for f in as_completed(futs):
-                results.append(f.result())
-                bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
-                bar.update()
-    else:
-        for cid, s, d in jobs:
-            results.append(run_cell(cid, s, out, cfg, d))
-            bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
-            bar.update()
-    bar.close()
+    results = _map(run_cell, jobs, workers, "DEM stage", progress)
+    for r in results:
+        _record_failure(out, r)
+
+    # slump stage: every published cell whose part is out of date (its own or a neighbour's
+    # rasters changed, or the configuration, detector or climate did)
+    climate_path = str(climate) if climate else None
+    det_id, clim_id = detector_id(cfg.detection), _file_digest(climate_path)
+    live = sorted(p.parent.name for p in (out / "tiles").glob("*/cell.json"))
+    stage = []
+    for cid in live:
+        d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
+        if force or recorded_part_digest(out, cid) != d:
+            stage.append((out, cid, cfg, climate_path, d))
+    slump_results = _map(slump_task, stage, workers, "slump stage", progress)
+    published = assemble(out, cfg)
+
     failed = [r for r in results if r["status"] in ("failed", "no_data")]
-    n_candidates = publish_candidates(out, cfg, progress=progress)
+    failed += [dict(r, error="slump stage: " + r["error"]) for r in slump_results if r["status"] == "failed"]
     summary = {
         "cells": len(cells), "done": sum(r["status"] in ("ok", "too_few_dems") for r in results),
-        "skipped": len(skipped), "failed": len(failed), "seconds": round(time.time() - t0, 1),
-        "candidates": n_candidates,
-        "failures": {r["cell_id"]: r["error"] for r in failed}, "results": results,
+        "skipped": len(skipped), "failed": len(failed), "slump_cells": len(stage),
+        "seconds": round(time.time() - t0, 1), **published, "detector": det_id,
+        "failures": {r["cell_id"]: r["error"] for r in failed}, "results": results, "slump_results": slump_results,
     }
-    tmp = out / ".run_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(out / "run_summary.json")
-    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed, "
-          f"{n_candidates} candidates (criteria 1-3) in {summary['seconds']} s", flush=True)
+    writers.write_json(out / "run_summary.json", summary)
+    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed; "
+          f"{published['slumps']} slumps, {published['volume_m3']:.4g} m3, "
+          f"{published['carbon_kg_yr']:.4g} kg C/yr ({det_id}) in {summary['seconds']} s", flush=True)
     for cid, err in summary["failures"].items():
         print(f"  {cid}: {err}", flush=True)
     return summary

@@ -1,0 +1,111 @@
+"""A STAC collection describing a products folder (``stac/collection.json``).
+
+One item per product table (inventory, time series, tiles) whose assets are the
+GeoParquet/Parquet file and its CSV export, each asset carrying ``file:checksum``
+(SHA-256 multihash), ``file:size``, and for tables ``table:columns`` and
+``table:row_count``; items carry the projection fields (``proj:code`` EPSG:3413,
+``proj:bbox``) and the WGS 84 bbox and geometry of the data. Hrefs are relative, so the
+folder can be moved or served as is. Extensions: file v2.1.0, table v1.2.0,
+projection v2.0.0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pystac
+from pyproj import Transformer
+
+from . import schema
+from .writers import sha256_multihash, write_json
+
+FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+TABLE_EXT = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
+PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+
+MEDIA = {".parquet": "application/vnd.apache.parquet", ".csv": "text/csv", ".md": "text/markdown",
+         ".json": "application/json"}
+
+_TO_LONLAT = Transformer.from_crs(schema.CRS, "EPSG:4326", always_xy=True)
+
+
+def _lonlat_bbox(bbox_3413: tuple[float, float, float, float]) -> list[float]:
+    """WGS 84 bbox of an EPSG:3413 box (its densified edge; the pole inside gives lat 90)."""
+    xmin, ymin, xmax, ymax = bbox_3413
+    t = np.linspace(0, 1, 41)
+    xs = np.concatenate([xmin + (xmax - xmin) * t, np.full_like(t, xmax), xmax - (xmax - xmin) * t, np.full_like(t, xmin)])
+    ys = np.concatenate([np.full_like(t, ymin), ymin + (ymax - ymin) * t, np.full_like(t, ymax), ymax - (ymax - ymin) * t])
+    lon, lat = _TO_LONLAT.transform(xs, ys)
+    if xmin <= 0 <= xmax and ymin <= 0 <= ymax:
+        return [-180.0, float(np.min(lat)), 180.0, 90.0]
+    return [float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))]
+
+
+def _asset(products: Path, rel: str, title: str, roles: list[str], columns=None, rows: int | None = None) -> pystac.Asset:
+    path = products / rel
+    extra = {"file:checksum": sha256_multihash(path), "file:size": path.stat().st_size}
+    if columns is not None:
+        extra["table:columns"] = [{"name": c.name, "type": "wkb" if c.name == "geometry" else str(c.type),
+                                   "description": c.description + (f" [{c.unit}]" if c.unit else "")}
+                                  for c in columns]
+    if rows is not None:
+        extra["table:row_count"] = int(rows)
+    return pystac.Asset(href=str(path.resolve()), title=title, media_type=MEDIA.get(path.suffix, None), roles=roles,
+                        extra_fields=extra)
+
+
+def write_collection(products: str | Path, tables: dict[str, dict], bbox_3413, start: dt.datetime | None,
+                     end: dt.datetime | None, version: str, description: str = "") -> Path:
+    """Write ``products/stac/collection.json`` and its items.
+
+    ``tables`` maps a product file name (``schema.INVENTORY`` ...) to
+    {"rows": n, "csv": csv file name or None, "title": str}."""
+    products = Path(products)
+    if bbox_3413 is None or not np.all(np.isfinite(bbox_3413)):
+        bbox_3413 = (-4e6, -4e6, 4e6, 4e6)
+    bbox_3413 = [float(v) for v in bbox_3413]
+    bbox = _lonlat_bbox(bbox_3413)
+    geom = {"type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                                                [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]}
+    start = start or dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    end = end or start
+    coll = pystac.Collection(
+        id="rts-inventory",
+        title="Retrogressive thaw slumps from ArcticDEM strip time series",
+        description=description or ("Active retrogressive thaw slumps (polygons of the ground that dropped), "
+                                     "their volumes, yearly losses, carbon and temperature response."),
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
+        license="CC-BY-4.0", stac_extensions=[PROJ_EXT],
+        extra_fields={"proj:code": schema.CRS, "proj:bbox": bbox_3413, "pipeline_version": version},
+    )
+    for fname, info in tables.items():
+        cols = schema.TABLES[fname]
+        item = pystac.Item(id=Path(fname).stem, geometry=geom, bbox=bbox, datetime=None,
+                           properties={"start_datetime": start.isoformat(), "end_datetime": end.isoformat(),
+                                       "title": info.get("title", fname), "proj:code": schema.CRS,
+                                       "proj:bbox": bbox_3413, "table:row_count": int(info["rows"]),
+                                       "table:primary_geometry": "geometry" if any(c.name == "geometry" for c in cols)
+                                       else None, "pipeline_version": version},
+                           stac_extensions=[FILE_EXT, TABLE_EXT, PROJ_EXT])
+        if item.properties["table:primary_geometry"] is None:
+            del item.properties["table:primary_geometry"]
+        item.add_asset("data", _asset(products, fname, info.get("title", fname), ["data"], cols, info["rows"]))
+        if info.get("csv"):
+            item.add_asset("csv", _asset(products, info["csv"], f"{info.get('title', fname)} (CSV, WKT geometry)",
+                                         ["data"], None, info["rows"]))
+        coll.add_item(item)
+    for rel, title in ((schema.DICTIONARY_MD, "Data dictionary"), (schema.DICTIONARY_JSON, "Data dictionary (JSON)")):
+        if (products / rel).exists():
+            coll.add_asset(Path(rel).stem + Path(rel).suffix.replace(".", "_"),
+                           _asset(products, rel, title, ["metadata"]))
+    coll.stac_extensions.append(FILE_EXT)
+    # serialise with relative links into products/stac/, then write each file atomically
+    root = (products / "stac").resolve()
+    coll.normalize_hrefs(str(root))
+    coll.make_all_asset_hrefs_relative()
+    for item in coll.get_items():
+        write_json(item.get_self_href(), item.to_dict(include_self_link=False, transform_hrefs=True))
+    write_json(root / "collection.json", coll.to_dict(include_self_link=False, transform_hrefs=True))
+    return root / "collection.json"

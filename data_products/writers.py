@@ -1,0 +1,157 @@
+"""Writers for the product files: schema-checked, spatially sorted, atomic.
+
+Every file is written to a hidden temporary name in the destination folder and renamed
+into place (``os.replace``, atomic on POSIX), so a reader opening the products during a
+publish sees either the previous file or the new one, never a half-written file, and a
+failed write (full disk, an exception) leaves the previous file intact.
+
+GeoParquet files are GeoParquet 1.1 (WKB geometry, a ``bbox`` covering column, EPSG:3413,
+zstd) sorted along a Hilbert curve over the whole EPSG:3413 grid, so row groups are
+spatially compact and bbox queries skip most of a large file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema
+from .grid import CRS, ORIGIN_M
+
+#: Hilbert-curve extent: the whole ArcticDEM grid (EPSG:3413 m)
+HILBERT_BOUNDS = (ORIGIN_M, ORIGIN_M, -ORIGIN_M, -ORIGIN_M)
+ROW_GROUP_SIZE = 65536
+
+
+class SchemaError(ValueError):
+    """A frame does not match the product contract."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error
+    remove it (the previous ``path``, if any, is untouched)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def conform(frame: pd.DataFrame, columns: tuple[schema.Column, ...], where: str) -> pd.DataFrame:
+    """The frame's columns in contract order with contract dtypes; raises SchemaError naming
+    ``where`` and the column when one is missing or a required value is null."""
+    missing = [c.name for c in columns if c.name not in frame.columns]
+    if missing:
+        raise SchemaError(f"{where}: missing column(s) {', '.join(missing)}")
+    out = frame[[c.name for c in columns]].copy()
+    for c in columns:
+        if c.name == "geometry":
+            continue
+        s = out[c.name]
+        t = c.type
+        if pa.types.is_floating(t):
+            out[c.name] = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif pa.types.is_integer(t):
+            out[c.name] = pd.to_numeric(s).astype(t.to_pandas_dtype())
+        elif pa.types.is_date(t):
+            out[c.name] = pd.to_datetime(s).dt.date.astype(object).where(s.notna(), None)
+        elif pa.types.is_timestamp(t):
+            out[c.name] = pd.to_datetime(s, utc=True).astype(f"datetime64[{t.unit}, UTC]")
+        elif pa.types.is_string(t):
+            out[c.name] = s.astype(object).where(s.notna(), None)
+        if not c.nullable and out[c.name].isna().any():
+            raise SchemaError(f"{where}: column {c.name} has empty values ({int(out[c.name].isna().sum())} rows)")
+    return out
+
+
+def _check_types(path: Path, columns: tuple[schema.Column, ...]) -> None:
+    got = pq.read_schema(path)
+    for c in columns:
+        if c.name == "geometry":
+            continue
+        t = got.field(c.name).type
+        if len(got) and t != c.type and not pa.types.is_null(t):
+            raise SchemaError(f"{path.name}: column {c.name} written as {t}, contract says {c.type}")
+
+
+def hilbert_sort(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Rows ordered along a Hilbert curve over the whole grid (stable for equal keys)."""
+    if not len(gdf):
+        return gdf
+    key = gdf.geometry.hilbert_distance(total_bounds=HILBERT_BOUNDS, level=16)
+    return gdf.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | Path, columns: tuple[schema.Column, ...],
+                     *, sort: bool = True) -> Path:
+    """A schema-conformant GeoParquet 1.1 file (WKB, bbox covering, EPSG:3413, zstd), atomically."""
+    path = Path(path)
+    if gdf.crs is None or gdf.crs.to_epsg() != 3413:
+        raise SchemaError(f"{path.name}: geometries must be {CRS}, got {gdf.crs}")
+    frame = conform(gdf, columns, path.name)
+    out = gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS)
+    if sort:
+        out = hilbert_sort(out)
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd",
+                       row_group_size=ROW_GROUP_SIZE)
+        _check_types(tmp, columns)
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, columns: tuple[schema.Column, ...]) -> Path:
+    """A schema-conformant plain Parquet file (zstd), atomically."""
+    path = Path(path)
+    frame = conform(df, columns, path.name)
+    table = pa.Table.from_pandas(frame, schema=schema.arrow_schema(columns).with_metadata(None),
+                                 preserve_index=False, safe=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    return path
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """CSV (UTF-8, comma), geometry as WKT in EPSG:3413 when present; atomically."""
+    out = pd.DataFrame(frame).copy()
+    if "geometry" in out.columns:
+        out["geometry_wkt"] = gpd.GeoSeries(out.pop("geometry")).to_wkt(rounding_precision=2)
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def sha256_multihash(path: str | Path) -> str:
+    """The file's SHA-256 as a multihash hex string (``1220`` + digest), as STAC's
+    ``file:checksum`` expects."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "1220" + h.hexdigest()

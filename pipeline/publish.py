@@ -1,0 +1,218 @@
+"""Publishing (DESIGN step 10): per-cell slump parts, assembled into the product files.
+
+Two steps, so that rerunning one cell replaces exactly its rows:
+
+1. :func:`slump_cell` - for one cell whose DEM rasters exist: the mosaic with its
+   neighbours' halo, the candidates, the detector, the quantification, written as a
+   *part* under ``PRODUCTS/parts/<cell>/`` (``slumps.parquet``, ``timeseries.parquet``,
+   ``candidates.parquet`` and, last, ``part.json`` with the digest of everything the
+   part depends on: the DEM digests of the cell and its eight neighbours, the configuration,
+   the detector weights and the climate file). A cell owns the slumps whose centroid it
+   holds, so a slump crossing a cell edge comes out once, with the same id whatever order
+   the cells ran in.
+2. :func:`assemble` - every part concatenated into ``rts_inventory.parquet``,
+   ``rts_timeseries.parquet``, ``candidates.parquet``, ``tiles.parquet``, the CSV
+   exports, the data dictionary, the regional totals and the STAC collection, each written
+   atomically (:mod:`data_products.writers`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from data_products import grid, schema, stac, writers
+
+from . import __version__
+from .candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
+from .config import Config
+from .detect import detect_slumps
+from .quantify import CarbonDensity, Climate, quantify, regional_totals
+
+log = logging.getLogger(__name__)
+
+PARTS = "parts"
+CANDIDATES = "candidates.parquet"
+REGION_SUMMARY_CSV = "rts_region_summary.csv"
+YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
+
+
+def _file_digest(path: str | Path | None) -> str:
+    if not path or not Path(path).exists():
+        return "none"
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _cell_digest(products: Path, cell_id: str) -> str:
+    try:
+        return json.loads((products / "tiles" / cell_id / "cell.json").read_text()).get("inputs_digest") or "?"
+    except (OSError, json.JSONDecodeError):
+        return "none"
+
+
+def part_digest(products: Path, cell: grid.Cell, cfg: Config, detector_id: str, climate_id: str) -> str:
+    """What a cell's slump part depends on: its own and its neighbours' DEM digests (the halo),
+    the whole configuration, the detector and the climate file."""
+    h = hashlib.sha256(f"{cfg.digest()}|{detector_id}|{climate_id}|{__version__}".encode())
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            other = grid.Cell(cell.ix + dx, cell.iy + dy)
+            h.update(f"{other.id}:{_cell_digest(products, other.id)};".encode())
+    return h.hexdigest()[:16]
+
+
+def recorded_part_digest(products: Path, cell_id: str) -> str | None:
+    try:
+        return json.loads((products / PARTS / cell_id / "part.json").read_text()).get("digest")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climate: Climate, digest: str) -> dict:
+    """Detect and quantify the slumps one cell owns and write its part; never raises."""
+    products = Path(products)
+    t0 = time.perf_counter()
+    try:
+        cell = grid.parse_cell_id(cell_id)
+        res = cfg.grid.resolution_m
+        mosaic = read_mosaic(products, cell, cfg.candidates.halo_m, res)
+        vg = stable_variogram(mosaic, cfg.candidates, res)
+        cands = find_candidates(mosaic, cfg.candidates, res, vg)
+        dets = detect_slumps(mosaic, cands, cfg.detection, detector)
+        now = pd.Timestamp.now(tz="UTC").floor("s")
+        inv, ts = quantify(mosaic, dets, vg, cfg, climate, CarbonDensity(cfg.quantify), now)
+        folder = products / PARTS / cell_id
+        writers.write_geoparquet(inv, folder / "slumps.parquet", schema.INVENTORY_COLUMNS, sort=False)
+        writers.write_parquet(ts, folder / "timeseries.parquet", schema.TIMESERIES_COLUMNS)
+        with writers.atomic_path(folder / CANDIDATES) as tmp:
+            cands.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
+        seconds = time.perf_counter() - t0
+        writers.write_json(folder / "part.json", {
+            "cell_id": cell_id, "digest": digest, "n_slumps": len(inv), "n_candidates": len(cands),
+            "volume_m3": float(inv.volume_m3.sum()), "seconds": round(seconds, 3),
+            "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
+                                                           "range_m": vg.range_m},
+        })
+        return {"cell_id": cell_id, "status": "ok", "n_slumps": len(inv), "seconds": seconds}
+    except Exception as exc:  # one bad cell never stops the others
+        log.exception("slump stage failed for %s", cell_id)
+        return {"cell_id": cell_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - t0}
+
+
+def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]:
+    inv, ts, cands, meta = [], [], [], {}
+    for pj in sorted((products / PARTS).glob("*/part.json")):
+        cid = pj.parent.name
+        if cid not in live:
+            continue  # its DEM products were removed: its slumps go too
+        try:
+            meta[cid] = json.loads(pj.read_text())
+            inv.append(gpd.read_parquet(pj.parent / "slumps.parquet"))
+            ts.append(pd.read_parquet(pj.parent / "timeseries.parquet"))
+            if (pj.parent / CANDIDATES).exists():
+                cands.append(gpd.read_parquet(pj.parent / CANDIDATES))
+        except Exception as exc:  # a damaged part is reported, the others published
+            log.error("%s: part unreadable (%s); its cell's slumps are left out until it is rerun", pj.parent, exc)
+            meta.pop(cid, None)
+    return inv, ts, cands, meta
+
+
+def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
+    rows = []
+    for folder in sorted(p for p in (products / "tiles").glob("*") if p.is_dir()):
+        try:
+            cell = grid.parse_cell_id(folder.name)
+        except ValueError:
+            continue
+        row = {"tile_id": cell.id, "geometry": shapely.box(*cell.bounds), "status": "failed", "n_strips": 0,
+               "n_slumps": 0, "volume_m3": 0.0, "inputs_digest": None, "seconds": None, "processed_at": None,
+               "error": None}
+        meta_path, fail_path = folder / "cell.json", folder / "failure.json"
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+                row.update(status=meta.get("status", "ok"), n_strips=len(meta.get("strips", [])),
+                           inputs_digest=meta.get("inputs_digest"), processed_at=meta.get("processed_at"),
+                           seconds=float(sum(meta.get("timings_s", {}).values())))
+            except (OSError, json.JSONDecodeError) as exc:
+                row["error"] = f"cell.json unreadable: {exc}"
+        if fail_path.exists():
+            try:
+                fail = json.loads(fail_path.read_text())
+                row.update(status=fail.get("status", "failed"), error=fail.get("error"))
+                row["processed_at"] = row["processed_at"] or fail.get("at")
+            except (OSError, json.JSONDecodeError):
+                row.update(status="failed", error="failure.json unreadable")
+        part = parts_meta.get(cell.id)
+        if part:
+            row.update(n_slumps=int(part["n_slumps"]), volume_m3=float(part["volume_m3"]))
+            row["seconds"] = (row["seconds"] or 0.0) + float(part.get("seconds", 0.0))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=schema.names(schema.TILES_COLUMNS))
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=grid.CRS)
+
+
+def assemble(products: str | Path, cfg: Config) -> dict:
+    """Gather every cell's part into the product files (each written atomically).
+    Returns counts for the run summary."""
+    products = Path(products)
+    live = {p.parent.name for p in (products / "tiles").glob("*/cell.json")}
+    inv_parts, ts_parts, cand_parts, meta = _read_parts(products, live)
+    inv = (gpd.GeoDataFrame(pd.concat(inv_parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
+           if inv_parts else gpd.GeoDataFrame(pd.DataFrame(columns=schema.names(schema.INVENTORY_COLUMNS)),
+                                              geometry="geometry", crs=grid.CRS))
+    ts = (pd.concat([t for t in ts_parts if len(t)], ignore_index=True) if any(len(t) for t in ts_parts)
+          else pd.DataFrame(columns=schema.names(schema.TIMESERIES_COLUMNS)))
+    dup = inv.rts_id.duplicated()
+    if dup.any():  # two cells claiming one slump cannot happen with centroid ownership; guard anyway
+        log.warning("%d duplicate rts_id(s) dropped: %s", int(dup.sum()), ", ".join(inv.rts_id[dup][:5]))
+        inv = inv[~dup]
+        ts = ts.drop_duplicates(["rts_id", "year"])
+    cands = (gpd.GeoDataFrame(pd.concat([c for c in cand_parts if len(c)], ignore_index=True), geometry="geometry",
+                              crs=grid.CRS) if any(len(c) for c in cand_parts) else empty_candidates())
+    tiles = _tiles_frame(products, meta)
+
+    writers.write_geoparquet(inv, products / schema.INVENTORY, schema.INVENTORY_COLUMNS)
+    inv_sorted = gpd.read_parquet(products / schema.INVENTORY)
+    order = {rid: i for i, rid in enumerate(inv_sorted.rts_id)}
+    ts = ts.assign(_o=ts.rts_id.map(order)).sort_values(["_o", "year"]).drop(columns="_o")
+    writers.write_parquet(ts, products / schema.TIMESERIES, schema.TIMESERIES_COLUMNS)
+    writers.write_geoparquet(tiles, products / schema.TILES, schema.TILES_COLUMNS)
+    with writers.atomic_path(products / CANDIDATES) as tmp:
+        cands.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
+    writers.write_csv(inv_sorted, products / schema.INVENTORY_CSV)
+    writers.write_csv(pd.read_parquet(products / schema.TIMESERIES), products / schema.TIMESERIES_CSV)
+    yearly, summary = regional_totals(inv_sorted, ts, cfg.quantify.temperature_driven_r)
+    writers.write_csv(yearly, products / YEARLY_TOTALS_CSV)
+    writers.write_csv(summary, products / REGION_SUMMARY_CSV)
+    writers.write_text(products / schema.DICTIONARY_MD, schema.dictionary_markdown())
+    writers.write_json(products / schema.DICTIONARY_JSON, schema.dictionary_json())
+
+    dates = pd.to_datetime(pd.concat([inv_sorted.first_change, inv_sorted.last_change]).dropna())
+    start = dates.min().to_pydatetime().replace(tzinfo=dt.timezone.utc) if len(dates) else None
+    end = dates.max().to_pydatetime().replace(tzinfo=dt.timezone.utc) if len(dates) else None
+    bounds = tiles.total_bounds if len(tiles) else None
+    stac.write_collection(products, {
+        schema.INVENTORY: {"rows": len(inv_sorted), "csv": schema.INVENTORY_CSV, "title": "RTS inventory"},
+        schema.TIMESERIES: {"rows": len(ts), "csv": schema.TIMESERIES_CSV, "title": "Yearly volume loss per RTS"},
+        schema.TILES: {"rows": len(tiles), "csv": None, "title": "Processed 2 km cells"},
+    }, bounds, start, end, __version__)
+    arctic = summary[summary.region == "Arctic"]
+    return {"slumps": len(inv_sorted), "timeseries_rows": len(ts), "candidates": len(cands),
+            "volume_m3": float(inv_sorted.volume_m3.sum()) if len(inv_sorted) else 0.0,
+            "carbon_kg_yr": float(np.nansum(inv_sorted.carbon_kg_yr)) if len(inv_sorted) else 0.0,
+            "share_r_ge": float(arctic.share_r_ge.iloc[0]) if len(arctic) else float("nan")}

@@ -1,0 +1,236 @@
+"""Quantification (DESIGN steps 8-9): each detected slump's volume, its uncertainty, its
+yearly losses, carbon and temperature response, as rows of the product tables.
+
+Per slump, on the cell mosaic (EPSG:3413, 2 m):
+
+* V = -A_px * sum(dh) over the polygon, sigma_V from the stable-ground variogram
+  (:mod:`pipeline.volume`, Rolstad et al. 2009);
+* yearly volumes binned on t2 over thaw seasons (20 Jun - 22 Sep, a season counting when
+  at least a quarter of it lies between t1 and t2; Dai et al. 2025), each with the sigma of
+  the area that changed that season;
+* the volume rate V / (latest t2 - earliest t1) and carbon = rate x carbon density
+  (12 kg C m-3 by default, as Dai et al. 2025, or sampled from a gridded soil-carbon raster);
+* Pearson r and p of yearly volume against summer (July-August) air temperature at the
+  nearest climate-grid cell, for slumps with at least three years; otherwise r is empty and
+  ``temperature_note`` says why.
+
+Regional and Arctic-wide yearly totals and the volume-temperature slope are in
+:func:`regional_totals`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+from pyproj import Transformer
+from scipy import stats
+
+from data_products import grid, schema
+from data_products.regions import region_of
+
+from . import __version__
+from .change import NODATA_DATE
+from .climate import ClimateError, open_temperature, summer_temperature, temperature_response
+from .config import Config, QuantifyConfig
+from .volume import Variogram, sigma_mean_dh, volume_and_sigma, yearly_loss
+
+log = logging.getLogger(__name__)
+
+TO_LONLAT = Transformer.from_crs(grid.CRS, "EPSG:4326", always_xy=True)
+EPOCH = np.datetime64("2000-01-01")
+
+
+@dataclass
+class Climate:
+    """Summer temperatures for the slumps, or the reason there are none."""
+
+    data: object | None  # xarray.DataArray (deg C on time, lat, lon)
+    note: str
+    months: tuple[int, ...] = (7, 8)
+
+    def summer_at(self, lat: float, lon: float) -> tuple[pd.Series, str]:
+        """Summer mean temperature per year at a point (deg C), or an empty series and why."""
+        if self.data is None:
+            return pd.Series(dtype=float), self.note
+        try:
+            s = summer_temperature(self.data, lat, lon, self.months)
+        except ClimateError as exc:
+            return pd.Series(dtype=float), str(exc)
+        if s.isna().all() or not len(s):
+            return pd.Series(dtype=float), f"no complete summer (months {self.months}) with valid temperatures"
+        return s, ""
+
+
+def load_climate(path: str | Path | None, months: tuple[int, ...] = (7, 8)) -> Climate:
+    """The climate source of a run. A missing or unusable file is logged with its reason and
+    gives a Climate whose note explains the empty r in every row (the run goes on)."""
+    if not path:
+        return Climate(None, "no climate file given (--climate)", months)
+    try:
+        da = open_temperature(path).load()
+    except ClimateError as exc:
+        log.error("temperature response skipped: %s", exc)
+        return Climate(None, str(exc), months)
+    return Climate(da, "", months)
+
+
+class CarbonDensity:
+    """Soil organic carbon density (kg C m-3) at a point: a constant, or sampled from a
+    raster (any CRS) where it has data, the constant elsewhere."""
+
+    def __init__(self, cfg: QuantifyConfig):
+        self.default = cfg.carbon_density_kg_m3
+        self.path = cfg.carbon_raster_path
+        if self.path and not Path(self.path).exists():
+            raise FileNotFoundError(f"{self.path}: carbon raster not found (quantify.carbon_raster_path)")
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Density at EPSG:3413 points."""
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        out = np.full(x.shape, self.default)
+        if not self.path or not x.size:
+            return out
+        with rasterio.open(self.path) as src:
+            if src.crs is None:
+                raise ValueError(f"{self.path}: carbon raster has no CRS")
+            xs, ys = Transformer.from_crs(grid.CRS, src.crs, always_xy=True).transform(x, y)
+            vals = np.array([v[0] for v in src.sample(zip(xs, ys), masked=True)], dtype=object)
+        for i, v in enumerate(vals):
+            if v is not np.ma.masked and np.isfinite(float(v)) and float(v) > 0:
+                out[i] = float(v)
+        return out
+
+
+def rts_id(x: float, y: float) -> str:
+    """A slump's id from its centroid (EPSG:3413 m) snapped to 10 m: stable across reruns and
+    independent of processing order, e.g. ``RTS_-0224567_-0071234``."""
+    return f"RTS_{int(round(x / 10.0)):+08d}_{int(round(y / 10.0)):+08d}"
+
+
+def _date(days: float):
+    return None if not np.isfinite(days) else (EPOCH + np.timedelta64(int(days), "D")).astype("datetime64[D]").item()
+
+
+def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, climate: Climate,
+             carbon: CarbonDensity, processed_at: pd.Timestamp) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Inventory rows and yearly rows for the slumps detected in one cell's mosaic.
+
+    ``detections``: polygons (EPSG:3413) with ``detector``, ``detector_score``, ``criteria``.
+    Returns (inventory part as a GeoDataFrame with the schema's columns, time-series part)."""
+    res = cfg.grid.resolution_m
+    L = mosaic.layers
+    dh = L["dh"]
+    t1 = L["t1"].astype(np.float64)
+    t2 = L["t2"].astype(np.float64)
+    t1[L["t1"] == NODATA_DATE] = np.nan
+    t2[L["t2"] == NODATA_DATE] = np.nan
+    inv_rows, ts_rows = [], []
+    if len(detections):
+        cx = detections.geometry.centroid.x.to_numpy()
+        cy = detections.geometry.centroid.y.to_numpy()
+        lon, lat = TO_LONLAT.transform(cx, cy)
+        dens = carbon.at(cx, cy)
+    for k, (geom, det) in enumerate(zip(detections.geometry, detections.itertuples())):
+        mask = rasterio.features.geometry_mask([geom], dh.shape, mosaic.transform, invert=True)
+        mask &= np.isfinite(dh)
+        if not mask.any():
+            continue
+        rid = rts_id(cx[k], cy[k])
+        volume, sigma = volume_and_sigma(dh, mask, res, vg)
+        # the time of change is only meaningful where the ground really dropped: pixels the
+        # polygon holds without a significant loss (filled holes, edges) carry noise dates
+        sig = mask & (dh <= cfg.candidates.max_dh_m)
+        if not sig.any():
+            sig = mask
+        a, b = t1[sig], t2[sig]
+        first, last = (np.nanmin(b), np.nanmax(b)) if np.isfinite(b).any() else (np.nan, np.nan)
+        start = np.nanmin(a) if np.isfinite(a).any() else np.nan
+        span_yr = (last - start) / 365.25 if np.isfinite(last) and np.isfinite(start) else np.nan
+        rate = volume / span_yr if span_yr and np.isfinite(span_yr) and span_yr > 0 else np.nan
+        yearly = yearly_loss(dh, L["t1"], L["t2"], sig, res)
+        binned = yearly.volume_m3.sum()
+        if binned > 0:  # the loss of the other pixels is shared in proportion, so years add up to V
+            yearly["volume_m3"] *= volume / binned
+        summer, note = climate.summer_at(float(lat[k]), float(lon[k]))
+        r, p, _, why = temperature_response(yearly["volume_m3"], summer, cfg.quantify.min_years)
+        if note:
+            why = note
+        for year, row in yearly.iterrows():
+            ts_rows.append({
+                "rts_id": rid, "year": int(year), "volume_m3": float(row.volume_m3),
+                "volume_sigma_m3": float(row.area_m2 * sigma_mean_dh(row.area_m2, res, vg)),
+                "summer_t2m_c": float(summer.get(year, np.nan)),
+            })
+        inv_rows.append({
+            "rts_id": rid, "tile_id": mosaic.cell.id, "region": region_of(lon[k], lat[k]), "geometry": geom,
+            "centroid_lat": float(lat[k]), "centroid_lon": float(lon[k]), "area_m2": float(geom.area),
+            "volume_m3": volume, "volume_sigma_m3": sigma, "mean_dh_m": float(np.nanmean(dh[mask])),
+            "max_loss_m": float(-np.nanmin(dh[mask])), "first_change": _date(first), "last_change": _date(last),
+            "n_dems": int(L["n_obs"][mask].max()), "volume_rate_m3_yr": float(rate),
+            "carbon_kg_yr": float(rate * dens[k]), "carbon_density_kg_m3": float(dens[k]),
+            "r_temperature": r if np.isfinite(r) else None, "p_temperature": p if np.isfinite(p) else None,
+            "temperature_note": why or None, "n_years": int(len(yearly)), "detector": det.detector,
+            "detector_score": float(det.detector_score), "criteria": int(det.criteria),
+            "pipeline_version": __version__, "processed_at": processed_at,
+        })
+    inv = pd.DataFrame(inv_rows, columns=schema.names(schema.INVENTORY_COLUMNS))
+    inventory = gpd.GeoDataFrame(inv, geometry="geometry", crs=grid.CRS)
+    timeseries = pd.DataFrame(ts_rows, columns=schema.names(schema.TIMESERIES_COLUMNS))
+    return inventory, timeseries
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """OLS slope of y on x and its standard error (NaN with fewer than 3 points)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0:
+        return float("nan"), float("nan")
+    fit = stats.linregress(x[ok], y[ok])
+    return float(fit.slope), float(fit.stderr)
+
+
+def regional_totals(inventory: pd.DataFrame, timeseries: pd.DataFrame, temperature_driven_r: float = 0.5
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Yearly totals per region and Arctic-wide, and the volume-temperature slope.
+
+    Returns (yearly, summary):
+
+    * yearly: region ('Arctic' for all), year, volume_m3, volume_sigma_m3 (errors of
+      different slumps taken as independent), n_slumps, summer_t2m_c (mean over the
+      region's slumps);
+    * summary: per region, n_slumps, area_m2, volume_m3, carbon_kg_yr, share of slumps with
+      r >= ``temperature_driven_r`` (of those with an r), and slope_m3_per_degc with its
+      standard error from the yearly totals against the yearly mean summer temperature.
+    """
+    ts = timeseries.merge(inventory[["rts_id", "region"]], on="rts_id", how="inner")
+    frames = [ts, ts.assign(region="Arctic")]
+    ts = pd.concat(frames, ignore_index=True)
+    yearly = (ts.groupby(["region", "year"])
+              .agg(volume_m3=("volume_m3", "sum"), volume_var=("volume_sigma_m3", lambda s: float((s**2).sum())),
+                   n_slumps=("rts_id", "nunique"), summer_t2m_c=("summer_t2m_c", "mean"))
+              .reset_index())
+    yearly["volume_sigma_m3"] = np.sqrt(yearly.pop("volume_var"))
+    inv = pd.concat([inventory, inventory.assign(region="Arctic")], ignore_index=True)
+    rows = []
+    for region, g in inv.groupby("region"):
+        y = yearly[yearly.region == region]
+        slope, se = _slope(y.summer_t2m_c.to_numpy(float), y.volume_m3.to_numpy(float))
+        r = pd.to_numeric(g.r_temperature, errors="coerce")
+        rows.append({"region": region, "n_slumps": len(g), "area_m2": float(g.area_m2.sum()),
+                     "volume_m3": float(g.volume_m3.sum()),
+                     "volume_sigma_m3": float(np.sqrt((g.volume_sigma_m3**2).sum())),
+                     "carbon_kg_yr": float(np.nansum(g.carbon_kg_yr)),
+                     "n_with_r": int(r.notna().sum()),
+                     "share_r_ge": float((r >= temperature_driven_r).sum() / r.notna().sum()) if r.notna().any()
+                     else float("nan"),
+                     "slope_m3_per_degc": slope, "slope_se_m3_per_degc": se})
+    summary = pd.DataFrame(rows, columns=["region", "n_slumps", "area_m2", "volume_m3", "volume_sigma_m3",
+                                          "carbon_kg_yr", "n_with_r", "share_r_ge", "slope_m3_per_degc",
+                                          "slope_se_m3_per_degc"])
+    return yearly.sort_values(["region", "year"]).reset_index(drop=True), summary
