@@ -67,7 +67,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     products = Path(args.products).resolve()
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false",
-           "--", "--products", str(products)]
+           "--server.enableStaticServing", "true", "--", "--products", str(products)]
     print(f"rts dashboard: http://localhost:{args.port}  (products: {products})", flush=True)
     return subprocess.call(cmd)
 
