@@ -86,11 +86,11 @@ def graticule(lat_step: float = 10.0, lon_step: float = 30.0, min_lat: float = 5
     for lat in np.arange(min_lat, 90.0, lat_step):
         lon = np.linspace(-180, 180, 181)
         x, y = tr.transform(lon, np.full_like(lon, lat))
-        out.append({"path": np.round(np.c_[x, y], 0).tolist(), "label": f"{lat:.0f}°N"})
+        out.append({"path": np.round(np.c_[x, y], 0).tolist(), "label": f"{lat:.0f}N"})
     for lon0 in np.arange(-180.0, 180.0, lon_step):
         lat = np.linspace(min_lat, 90.0, 41)
         x, y = tr.transform(np.full_like(lat, lon0), lat)
-        out.append({"path": np.round(np.c_[x, y], 0).tolist(), "label": f"{abs(lon0):.0f}°{'W' if lon0 < 0 else 'E'}"})
+        out.append({"path": np.round(np.c_[x, y], 0).tolist(), "label": f"{abs(lon0):.0f}{'W' if lon0 < 0 else 'E'}"})
     return out
 
 

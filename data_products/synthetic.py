@@ -11,7 +11,8 @@ What is generated (all geometry EPSG:3413, metres):
 
 * slump centroids clustered around the known RTS hotspots (the boxes of
   :data:`data_products.regions.REGIONS`) plus a thin scatter over the rest of the
-  permafrost zone (60-80 °N);
+  permafrost zone (60-80 °N), 8 %; every slump on land (the Natural Earth layer of
+  :mod:`data_products.land`);
 * an amphitheatre-like 12-vertex polygon per slump, vertices on the 2 m raster grid,
   area log-normal (median ~1.2 ha, floor 2,000 m², the minimum mapping unit);
 * volumes from the area and a log-normal mean loss (median ~2.5 m), uncertainties,
@@ -58,9 +59,18 @@ _TO_3413 = Transformer.from_crs("EPSG:4326", schema.CRS, always_xy=True)
 _TO_4326 = Transformer.from_crs(schema.CRS, "EPSG:4326", always_xy=True)
 
 
+def _land():
+    """Arctic land (EPSG:3413) from the committed Natural Earth layer, prepared for point tests."""
+    from data_products.land import land_polygons
+
+    g = shapely.union_all([shapely.polygons(r[0], holes=r[1:] or None) for r in land_polygons()])
+    shapely.prepare(g)
+    return g
+
+
 def _centroids_lonlat(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered slump locations: 85 % in hotspot clusters, 15 % scattered over 60-80 °N."""
-    n_hot = int(round(n * 0.85))
+    """Clustered slump locations: 92 % in hotspot clusters, 8 % scattered over 60-80 °N."""
+    n_hot = int(round(n * 0.92))
     weights = np.array([5, 3, 2, 2, 2, 1, 1, 1, 0.5])[: len(REGIONS)]
     weights = weights / weights.sum()
     n_clusters = max(20, min(2000, n // 50))
@@ -164,13 +174,16 @@ def make_tables(n_slumps: int, seed: int = 0, timeseries: bool = True
                 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, gpd.GeoDataFrame]:
     """Inventory, time series and tiles tables of ``n_slumps`` synthetic slumps (schema column order)."""
     rng = np.random.default_rng(seed)
-    lon, lat = _centroids_lonlat(rng, int(n_slumps * 1.02) + 10)
+    lon, lat = _centroids_lonlat(rng, int(n_slumps * 2.5) + 50)
     x, y = _TO_3413.transform(lon, lat)
     x, y = np.asarray(x), np.asarray(y)
-    ids = np.array([rts_id_for(a, b) for a, b in zip(x, y)], dtype=object)
+    on_land = np.flatnonzero(shapely.contains_xy(_land(), x, y))  # slumps are on land
+    cand = rng.permutation(on_land)[: int(n_slumps * 1.05) + 10]
+    ids = np.array([rts_id_for(a, b) for a, b in zip(x[cand], y[cand])], dtype=object)
     _, first = np.unique(ids, return_index=True)
-    keep = np.sort(first)[:n_slumps]
-    lon, lat, x, y, ids = lon[keep], lat[keep], x[keep], y[keep], ids[keep]
+    keep = cand[np.sort(first)[:n_slumps]]
+    ids = np.array([rts_id_for(a, b) for a, b in zip(x[keep], y[keep])], dtype=object)
+    lon, lat, x, y = lon[keep], lat[keep], x[keep], y[keep]
     n = len(ids)
 
     area = np.maximum(2_000.0, np.exp(rng.normal(np.log(12_000.0), 0.9, n)))

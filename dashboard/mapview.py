@@ -1,0 +1,313 @@
+"""The polar map: pydeck layers in EPSG:3413 coordinates on an ``OrthographicView``.
+
+No base map and no internet: the view is a flat cartesian plane in EPSG:3413 metres
+(``flipY`` off, so +y is up: the projection's own orientation with the pole at the centre
+and the 45 °W meridian pointing down, the usual "north up" of polar stereographic maps).
+Context layers: a sea background, Arctic land (Natural Earth, public domain), a graticule,
+and the tile grid (the 100 km ArcticDEM mosaic tiles holding processed cells at low zoom,
+the 2 km work cells in a focus box).
+
+Scale: slumps are drawn as points for the whole selection (one ScatterplotLayer per colour
+class, rows ``[x, y]`` in metres: ~20 bytes a slump) plus a pickable aggregate grid
+(counts and volumes per 50 km square); outlines, centroids and cells are drawn only for a
+focus box (at most :data:`POLYGON_LIMIT` slumps, from DuckDB). Large layer data is served
+by URL through Streamlit's static file serving (``server.enableStaticServing``; files in
+``dashboard/static/cache`` named by content hash) instead of being inlined into the page
+messages; when static serving is off the data is inlined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+import shapely
+import streamlit as st
+
+from data_products import land
+from data_products.catalog import Catalog, Filters
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CACHE_DIR = STATIC_DIR / "cache"
+POLYGON_LIMIT = 3_000
+FOCUS_MAX_M = 300_000.0         # outlines and work cells only for boxes up to this size
+AGG_CELL_M = 50_000.0
+MAP_HEIGHT = 620
+ARCTIC_BOX = (-3_600_000.0, -3_600_000.0, 3_600_000.0, 3_600_000.0)
+
+#: Class edges per colouring metric (m³, m³/yr, r); 7 classes plus "no value".
+BINS: dict[str, list[float]] = {
+    "volume_m3": [1e3, 3e3, 1e4, 3e4, 1e5, 3e5],
+    "volume_rate_m3_yr": [3e2, 1e3, 3e3, 1e4, 3e4, 1e5],
+    "r_temperature": [-0.5, 0.0, 0.3, 0.5, 0.7, 0.9],
+}
+_SEQ = [(68, 1, 84), (70, 50, 126), (54, 92, 141), (39, 127, 142), (31, 161, 135), (74, 193, 109), (253, 231, 37)]
+_DIV = [(33, 102, 172), (103, 169, 207), (209, 229, 240), (253, 219, 199), (239, 138, 98), (214, 96, 77),
+        (178, 24, 43)]
+NAN_COLOR = (150, 150, 150)
+SEA = (214, 228, 238)
+LAND = (236, 232, 222)
+
+
+def palette(metric: str) -> list[tuple[int, int, int]]:
+    return _DIV if metric == "r_temperature" else _SEQ
+
+
+def classify(values: np.ndarray, metric: str) -> np.ndarray:
+    """Class index 0..6 per value; -1 for missing values."""
+    v = np.asarray(values, dtype=float)
+    k = np.searchsorted(np.asarray(BINS[metric]), v, side="right")
+    return np.where(np.isfinite(v), k, -1)
+
+
+def class_labels(metric: str) -> list[str]:
+    e = BINS[metric]
+    fmt = (lambda x: f"{x:g}") if metric == "r_temperature" else (lambda x: f"{x:,.0f}")
+    return [f"< {fmt(e[0])}"] + [f"{fmt(a)} – {fmt(b)}" for a, b in zip(e[:-1], e[1:])] + [f"≥ {fmt(e[-1])}"]
+
+
+def legend_html(metric: str, label: str) -> str:
+    sw = "".join(f"<span style='display:inline-block;margin-right:10px'><span style='display:inline-block;width:12px;"
+                 f"height:12px;border-radius:6px;background:rgb{c};margin-right:4px;vertical-align:middle'></span>{t}"
+                 "</span>" for c, t in zip(palette(metric), class_labels(metric)))
+    sw += (f"<span style='display:inline-block'><span style='display:inline-block;width:12px;height:12px;"
+           f"border-radius:6px;background:rgb{NAN_COLOR};margin-right:4px;vertical-align:middle'></span>no value</span>")
+    return f"<div style='font-size:0.8rem'><b>{label}</b>: {sw}</div>"
+
+
+# --------------------------------------------------------------------------- static serving
+def static_serving() -> bool:
+    try:
+        return bool(st.get_option("server.enableStaticServing"))
+    except Exception:
+        return False
+
+
+def _base_path() -> str:
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}" if base else ""
+
+
+def publish(payload: str, stem: str):
+    """Serve ``payload`` (JSON text) by URL when static serving is on; else return the parsed data.
+
+    Files are named by content hash, so an unchanged selection reuses the browser's copy.
+    """
+    if static_serving():
+        data = payload.encode()
+        name = f"{stem}-{hashlib.sha1(data).hexdigest()[:16]}.json"
+        path = CACHE_DIR / name
+        try:
+            if not path.exists():
+                CACHE_DIR.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                tmp.replace(path)
+                _prune()
+            return f"{_base_path()}/app/static/cache/{name}"
+        except OSError:
+            pass  # read-only installation: inline instead
+    return json.loads(payload)
+
+
+def _prune(max_files: int = 400, max_age_s: float = 6 * 3600) -> None:
+    files = sorted(CACHE_DIR.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    now = time.time()
+    for i, p in enumerate(files):
+        if len(files) - i > max_files or now - p.stat().st_mtime > max_age_s:
+            p.unlink(missing_ok=True)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- views
+def view_state(box: tuple[float, float, float, float], width_px: int = 900, height_px: int = MAP_HEIGHT) -> dict:
+    """Orthographic view state (target in EPSG:3413 m, zoom: log2 pixels per metre) showing ``box``."""
+    xmin, ymin, xmax, ymax = box
+    w = max(xmax - xmin, 200.0)
+    h = max(ymax - ymin, 200.0)
+    zoom = math.log2(min(width_px / w, height_px / h) * 0.9)
+    return {"target": [(xmin + xmax) / 2, (ymin + ymax) / 2, 0], "zoom": zoom, "minZoom": -14, "maxZoom": 3}
+
+
+def box_size(box) -> float:
+    return max(box[2] - box[0], box[3] - box[1])
+
+
+# --------------------------------------------------------------------------- layers
+@st.cache_data(show_spinner=False)
+def _context_payloads() -> dict[str, str]:
+    sea = [[[-5e6, -5e6], [5e6, -5e6], [5e6, 5e6], [-5e6, 5e6]]]
+    grat = land.graticule()
+    labels = [{"position": p["path"][len(p["path"]) // 2 if "N" not in p["label"] else 45], "label": p["label"]}
+              for p in grat if "N" in p["label"]]
+    return {"sea": _dumps(sea), "land": _dumps(land.land_polygons()),
+            "graticule": _dumps([{"path": g["path"]} for g in grat]), "labels": _dumps(labels)}
+
+
+def context_layers() -> list[pdk.Layer]:
+    p = _context_payloads()
+    return [
+        pdk.Layer("SolidPolygonLayer", id="sea", data=json.loads(p["sea"]), get_polygon="-",
+                  get_fill_color=list(SEA), pickable=False),
+        pdk.Layer("PolygonLayer", id="land", data=publish(p["land"], "land"), get_polygon="-",
+                  get_fill_color=list(LAND), get_line_color=[150, 150, 150], line_width_min_pixels=0.6,
+                  stroked=True, filled=True, pickable=False),
+        pdk.Layer("PathLayer", id="graticule", data=publish(p["graticule"], "graticule"), get_path="path",
+                  get_color=[120, 140, 160, 110], width_min_pixels=0.7, pickable=False),
+        pdk.Layer("TextLayer", id="graticule-labels", data=json.loads(p["labels"]), get_position="position",
+                  get_text="label", get_size=11, get_color=[90, 110, 130], pickable=False),
+    ]
+
+
+def point_layers(pts: pd.DataFrame, metric: str) -> list[pdk.Layer]:
+    """All selected slumps as points, one layer per colour class; data by URL."""
+    if pts.empty:
+        return []
+    k = classify(pts[metric].to_numpy(), metric)
+    xy = np.c_[np.round(pts.x.to_numpy()), np.round(pts.y.to_numpy())].astype(np.int64)
+    layers = []
+    cols = palette(metric)
+    for cls in [-1, *range(7)]:
+        sel = xy[k == cls]
+        if not len(sel):
+            continue
+        color = list(NAN_COLOR if cls < 0 else cols[cls]) + [230]
+        layers.append(pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(_dumps(sel.tolist()), "pts"),
+                                get_position="-", get_fill_color=color, get_radius=1.6, radius_units="pixels",
+                                radius_min_pixels=1.3, stroked=False, pickable=False))
+    return layers
+
+
+def aggregate_layer(agg: pd.DataFrame, cell_m: float = AGG_CELL_M) -> pdk.Layer | None:
+    """Counts and volumes per ``cell_m`` square, pickable (a click focuses on the square)."""
+    if agg.empty:
+        return None
+    n = agg.n.to_numpy(float)
+    alpha = np.clip(25 + 50 * np.log10(n) / max(1.0, np.log10(n.max())), 25, 90).astype(int)
+    rows = []
+    for (x0, y0, cnt, vol, a) in zip(agg.x0, agg.y0, agg.n, agg.volume_m3, alpha):
+        rows.append({"polygon": [[x0, y0], [x0 + cell_m, y0], [x0 + cell_m, y0 + cell_m], [x0, y0 + cell_m]],
+                     "x0": float(x0), "y0": float(y0), "c": [20, 60, 120, int(a)],
+                     "t": f"{int(cnt):,} slumps, {vol:,.0f} m³ in this {cell_m / 1000:.0f} km square (click to zoom)"})
+    return pdk.Layer("PolygonLayer", id="aggregate", data=rows, get_polygon="polygon", get_fill_color="c",
+                     get_line_color=[20, 60, 120, 60], line_width_min_pixels=0.5, stroked=True, filled=True,
+                     pickable=True, auto_highlight=True)
+
+
+def mosaic_tiles_layer(tiles: pd.DataFrame) -> pdk.Layer | None:
+    """Outlines of the 100 km ArcticDEM mosaic tiles that hold processed cells."""
+    if tiles.empty:
+        return None
+    t = 100_000.0
+    x0 = np.floor((tiles.x0.to_numpy() + 4e6) / t) * t - 4e6
+    y0 = np.floor((tiles.y0.to_numpy() + 4e6) / t) * t - 4e6
+    keys = pd.DataFrame({"x0": x0, "y0": y0}).drop_duplicates()
+    rows = [{"path": [[a, b], [a + t, b], [a + t, b + t], [a, b + t], [a, b]]} for a, b in zip(keys.x0, keys.y0)]
+    return pdk.Layer("PathLayer", id="mosaic-tiles", data=publish(_dumps(rows), "mosaic"), get_path="path",
+                     get_color=[110, 110, 110, 70], width_min_pixels=0.5, pickable=False)
+
+
+_STATUS_COLORS = {"ok": [60, 130, 60, 160], "too_few_dems": [200, 150, 30, 200], "no_data": [150, 150, 150, 160],
+                  "failed": [200, 40, 40, 220]}
+
+
+def cell_layer(tiles: pd.DataFrame) -> pdk.Layer | None:
+    """2 km work cells in the focus box, outlined by status, pickable (tooltip: id and status)."""
+    if tiles.empty:
+        return None
+    rows = [{"polygon": [[a, b], [c, b], [c, d], [a, d]], "tile": tid, "c": _STATUS_COLORS.get(s, [90, 90, 90, 160]),
+             "t": f"cell {tid}: {s}, {int(n or 0)} slumps" + (f" — {e}" if isinstance(e, str) and e else "")}
+            for tid, s, n, e, a, b, c, d in zip(tiles.tile_id, tiles.status, tiles.n_slumps, tiles.error,
+                                                tiles.x0, tiles.y0, tiles.x1, tiles.y1)]
+    return pdk.Layer("PolygonLayer", id="cells", data=publish(_dumps(rows), "cells"), get_polygon="polygon",
+                     get_line_color="c", filled=True, get_fill_color=[0, 0, 0, 0], stroked=True,
+                     line_width_min_pixels=1, pickable=True)
+
+
+def polygon_layers(polys: pd.DataFrame, metric: str) -> list[pdk.Layer]:
+    """Outlines and centroids of the slumps in the focus box, pickable (a click selects the slump)."""
+    if polys.empty:
+        return []
+    geoms = shapely.from_wkb([bytes(b) for b in polys.wkb])
+    k = classify(polys[metric].to_numpy(), metric)
+    cols = palette(metric)
+    shapes, dots = [], []
+    for g, rid, vol, rate, r, area, cls in zip(geoms, polys.rts_id, polys.volume_m3, polys.volume_rate_m3_yr,
+                                               polys.r_temperature, polys.area_m2, k):
+        if g is None or g.is_empty:
+            continue
+        poly = g if g.geom_type == "Polygon" else max(g.geoms, key=lambda q: q.area)
+        color = list(NAN_COLOR if cls < 0 else cols[cls])
+        tip = (f"{rid}: {vol:,.0f} m³, {rate:,.0f} m³/yr, area {area / 1e4:.2f} ha, "
+               f"r {'–' if r is None or not np.isfinite(r) else f'{r:.2f}'} (click to open)")
+        ring = np.round(np.asarray(poly.exterior.coords)[:, :2], 1).tolist()
+        shapes.append({"polygon": ring, "id": rid, "c": color + [170], "t": tip})
+        c = poly.centroid
+        dots.append({"position": [round(c.x, 1), round(c.y, 1)], "id": rid, "c": color + [255], "t": tip})
+    return [
+        pdk.Layer("PolygonLayer", id="outlines", data=publish(_dumps(shapes), "outlines"), get_polygon="polygon",
+                  get_fill_color="c", get_line_color=[30, 30, 30, 220], line_width_min_pixels=1, stroked=True,
+                  filled=True, pickable=True, auto_highlight=True),
+        pdk.Layer("ScatterplotLayer", id="centroids", data=publish(_dumps(dots), "centroids"),
+                  get_position="position", get_fill_color="c", get_line_color=[20, 20, 20], stroked=True,
+                  line_width_min_pixels=0.5, radius_units="pixels", get_radius=4, pickable=True, auto_highlight=True),
+    ]
+
+
+def highlight_layer(wkb: bytes | None) -> pdk.Layer | None:
+    if not wkb:
+        return None
+    g = shapely.from_wkb(wkb)
+    poly = g if g.geom_type == "Polygon" else max(g.geoms, key=lambda q: q.area)
+    return pdk.Layer("PathLayer", id="selected", data=[{"path": np.asarray(poly.exterior.coords)[:, :2].tolist()}],
+                     get_path="path", get_color=[230, 20, 20], width_min_pixels=3, pickable=False)
+
+
+def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes | None = None
+               ) -> tuple[pdk.Deck, dict]:
+    """The map for filters ``f`` viewing ``box``; returns the deck and facts (counts, timings, focus)."""
+    t0 = time.perf_counter()
+    pts = cat.points(f)
+    agg = cat.grid_aggregate(f, AGG_CELL_M)
+    focus = box_size(box) <= FOCUS_MAX_M
+    layers: list = context_layers()
+    tiles_all = cat.tiles(limit=200_000) if cat.has("tiles") else pd.DataFrame()
+    lyr = mosaic_tiles_layer(tiles_all) if not tiles_all.empty else None
+    if lyr is not None:
+        layers.append(lyr)
+    a = aggregate_layer(agg)
+    if a is not None and not focus:
+        layers.append(a)
+    layers += point_layers(pts, metric)
+    n_polys = 0
+    if focus:
+        cells = cat.tiles(bbox=box, limit=5_000)
+        c = cell_layer(cells)
+        if c is not None:
+            layers.append(c)
+        polys = cat.polygons(f, bbox=box, limit=POLYGON_LIMIT)
+        n_polys = len(polys)
+        layers += polygon_layers(polys, metric)
+    h = highlight_layer(selected_wkb)
+    if h is not None:
+        layers.append(h)
+    deck = pdk.Deck(
+        layers=layers,
+        views=[pdk.View(type="OrthographicView", controller=True, flipY=False, id="polar")],
+        initial_view_state=view_state(box),
+        map_style=None,
+        map_provider=None,
+        tooltip={"text": "{t}"},
+    )
+    facts = {"n_points": len(pts), "n_polygons": n_polys, "focus": focus, "n_cells_agg": len(agg),
+             "build_s": time.perf_counter() - t0}
+    return deck, facts

@@ -1,0 +1,140 @@
+"""Map page: every selected slump on the polar map, aggregates at low zoom, outlines in a focus box."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from dashboard import mapview, state
+from data_products.catalog import METRICS, QueryError, parse_bbox
+
+cat = state.require_catalog()
+f = state.sidebar_filters(cat)
+metric = state.color_by()
+ss = st.session_state
+
+st.title("Retrogressive thaw slumps")
+t0 = time.perf_counter()
+tot = cat.totals(f)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Slumps selected", f"{tot['n']:,}")
+c2.metric("Volume (m³)", f"{tot['volume_m3']:,.0f}")
+c3.metric("Carbon (t C/yr)", f"{tot['carbon_kg_yr'] / 1000:,.0f}")
+c4.metric("Share with r ≥ 0.5", "–" if tot["n"] == 0 else f"{100 * tot['share_r_ge_05']:.0f} %")
+st.caption(f"Selection: {state.describe(f)}")
+
+if tot["n"] == 0:
+    st.warning("No slump matches these filters. Widen them in the sidebar (or press 'Reset filters').")
+
+# --------------------------------------------------------------------------- the view box
+sel = state.selected_slump()
+sel_row = None
+if sel:
+    try:
+        sel_row = cat.slump(sel)
+    except QueryError:
+        sel_row = None
+
+
+
+def _around(wkb: bytes, half_m: float = 5_000.0) -> tuple[float, float, float, float]:
+    """A focus box of 2 * half_m metres centred on a slump."""
+    import shapely
+
+    c = shapely.from_wkb(wkb).centroid
+    return (c.x - half_m, c.y - half_m, c.x + half_m, c.y + half_m)
+
+
+options = ["Arctic", "Fit selection", "Focus box"]
+if "_pending_view" in ss:  # set by a click before the radio exists in the next run
+    ss["w_view"] = ss.pop("_pending_view")
+view = st.radio("View", options, horizontal=True, key="w_view",
+                help="Outlines and 2 km work cells are drawn in a focus box up to "
+                     f"{mapview.FOCUS_MAX_M / 1000:.0f} km wide; a click on an aggregate square focuses on it.")
+if view == "Fit selection":
+    ext = cat.extent(f) if tot["n"] else None
+    box = ext if ext else mapview.ARCTIC_BOX
+    if ext:
+        pad = max(5_000.0, 0.05 * mapview.box_size(ext))
+        box = (ext[0] - pad, ext[1] - pad, ext[2] + pad, ext[3] + pad)
+elif view == "Focus box":
+    text = st.text_input("Focus box xmin,ymin,xmax,ymax (EPSG:3413 m)",
+                         value=",".join(f"{v:.0f}" for v in ss.get("focus_box") or ()) or "",
+                         key=f"w_focus_{hash(ss.get('focus_box'))}")
+    try:
+        box = parse_bbox(text) if text.strip() else None
+    except QueryError as exc:
+        st.error(f"{exc}. The previous focus box stays.")
+        box = None
+    box = box or ss.get("focus_box")
+    if box is None and sel_row is not None:
+        box = _around(sel_row["wkb"])
+    if box is None:
+        st.info("Type a box, click an aggregate square on the Arctic view, or select a slump.")
+        box = mapview.ARCTIC_BOX
+    ss["focus_box"] = box
+else:
+    box = mapview.ARCTIC_BOX
+
+deck, facts = mapview.build_deck(cat, f, metric, box, selected_wkb=sel_row["wkb"] if sel_row else None)
+event = st.pydeck_chart(deck, height=mapview.MAP_HEIGHT, on_select="rerun", selection_mode="single-object",
+                        key="polar_map")
+st.markdown(mapview.legend_html(metric, METRICS[metric]), unsafe_allow_html=True)
+detail = (f"{facts['n_points']:,} points" + (f", {facts['n_polygons']:,} outlines in the focus box" if facts["focus"]
+                                            else f", {facts['n_cells_agg']:,} aggregate squares of "
+                                                 f"{mapview.AGG_CELL_M / 1000:.0f} km"))
+st.caption(f"{detail}. Map data served {'by URL' if mapview.static_serving() else 'inline'}; built in "
+           f"{(time.perf_counter() - t0):.2f} s. EPSG:3413 polar stereographic, 45°W down. "
+           "Land: Natural Earth (public domain). Synthetic products are load-test data, not results.")
+
+# --------------------------------------------------------------------------- selection
+objs = (event.selection.get("objects") or {}) if event is not None and hasattr(event, "selection") else {}
+for layer_id, items in objs.items():
+    if not items:
+        continue
+    o = items[0]
+    token = (layer_id, o.get("id"), o.get("x0"), o.get("y0"))
+    if ss.get("_map_event") == token:  # already acted on: the selection persists across reruns
+        continue
+    ss["_map_event"] = token
+    if layer_id == "aggregate" and "x0" in o:
+        cell = mapview.AGG_CELL_M
+        ss["focus_box"] = (o["x0"], o["y0"], o["x0"] + cell, o["y0"] + cell)
+        ss["_pending_view"] = "Focus box"
+        st.rerun()
+    elif layer_id in ("outlines", "centroids") and o.get("id"):
+        state.select_slump(o["id"])
+        st.rerun()
+
+if sel_row is not None:
+    st.subheader(f"Selected: {sel_row['rts_id']}")
+    a, b, c, d = st.columns(4)
+    a.metric("Volume (m³)", f"{sel_row['volume_m3']:,.0f} ± {sel_row['volume_sigma_m3']:,.0f}")
+    b.metric("Area (ha)", f"{sel_row['area_m2'] / 1e4:.2f}")
+    c.metric("Rate (m³/yr)", f"{sel_row['volume_rate_m3_yr']:,.0f}")
+    r = sel_row.get("r_temperature")
+    d.metric("r with temperature", "–" if r is None or r != r else f"{r:.2f}")
+    l1, l2 = st.columns(2)
+    with l1:
+        st.page_link("views/slump.py", label=f"Open {sel_row['rts_id']} on the Slump page", icon=":material/query_stats:")
+    if l2.button("Focus the map on it"):
+        ss["focus_box"] = _around(sel_row["wkb"])
+        ss["_pending_view"] = "Focus box"
+        st.rerun()
+
+st.subheader("Largest slumps in the selection")
+top = cat.table(f, limit=200, order_by="volume_m3" if metric == "r_temperature" else metric)
+if top.empty:
+    st.info("Nothing to list.")
+else:
+    show = top[["rts_id", "region", "area_m2", "volume_m3", "volume_sigma_m3", "volume_rate_m3_yr",
+                "r_temperature", "p_temperature", "first_change", "last_change", "detector_score", "tile_id"]]
+    picked = st.dataframe(show, hide_index=True, use_container_width=True, on_select="rerun",
+                          selection_mode="single-row", key="top_table", height=300)
+    rows = picked.selection.rows if picked is not None else []
+    if rows and ss.get("_table_event") != show.iloc[rows[0]].rts_id:
+        ss["_table_event"] = show.iloc[rows[0]].rts_id
+        state.select_slump(ss["_table_event"])
+        st.rerun()
+state.filters_to_query(f, metric, state.selected_slump())

@@ -1,0 +1,176 @@
+"""Reprocess page: choose cells (ids, a box, or the map's focus box), submit a job to the
+queue (``data_products.queue``), watch its progress; the products refresh when jobs finish.
+
+If an access token is configured (environment ``RTS_DASHBOARD_TOKEN`` or the Streamlit
+secret of the same name), submitting and cancelling require it. Input is validated before
+anything is written: invalid cell ids or boxes give a message and queue nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state
+from data_products.catalog import QueryError, parse_bbox
+from data_products.grid import TileIdError, parse_cell_id
+
+MAX_CELLS = 2_000
+ss = st.session_state
+state.current_filters()
+
+st.title("Reprocess")
+products = state.products_dir()
+if not products.is_dir():
+    st.error(f"Products folder {products} does not exist: nothing to reprocess into. "
+             "Start the dashboard with `rts dashboard --products DIR`.")
+    st.stop()
+
+try:
+    from data_products.queue import JobQueue, QueueError
+except ImportError as exc:
+    st.error(f"The job queue (data_products.queue) is not available in this installation: {exc}")
+    st.stop()
+
+
+def configured_token() -> str | None:
+    tok = os.environ.get("RTS_DASHBOARD_TOKEN")
+    if tok:
+        return tok
+    try:
+        return st.secrets.get("RTS_DASHBOARD_TOKEN") or None
+    except Exception:  # no secrets file
+        return None
+
+
+@st.cache_resource(show_spinner=False)
+def _queue(path: str):
+    return JobQueue(path)
+
+
+try:
+    queue = _queue(str(products))
+except (QueueError, OSError) as exc:
+    st.error(f"The job queue in {products} cannot be opened: {exc}")
+    st.stop()
+
+
+def parse_cells(text: str) -> tuple[list[str], list[str]]:
+    """Canonical cell ids and error messages for a text of ids separated by commas, spaces or lines."""
+    ids, errors = [], []
+    for tok in [t for t in re.split(r"[\s,;]+", text or "") if t]:
+        try:
+            ids.append(parse_cell_id(tok).id)
+        except TileIdError as exc:
+            errors.append(str(exc)[:200])
+    return sorted(set(ids)), errors
+
+
+token = configured_token()
+mode = st.radio("Choose cells by", ["Cell ids", "Box (EPSG:3413 m)", "The map's focus box"], horizontal=True,
+                key="w_rp_mode")
+with st.form("submit_job", clear_on_submit=False):
+    tiles = bbox = None
+    if mode == "Cell ids":
+        text = st.text_area("Cell ids (one per line or comma-separated)", placeholder="41_16_1_1_02_05",
+                            key="w_rp_cells")
+    elif mode == "Box (EPSG:3413 m)":
+        text = st.text_input("xmin,ymin,xmax,ymax", placeholder="-2450000,-250000,-2440000,-240000", key="w_rp_box")
+    else:
+        fb = ss.get("focus_box")
+        text = ",".join(f"{v:.0f}" for v in fb) if fb else ""
+        st.write(f"Focus box: `{text}`" if fb else "No focus box yet: set one on the Map page (View → Focus box).")
+    force = st.checkbox("Force (recompute cells whose inputs did not change)", key="w_rp_force")
+    who = st.text_input("Your name or e-mail (optional, recorded with the job)", max_chars=120, key="w_rp_who")
+    given = st.text_input("Access token", type="password", key="w_rp_token") if token else ""
+    submitted = st.form_submit_button("Submit job", type="primary")
+
+if submitted:
+    problems = []
+    if token and not hmac.compare_digest(str(given).encode(), token.encode()):
+        problems.append("The access token is missing or wrong: nothing was submitted.")
+    elif mode == "Cell ids":
+        tiles, errs = parse_cells(text)
+        problems += errs
+        if not tiles and not errs:
+            problems.append("Give at least one cell id.")
+        if len(tiles) > MAX_CELLS:
+            problems.append(f"At most {MAX_CELLS:,} cells a job; use a box for larger areas.")
+    else:
+        try:
+            bbox = parse_bbox(text)
+            if bbox is None:
+                problems.append("Give a box xmin,ymin,xmax,ymax in EPSG:3413 metres.")
+        except QueryError as exc:
+            problems.append(str(exc))
+    if problems:
+        for p in problems:
+            st.error(p)
+        st.warning("Nothing was queued.")
+    else:
+        try:
+            job = queue.submit(tiles=tiles or None, bbox=bbox, force=bool(force), submitted_by=who.strip()[:120])
+            ss.setdefault("my_jobs", [])
+            if job.id not in ss["my_jobs"]:
+                ss["my_jobs"].append(job.id)
+            st.success(f"Job {job.id} queued ({job.describe()}, status {job.status}). A worker (`rts jobs work`) "
+                       "picks it up; progress shows below.")
+        except QueueError as exc:
+            st.error(f"The queue refused the job: {exc}")
+
+
+def _jobs_frame(jobs) -> pd.DataFrame:
+    return pd.DataFrame([{"job": j.id, "status": j.status, "cells": j.describe(), "force": j.force,
+                          "progress": float(j.progress or 0.0), "message": (j.message or "")[:200],
+                          "worker": j.worker or "", "submitted by": getattr(j, "submitted_by", "") or "",
+                          "created": j.created_at, "finished": j.finished_at or ""} for j in jobs])
+
+
+@st.fragment(run_every=2.0)
+def job_monitor() -> None:
+    """The queue, refreshed every 2 s; reloads the products when one of this session's jobs finishes."""
+    try:
+        jobs = queue.list(limit=50)
+    except QueueError as exc:
+        st.error(f"Cannot read the queue: {exc}")
+        return
+    st.subheader("Jobs")
+    if not jobs:
+        st.info("The queue is empty.")
+        return
+    st.dataframe(_jobs_frame(jobs), hide_index=True, use_container_width=True, key="jobs_table",
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0,
+                                                                            max_value=1.0, format="percent")})
+    mine = [j for j in jobs if j.id in ss.get("my_jobs", [])]
+    done_now = {j.id for j in mine if j.status == "done"} - set(ss.get("jobs_seen_done", []))
+    if done_now:
+        ss["jobs_seen_done"] = sorted(set(ss.get("jobs_seen_done", [])) | done_now)
+        st.success(f"Job(s) {', '.join(map(str, sorted(done_now)))} done: the products are reloaded.")
+    for j in mine:
+        if not j.finished and j.log_tail:
+            with st.expander(f"Job {j.id} log"):
+                st.code(j.log_tail[-4000:])
+
+
+job_monitor()
+
+with st.expander("Cancel a job"):
+    active = [j for j in queue.list(status=["pending", "running"], limit=100)]
+    if not active:
+        st.caption("No pending or running job.")
+    else:
+        jid = st.selectbox("Job", [j.id for j in active], format_func=lambda i: f"job {i}", key="w_rp_cancel")
+        tok2 = st.text_input("Access token", type="password", key="w_rp_token2") if token else ""
+        if st.button("Cancel job"):
+            if token and not hmac.compare_digest(str(tok2).encode(), token.encode()):
+                st.error("The access token is missing or wrong: nothing was cancelled.")
+            else:
+                try:
+                    j = queue.cancel(jid)
+                    st.success(f"Job {j.id}: {j.status}{' (cancel requested)' if j.status == 'running' else ''}.")
+                except QueueError as exc:
+                    st.error(str(exc))

@@ -1,0 +1,151 @@
+"""Slump page: one slump's dh and t2 images with its outline, yearly volume against summer
+temperature, the volume-temperature scatter with r and p, and its numbers."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import shapely
+import streamlit as st
+
+from dashboard import state
+from data_products.catalog import QueryError, check_rts_id
+from data_products.grid import TileIdError
+
+cat = state.require_catalog()
+ss = st.session_state
+state.current_filters()
+
+st.title("Slump")
+sel = state.selected_slump()
+typed = st.text_input("Slump id", value=sel or "", placeholder="RTS-123456+012345",
+                      help="Pick one on the Map page, or type its id.")
+if typed.strip() and typed.strip() != sel:
+    try:
+        sel = check_rts_id(typed)
+        state.select_slump(sel)
+    except QueryError as exc:
+        st.error(f"{exc}. Nothing changed.")
+if not sel:
+    st.info("No slump selected: click one on the Map page (in a focus box), pick one in its table, or type an id.")
+    st.stop()
+
+row = cat.slump(sel)
+if row is None:
+    st.warning(f"{sel} is not in this inventory (it may have been removed by a rerun).")
+    st.stop()
+state.filters_to_query(state.current_filters(), state.color_by(), sel)
+
+geom = shapely.from_wkb(row["wkb"])
+st.subheader(f"{row['rts_id']} — {row['region']}")
+
+
+def _num(v, fmt="{:,.0f}", empty="–"):
+    return empty if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+
+cols = st.columns(6)
+cols[0].metric("Volume lost (m³)", _num(row["volume_m3"]), help=f"± {_num(row['volume_sigma_m3'])} m³ (1σ)")
+cols[1].metric("Area (ha)", _num(row["area_m2"] / 1e4, "{:.2f}"))
+cols[2].metric("Rate (m³/yr)", _num(row["volume_rate_m3_yr"]))
+cols[3].metric("Carbon (kg C/yr)", _num(row.get("carbon_kg_yr")))
+cols[4].metric("r with summer T", _num(row.get("r_temperature"), "{:.2f}"),
+               help=row.get("temperature_note") or None)
+cols[5].metric("p", _num(row.get("p_temperature"), "{:.3f}"))
+
+# --------------------------------------------------------------------------- images
+st.markdown("#### dh and t2 around the slump")
+
+
+def _read_window(path, bounds, max_px: int = 400):
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    with rasterio.open(path) as src:
+        win = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+        win = win.intersection(rasterio.windows.Window(0, 0, src.width, src.height))
+        step = max(1, int(max(win.width, win.height) // max_px))
+        a = src.read(1, window=win, out_shape=(max(1, int(win.height // step)), max(1, int(win.width // step))),
+                     masked=True).astype(float).filled(np.nan)
+        tr = src.window_transform(win)
+    x = tr.c + (np.arange(a.shape[1]) + 0.5) * (win.width / a.shape[1]) * tr.a
+    y = tr.f + (np.arange(a.shape[0]) + 0.5) * (win.height / a.shape[0]) * tr.e
+    return a, x, y
+
+
+pad = max(100.0, 0.6 * max(geom.bounds[2] - geom.bounds[0], geom.bounds[3] - geom.bounds[1]))
+bounds = (geom.bounds[0] - pad, geom.bounds[1] - pad, geom.bounds[2] + pad, geom.bounds[3] + pad)
+poly = geom if geom.geom_type == "Polygon" else max(geom.geoms, key=lambda q: q.area)
+ox, oy = np.asarray(poly.exterior.coords)[:, 0], np.asarray(poly.exterior.coords)[:, 1]
+img_cols = st.columns(2)
+try:
+    rasters = {name: cat.tile_raster(row["tile_id"], name) for name in ("dh", "t2")}
+except (TileIdError, QueryError) as exc:
+    rasters = {}
+    st.error(f"The slump's cell id is not valid: {exc}")
+for col, name in zip(img_cols, ("dh", "t2")):
+    path = rasters.get(name)
+    if path is None:
+        col.info(f"No {name}.tif for cell {row['tile_id']} in the products folder.")
+        continue
+    try:
+        a, x, y = _read_window(path, bounds)
+    except Exception as exc:
+        col.error(f"Cannot read {name}.tif: {exc}")
+        continue
+    if name == "t2":
+        a = np.where(a < -9000, np.nan, a)
+        z = a / 365.25 + 2000.0  # days since 2000-01-01 -> decimal year
+        title, scale, zr, unit = "t2: first observation after the drop", "Turbo", (None, None), "year"
+    else:
+        z = a
+        title, scale, zr, unit = "dh: elevation change", "RdBu", (-6, 6), "m"
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, colorscale=scale, zmin=zr[0], zmax=zr[1],
+                               colorbar=dict(title=unit), hovertemplate="x %{x:.0f} m<br>y %{y:.0f} m<br>%{z:.2f}"))
+    fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", line=dict(color="black", width=2), name="outline",
+                             hoverinfo="skip"))
+    fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
+                      xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
+    col.plotly_chart(fig, use_container_width=True, key=f"img_{name}")
+
+# --------------------------------------------------------------------------- time series
+ts = cat.timeseries(sel)
+st.markdown("#### Yearly volume against summer temperature")
+if ts.empty:
+    st.info("No yearly volumes for this slump.")
+else:
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=ts.year, y=ts.volume_m3, name="volume lost (m³)",
+                         error_y=dict(type="data", array=ts.volume_sigma_m3, visible=True), marker_color="#8c510a"))
+    if ts.summer_t2m_c.notna().any():
+        fig.add_trace(go.Scatter(x=ts.year, y=ts.summer_t2m_c, name="summer 2 m temperature (°C)", yaxis="y2",
+                                 mode="lines+markers", line=dict(color="#d6604d")))
+    fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=1.12),
+                      xaxis=dict(title="thaw season", dtick=1), yaxis=dict(title="volume (m³)"),
+                      yaxis2=dict(title="temperature (°C)", overlaying="y", side="right", showgrid=False))
+    st.plotly_chart(fig, use_container_width=True, key="yearly")
+
+    good = ts.dropna(subset=["summer_t2m_c"])
+    if len(good) >= 2:
+        sc = go.Figure(go.Scatter(x=good.summer_t2m_c, y=good.volume_m3, mode="markers+text", text=good.year,
+                                  textposition="top center", marker=dict(size=9, color="#01665e"), name="years"))
+        if len(good) >= 2 and good.summer_t2m_c.std() > 0:
+            k, b = np.polyfit(good.summer_t2m_c, good.volume_m3, 1)
+            xs = np.linspace(good.summer_t2m_c.min(), good.summer_t2m_c.max(), 10)
+            sc.add_trace(go.Scatter(x=xs, y=k * xs + b, mode="lines", line=dict(dash="dash"), name="least squares"))
+        r, p = row.get("r_temperature"), row.get("p_temperature")
+        label = (f"r = {r:.2f}, p = {p:.3f}" if r is not None and np.isfinite(r) and p is not None and np.isfinite(p)
+                 else f"r not computed ({row.get('temperature_note') or 'fewer than 3 years'})")
+        sc.update_layout(title=label, height=340, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
+                         xaxis=dict(title="summer 2 m temperature (°C)"), yaxis=dict(title="volume lost (m³)"))
+        st.plotly_chart(sc, use_container_width=True, key="scatter")
+
+# --------------------------------------------------------------------------- numbers
+st.markdown("#### All columns")
+table = {k: v for k, v in row.items() if k != "wkb"}
+table["outline_wkt"] = shapely.to_wkt(geom, rounding_precision=1)
+st.dataframe(pd.DataFrame({"column": list(table), "value": [str(v) for v in table.values()]}),
+             hide_index=True, use_container_width=True)
+st.caption(f"Processed {row.get('processed_at')} by pipeline {row.get('pipeline_version')}.")
