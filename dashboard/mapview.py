@@ -138,6 +138,15 @@ def view_state(box: tuple[float, float, float, float], width_px: int = 900, heig
     return {"target": [(xmin + xmax) / 2, (ymin + ymax) / 2, 0], "zoom": zoom, "minZoom": -14, "maxZoom": 3}
 
 
+def visible_box(box, width_px: int = 900, height_px: int = MAP_HEIGHT) -> tuple[float, float, float, float]:
+    """The EPSG:3413 box the initial view shows for ``box`` (the view's aspect and margin)."""
+    vs = view_state(box, width_px, height_px)
+    half_w = width_px / 2 / 2 ** vs["zoom"]
+    half_h = height_px / 2 / 2 ** vs["zoom"]
+    cx, cy = vs["target"][:2]
+    return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+
+
 def box_size(box) -> float:
     return max(box[2] - box[0], box[3] - box[1])
 
@@ -290,11 +299,12 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
     layers += point_layers(pts, metric)
     n_polys = 0
     if focus:
-        cells = cat.tiles(bbox=box, limit=5_000)
+        vis = visible_box(box)
+        cells = cat.tiles(bbox=vis, limit=5_000)
         c = cell_layer(cells)
         if c is not None:
             layers.append(c)
-        polys = cat.polygons(f, bbox=box, limit=POLYGON_LIMIT)
+        polys = cat.polygons(f, bbox=vis, limit=POLYGON_LIMIT)
         n_polys = len(polys)
         layers += polygon_layers(polys, metric)
     h = highlight_layer(selected_wkb)

@@ -46,6 +46,17 @@ def _around(wkb: bytes, half_m: float = 5_000.0) -> tuple[float, float, float, f
     return (c.x - half_m, c.y - half_m, c.x + half_m, c.y + half_m)
 
 
+def _fmt_box(b) -> str:
+    return ",".join(f"{v:.0f}" for v in b) if b else ""
+
+
+def _focus(b) -> None:
+    """Focus the map on box ``b`` from the next run on."""
+    ss["focus_box"] = tuple(b)
+    ss["_pending_focus"] = _fmt_box(b)
+    ss["_pending_view"] = "Focus box"
+
+
 options = ["Arctic", "Fit selection", "Focus box"]
 if "_pending_view" in ss:  # set by a click before the radio exists in the next run
     ss["w_view"] = ss.pop("_pending_view")
@@ -59,21 +70,25 @@ if view == "Fit selection":
         pad = max(5_000.0, 0.05 * mapview.box_size(ext))
         box = (ext[0] - pad, ext[1] - pad, ext[2] + pad, ext[3] + pad)
 elif view == "Focus box":
-    text = st.text_input("Focus box xmin,ymin,xmax,ymax (EPSG:3413 m)",
-                         value=",".join(f"{v:.0f}" for v in ss.get("focus_box") or ()) or "",
-                         key=f"w_focus_{hash(ss.get('focus_box'))}")
+    if "_pending_focus" in ss:  # a click set the box: show it in the field before the field exists
+        ss["w_focus"] = ss.pop("_pending_focus")
+    if "w_focus" not in ss:
+        ss["w_focus"] = _fmt_box(ss.get("focus_box"))
+    text = st.text_input("Focus box xmin,ymin,xmax,ymax (EPSG:3413 m)", key="w_focus",
+                         placeholder="-2500000,-20000,-2480000,0")
+    box = None
     try:
         box = parse_bbox(text) if text.strip() else None
     except QueryError as exc:
         st.error(f"{exc}. The previous focus box stays.")
-        box = None
     box = box or ss.get("focus_box")
     if box is None and sel_row is not None:
         box = _around(sel_row["wkb"])
     if box is None:
         st.info("Type a box, click an aggregate square on the Arctic view, or select a slump.")
         box = mapview.ARCTIC_BOX
-    ss["focus_box"] = box
+    else:
+        ss["focus_box"] = box
 else:
     box = mapview.ARCTIC_BOX
 
@@ -100,8 +115,7 @@ for layer_id, items in objs.items():
     ss["_map_event"] = token
     if layer_id == "aggregate" and "x0" in o:
         cell = mapview.AGG_CELL_M
-        ss["focus_box"] = (o["x0"], o["y0"], o["x0"] + cell, o["y0"] + cell)
-        ss["_pending_view"] = "Focus box"
+        _focus((o["x0"], o["y0"], o["x0"] + cell, o["y0"] + cell))
         st.rerun()
     elif layer_id in ("outlines", "centroids") and o.get("id"):
         state.select_slump(o["id"])
@@ -119,8 +133,7 @@ if sel_row is not None:
     with l1:
         st.page_link("views/slump.py", label=f"Open {sel_row['rts_id']} on the Slump page", icon=":material/query_stats:")
     if l2.button("Focus the map on it"):
-        ss["focus_box"] = _around(sel_row["wkb"])
-        ss["_pending_view"] = "Focus box"
+        _focus(_around(sel_row["wkb"]))
         st.rerun()
 
 st.subheader("Largest slumps in the selection")
