@@ -143,7 +143,7 @@ if top.empty:
 else:
     show = top[["rts_id", "region", "area_m2", "volume_m3", "volume_sigma_m3", "volume_rate_m3_yr",
                 "r_temperature", "p_temperature", "first_change", "last_change", "detector_score", "tile_id"]]
-    picked = st.dataframe(show, hide_index=True, use_container_width=True, on_select="rerun",
+    picked = st.dataframe(show, hide_index=True, width="stretch", on_select="rerun",
                           selection_mode="single-row", key="top_table", height=300)
     rows = picked.selection.rows if picked is not None else []
     if rows and ss.get("_table_event") != show.iloc[rows[0]].rts_id:

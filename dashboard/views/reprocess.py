@@ -142,7 +142,7 @@ def job_monitor() -> None:
     if not jobs:
         st.info("The queue is empty.")
         return
-    st.dataframe(_jobs_frame(jobs), hide_index=True, use_container_width=True, key="jobs_table",
+    st.dataframe(_jobs_frame(jobs), hide_index=True, width="stretch", key="jobs_table",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0,
                                                                             max_value=1.0, format="percent")})
     mine = [j for j in jobs if j.id in ss.get("my_jobs", [])]

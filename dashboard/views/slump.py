@@ -108,7 +108,7 @@ for col, name in zip(img_cols, ("dh", "t2")):
                              hoverinfo="skip"))
     fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
                       xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
-    col.plotly_chart(fig, use_container_width=True, key=f"img_{name}")
+    col.plotly_chart(fig, width="stretch", key=f"img_{name}")
 
 # --------------------------------------------------------------------------- time series
 ts = cat.timeseries(sel)
@@ -125,7 +125,7 @@ else:
     fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=1.12),
                       xaxis=dict(title="thaw season", dtick=1), yaxis=dict(title="volume (m³)"),
                       yaxis2=dict(title="temperature (°C)", overlaying="y", side="right", showgrid=False))
-    st.plotly_chart(fig, use_container_width=True, key="yearly")
+    st.plotly_chart(fig, width="stretch", key="yearly")
 
     good = ts.dropna(subset=["summer_t2m_c"])
     if len(good) >= 2:
@@ -140,12 +140,12 @@ else:
                  else f"r not computed ({row.get('temperature_note') or 'fewer than 3 years'})")
         sc.update_layout(title=label, height=340, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
                          xaxis=dict(title="summer 2 m temperature (°C)"), yaxis=dict(title="volume lost (m³)"))
-        st.plotly_chart(sc, use_container_width=True, key="scatter")
+        st.plotly_chart(sc, width="stretch", key="scatter")
 
 # --------------------------------------------------------------------------- numbers
 st.markdown("#### All columns")
 table = {k: v for k, v in row.items() if k != "wkb"}
 table["outline_wkt"] = shapely.to_wkt(geom, rounding_precision=1)
 st.dataframe(pd.DataFrame({"column": list(table), "value": [str(v) for v in table.values()]}),
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")
 st.caption(f"Processed {row.get('processed_at')} by pipeline {row.get('pipeline_version')}.")

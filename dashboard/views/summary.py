@@ -42,7 +42,7 @@ else:
     fig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=1.15),
                       xaxis=dict(title="thaw season", dtick=1), yaxis=dict(title="10⁶ m³"),
                       yaxis2=dict(title="°C", overlaying="y", side="right", showgrid=False))
-    st.plotly_chart(fig, use_container_width=True, key="arctic_yearly")
+    st.plotly_chart(fig, width="stretch", key="arctic_yearly")
     s = cat.volume_temperature_slope(f)
     if np.isfinite(s["slope_m3_per_c"]):
         st.caption(f"Least-squares slope of yearly volume on temperature: {s['slope_m3_per_c'] / 1e6:,.2f} ± "
@@ -53,11 +53,11 @@ reg = cat.region_totals(f)
 fig = go.Figure(go.Bar(x=reg.region, y=reg.volume_m3 / 1e6, marker_color="#35978f",
                        error_y=dict(type="data", array=reg.volume_sigma_m3 / 1e6, visible=True)))
 fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(title="volume lost (10⁶ m³)"))
-st.plotly_chart(fig, use_container_width=True, key="regions")
+st.plotly_chart(fig, width="stretch", key="regions")
 show = reg.assign(area_km2=reg.area_m2 / 1e6, volume_1e6_m3=reg.volume_m3 / 1e6, sigma_1e6_m3=reg.volume_sigma_m3 / 1e6,
                   carbon_t_yr=reg.carbon_kg_yr / 1e3, share_r_ge_05_pct=100 * reg.share_r_ge_05)
 st.dataframe(show[["region", "slumps", "area_km2", "volume_1e6_m3", "sigma_1e6_m3", "volume_rate_m3_yr", "carbon_t_yr",
-                   "share_r_ge_05_pct"]].round(3), hide_index=True, use_container_width=True, key="region_table")
+                   "share_r_ge_05_pct"]].round(3), hide_index=True, width="stretch", key="region_table")
 counts = cat.tile_status_counts()
 if counts:
     st.caption("Work cells: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))

@@ -1,0 +1,271 @@
+"""Every dashboard page's logic with streamlit.testing.v1.AppTest on a small synthetic products
+folder: filters change counts, empty results, shareable URL state, bad input refused with a
+message and nothing changed (hostile search, bad URL values, path traversal, invalid cell ids,
+wrong token), a missing products folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from data_products import schema
+from data_products.synthetic import generate_products
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+N = 1_500
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dash_products")
+    info = generate_products(out, N, seed=5, raster_tiles=1)
+    return out, info["raster_tiles"][0]
+
+
+@pytest.fixture(scope="module")
+def products(generated):
+    return generated[0]
+
+
+@pytest.fixture(scope="module")
+def raster_tile(generated):
+    return generated[1]
+
+
+@pytest.fixture(scope="module")
+def inv(products):
+    return gpd.read_parquet(products / schema.INVENTORY)
+
+
+@pytest.fixture()
+def app(products, monkeypatch):
+    monkeypatch.setenv("RTS_PRODUCTS", str(products))
+    monkeypatch.delenv("RTS_DASHBOARD_TOKEN", raising=False)
+
+    def make(page: str | None = None, **query):
+        at = AppTest.from_file(APP, default_timeout=60)
+        for k, v in query.items():
+            at.query_params[k] = v
+        if page:
+            at.switch_page(page)
+        return at.run()
+    return make
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def no_exception(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def count(at) -> int:
+    return int(metric(at, "Slumps selected").replace(",", ""))
+
+
+# --------------------------------------------------------------------------- map
+def test_map_draws_every_slump_in_a_polar_view(app):
+    at = app()
+    no_exception(at)
+    assert count(at) == N
+    deck = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    assert deck["views"][0]["@@type"] == "OrthographicView" and deck["views"][0]["flipY"] is False
+    ids = [layer["id"] for layer in deck["layers"]]
+    assert {"sea", "land", "graticule", "aggregate", "mosaic-tiles"} <= set(ids)
+    points = sum(len(layer["data"]) for layer in deck["layers"] if layer["id"].startswith("points-"))
+    assert points == N  # inline here: AppTest has no static serving
+    assert "mapStyle" not in deck or not deck["mapStyle"]  # no base map from the internet
+
+
+def test_filters_change_the_count_and_the_url(app, inv):
+    at = app()
+    region = inv.region.value_counts().index[1]
+    at.sidebar.multiselect(key="w_regions").select(region).run()
+    no_exception(at)
+    assert count(at) == (inv.region == region).sum()
+    assert at.query_params["region"] == [region] or at.query_params["region"] == region
+    at.sidebar.text_input(key="w_vmin").input("50000").run()
+    assert count(at) == ((inv.region == region) & (inv.volume_m3 >= 50_000)).sum()
+    assert at.query_params["vmin"] in ("50000", ["50000"])
+
+
+def test_empty_selection_is_handled(app):
+    at = app()
+    at.sidebar.text_input(key="w_vmin").input("1e15").run()
+    no_exception(at)
+    assert count(at) == 0
+    assert any("No slump matches" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("hostile", ["'; DROP VIEW inventory; --", "x' OR '1'='1", "../../etc/passwd"])
+def test_sql_looking_search_is_refused_and_nothing_changes(app, inv, hostile):
+    at = app()
+    at.sidebar.text_input(key="w_search").input(inv.rts_id.iloc[0][:6]).run()
+    before = count(at)
+    at.sidebar.text_input(key="w_search").input(hostile).run()
+    no_exception(at)
+    assert any("search" in e.value for e in at.sidebar.error)
+    assert count(at) == before
+
+
+def test_url_state_is_restored_and_bad_values_ignored(app, inv):
+    region = inv.region.value_counts().index[0]
+    at = app(region=region, vmin="abc", q="'; DROP", slump=inv.rts_id.iloc[3])
+    no_exception(at)
+    assert count(at) == (inv.region == region).sum()
+    warnings = " ".join(w.value for w in at.sidebar.warning)
+    assert "volume" in warnings and "search" in warnings
+    assert any(inv.rts_id.iloc[3] in s.value for s in at.subheader)
+
+
+def test_focus_box_draws_outlines_and_cells(app, inv):
+    c = inv.geometry.centroid.iloc[0]
+    at = app()
+    at.radio(key="w_view").set_value("Focus box").run()
+    at.text_input(key="w_focus").input(f"{c.x - 20000:.0f},{c.y - 20000:.0f},{c.x + 20000:.0f},{c.y + 20000:.0f}").run()
+    no_exception(at)
+    deck = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    layers = {layer["id"]: layer for layer in deck["layers"]}
+    assert {"outlines", "centroids", "cells"} <= set(layers)
+    assert any(o["id"] == inv.rts_id.iloc[0] for o in layers["outlines"]["data"])
+    at.text_input(key="w_focus").input("1,2,3").run()
+    assert any("box" in e.value for e in at.error)
+    assert "outlines" in {layer["id"] for layer in json.loads(at.get("deck_gl_json_chart")[0].proto.json)["layers"]}
+
+
+# --------------------------------------------------------------------------- slump
+def test_slump_page_shows_images_charts_and_numbers(app, raster_tile, inv):
+    rid = inv[inv.tile_id == raster_tile].sort_values("n_years").rts_id.iloc[-1]
+    at = app("views/slump.py", slump=rid)
+    no_exception(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # dh, t2, yearly bars + temperature, scatter
+    specs = [json.loads(c.proto.spec) for c in charts]
+    yearly = specs[2]
+    assert {t["type"] for t in yearly["data"]} == {"bar", "scatter"} and yearly["layout"]["yaxis2"]["overlaying"] == "y"
+    assert specs[0]["data"][0]["type"] == "heatmap" and specs[0]["data"][1]["mode"] == "lines"  # dh with outline
+    row = inv.set_index("rts_id").loc[rid]
+    assert metric(at, "Volume lost (m³)") == f"{row.volume_m3:,.0f}"
+
+
+def test_slump_page_bad_and_unknown_ids(app):
+    at = app("views/slump.py")
+    no_exception(at)
+    assert any("No slump selected" in i.value for i in at.info)
+    at.text_input[0].input("RTS'; DROP--").run()
+    assert any("not a slump id" in e.value for e in at.error)
+    at.text_input[0].input("RTS+000001+000001").run()
+    assert any("not in this inventory" in w.value for w in at.warning)
+
+
+# --------------------------------------------------------------------------- summary
+def test_summary_totals_follow_filters(app, inv):
+    at = app("views/summary.py")
+    no_exception(at)
+    assert metric(at, "Slumps") == f"{N:,}"
+    assert metric(at, "Volume lost (10⁶ m³)") == f"{inv.volume_m3.sum() / 1e6:,.2f}"
+    assert metric(at, "Share with r ≥ 0.5") == f"{100 * (inv.r_temperature >= 0.5).mean():.1f} %"
+    table = at.dataframe[0].value
+    assert table.slumps.sum() == N
+    at.sidebar.text_input(key="w_vmin").input("1e15").run()
+    no_exception(at)
+    assert any("nothing to summarise" in w.value for w in at.warning)
+
+
+# --------------------------------------------------------------------------- downloads
+def test_downloads_offer_selection_and_products_and_guard_paths(app, products):
+    at = app("views/downloads.py")
+    no_exception(at)
+    labels = [b.label for b in at.get("download_button")]
+    assert "Selection as GeoParquet" in labels and "Selection as CSV (WKT + lon/lat)" in labels
+    assert any("No STAC collection" in i.value for i in at.info)  # absent: said, not an error
+    before = sorted(p.name for p in products.iterdir())
+    for bad in ["../../../etc/passwd", "/etc/passwd", "tiles/../../x"]:
+        at.text_input(key="w_other_file").input(bad).run()
+        no_exception(at)
+        assert any("outside the products folder" in e.value or "relative" in e.value for e in at.error), bad
+    at.text_input(key="w_other_file").input(schema.DICTIONARY_MD).run()
+    assert any(b.label == f"Download {schema.DICTIONARY_MD}" for b in at.get("download_button"))
+    assert sorted(p.name for p in products.iterdir()) == before
+
+
+# --------------------------------------------------------------------------- reprocess
+def _submit(at):
+    """Click 'Submit job' in the same run as the form's pending inputs (forms send values on submit)."""
+    next(b for b in at.button if b.label == "Submit job").click()
+    return at.run()
+
+
+def _queue(products):
+    pytest.importorskip("data_products.queue")
+    from data_products.queue import JobQueue
+    return JobQueue(products)
+
+
+def test_reprocess_refuses_invalid_cells_and_queues_valid_ones(app, products, raster_tile):
+    q = _queue(products)
+    n0 = len(q.list(limit=1000))
+    at = app("views/reprocess.py")
+    no_exception(at)
+    at.text_area(key="w_rp_cells").input("41_16_1_1_02_05, 99_99_9_9_99_99; DROP TABLE jobs")
+    _submit(at)
+    assert any("not a cell id" in e.value or "must be within" in e.value for e in at.error)
+    assert any("Nothing was queued" in w.value for w in at.warning)
+    assert len(q.list(limit=1000)) == n0
+    at.text_area(key="w_rp_cells").input(f"{raster_tile}\n41_16_1_1_02_05")
+    _submit(at)
+    no_exception(at)
+    assert any("queued" in s.value for s in at.success)
+    jobs = q.list(limit=1000)
+    assert len(jobs) == n0 + 1 and sorted(jobs[0].tiles) == sorted([raster_tile, "41_16_1_1_02_05"])
+
+
+def test_reprocess_box_validation(app, products):
+    q = _queue(products)
+    n0 = len(q.list(limit=1000))
+    at = app("views/reprocess.py")
+    at.radio(key="w_rp_mode").set_value("Box (EPSG:3413 m)").run()
+    at.text_input(key="w_rp_box").input("1,2,nan,4")
+    _submit(at)
+    assert at.error and len(q.list(limit=1000)) == n0
+
+
+def test_reprocess_requires_the_token_when_configured(app, products, monkeypatch):
+    q = _queue(products)
+    monkeypatch.setenv("RTS_DASHBOARD_TOKEN", "s3cret")
+    n0 = len(q.list(limit=1000))
+    at = app("views/reprocess.py")
+    at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
+    at.text_input(key="w_rp_token").input("wrong")
+    _submit(at)
+    assert any("token" in e.value for e in at.error) and len(q.list(limit=1000)) == n0
+    at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
+    at.text_input(key="w_rp_token").input("s3cret")
+    _submit(at)
+    assert any("queued" in s.value for s in at.success) and len(q.list(limit=1000)) == n0 + 1
+
+
+# --------------------------------------------------------------------------- bad products folder
+@pytest.mark.parametrize("page", [None, "views/summary.py", "views/downloads.py", "views/slump.py"])
+def test_missing_products_folder_gives_a_clear_message(monkeypatch, tmp_path, page):
+    monkeypatch.setenv("RTS_PRODUCTS", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    if page:
+        at.switch_page(page)
+    at.run()
+    no_exception(at)
+    assert any("does not exist" in e.value for e in at.error)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_products_folder_without_inventory(monkeypatch, tmp_path):
+    monkeypatch.setenv("RTS_PRODUCTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert any("rts_inventory.parquet" in e.value for e in at.error)
+    assert sorted(os.listdir(tmp_path)) == []
