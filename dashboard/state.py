@@ -208,7 +208,7 @@ def sidebar_filters(cat: Catalog) -> Filters:
     sb.slider("r with summer temperature", -1.0, 1.0, step=0.05, key="w_r",
               help="Pearson r of yearly volume against summer temperature; narrowing it hides slumps without r.")
     sb.slider("Detector score at least", 0.0, 1.0, step=0.05, key="w_score")
-    sb.text_input("Search id", key="w_search", placeholder="RTS-123456+012345 or a cell id")
+    sb.text_input("Search id", key="w_search", placeholder="RTS_-0245678_+0012345 or a cell id")
     sb.text_input("Box xmin,ymin,xmax,ymax (EPSG:3413 m)", key="w_bbox")
     if sb.button("Reset filters"):
         for k in list(seed):

@@ -147,7 +147,7 @@ def check_search(text: str) -> str:
     text = (text or "").strip()
     if not SEARCH_RE.match(text):
         raise QueryError("search: only letters, digits, '+', '-', '_' and spaces are allowed "
-                         "(a slump id like RTS-123456+012345 or part of it, or a cell id)")
+                         "(a slump id like RTS_-0245678_+0012345 or part of it, or a cell id)")
     return text
 
 

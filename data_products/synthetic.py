@@ -136,10 +136,10 @@ def _cell_ids(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def rts_id_for(x: float, y: float) -> str:
-    """The synthetic id: 'RTS' + signed EPSG:3413 x, y of the nearest 2 m grid point in decametres."""
-    xs = round(round(x / 2.0) * 2.0 / 10.0)
-    ys = round(round(y / 2.0) * 2.0 / 10.0)
-    return f"RTS{xs:+07d}{ys:+07d}"
+    """The id the pipeline gives a slump centred at EPSG:3413 (x, y) m: 'RTS_' + signed x and y in
+    decametres (the format of ``pipeline.quantify.rts_id``, repeated here: data_products does not
+    import the pipeline)."""
+    return f"RTS_{int(round(x / 10.0)):+08d}_{int(round(y / 10.0)):+08d}"
 
 
 def _summer_temperature(rng: np.random.Generator, regions: list[str]) -> dict[str, np.ndarray]:

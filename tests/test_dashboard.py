@@ -160,7 +160,7 @@ def test_slump_page_bad_and_unknown_ids(app):
     assert any("No slump selected" in i.value for i in at.info)
     at.text_input[0].input("RTS'; DROP--").run()
     assert any("not a slump id" in e.value for e in at.error)
-    at.text_input[0].input("RTS+000001+000001").run()
+    at.text_input[0].input("RTS_+0000001_+0000001").run()
     assert any("not in this inventory" in w.value for w in at.warning)
 
 

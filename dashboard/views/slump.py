@@ -20,7 +20,7 @@ state.current_filters()
 
 st.title("Slump")
 sel = state.selected_slump()
-typed = st.text_input("Slump id", value=sel or "", placeholder="RTS-123456+012345",
+typed = st.text_input("Slump id", value=sel or "", placeholder="RTS_-0245678_+0012345",
                       help="Pick one on the Map page, or type its id.")
 if typed.strip() and typed.strip() != sel:
     try:
