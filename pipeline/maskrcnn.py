@@ -146,26 +146,33 @@ def chip_bands(layers: dict, r0: int, c0: int, size: int) -> np.ndarray:
 # model
 
 
-def build_model(input_px: int = 128) -> MaskRCNN:
+#: the architecture of the shipped weights (recorded with them; see :func:`build_model`)
+ARCH = {"fpn_channels": 64, "box_repr": 256, "mask_channels": [64, 64], "anchors": [8, 16, 32, 64],
+        "box_batch": 64, "rpn_batch": 128}
+
+
+def build_model(input_px: int = 64, arch: dict | None = None) -> MaskRCNN:
     """The small Mask R-CNN (random initialisation; nothing is downloaded)."""
+    a = {**ARCH, **(arch or {})}
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
-    fpn_channels = 128
+    fpn_channels = int(a["fpn_channels"])
     backbone = BackboneWithFPN(body, return_layers={"layer1": "0", "layer2": "1", "layer3": "2"},
                                in_channels_list=[64, 128, 256], out_channels=fpn_channels,
                                extra_blocks=LastLevelMaxPool())
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,)), aspect_ratios=((0.5, 1.0, 2.0),) * 4)
-    box_head = TwoMLPHead(fpn_channels * 7 * 7, 256)
-    mask_head = MaskRCNNHeads(fpn_channels, [128, 128, 128, 128], 1)
+    anchors = AnchorGenerator(sizes=tuple((int(s),) for s in a["anchors"]), aspect_ratios=((0.5, 1.0, 2.0),) * 4)
+    box_head = TwoMLPHead(fpn_channels * 7 * 7, int(a["box_repr"]))
+    mask_layers = [int(c) for c in a["mask_channels"]]
+    mask_head = MaskRCNNHeads(fpn_channels, mask_layers, 1)
     model = MaskRCNN(
         backbone, num_classes=None, min_size=input_px, max_size=input_px,
         image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
         rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-        rpn_batch_size_per_image=128,
-        box_head=box_head, box_predictor=FastRCNNPredictor(256, 2),
-        box_batch_size_per_image=128, box_detections_per_img=20, box_score_thresh=0.05,
-        mask_head=mask_head, mask_predictor=MaskRCNNPredictor(128, 128, 2),
+        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150,
+        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50,
+        rpn_batch_size_per_image=int(a["rpn_batch"]),
+        box_head=box_head, box_predictor=FastRCNNPredictor(int(a["box_repr"]), 2),
+        box_batch_size_per_image=int(a["box_batch"]), box_detections_per_img=20, box_score_thresh=0.05,
+        mask_head=mask_head, mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], 2),
     )
     return model
 
@@ -185,7 +192,8 @@ class Detector:
 
     def __init__(self, model: MaskRCNN, meta: dict | None = None):
         self.model = model.eval()
-        self.meta = {"version": MODEL_VERSION, "bands": list(BANDS), "chip_px": 256, "scale": 2, **(meta or {})}
+        self.meta = {"version": MODEL_VERSION, "bands": list(BANDS), "chip_px": 256, "scale": 4, "arch": dict(ARCH),
+                     **(meta or {})}
 
     @property
     def chip_px(self) -> int:
@@ -212,7 +220,7 @@ class Detector:
         if meta.get("version") != MODEL_VERSION or list(meta.get("bands", [])) != list(BANDS):
             raise ValueError(f"{path}: weights for model version {meta.get('version')} / bands {meta.get('bands')}, "
                              f"this code expects {MODEL_VERSION} / {list(BANDS)}")
-        model = build_model(int(meta["chip_px"]) // int(meta["scale"]))
+        model = build_model(int(meta["chip_px"]) // int(meta["scale"]), meta.get("arch"))
         sd = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
         model.load_state_dict(sd)
         return cls(model, meta)
