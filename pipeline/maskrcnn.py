@@ -151,7 +151,7 @@ ARCH = {"fpn_channels": 64, "box_repr": 256, "mask_channels": [64, 64], "anchors
         "box_batch": 64, "rpn_batch": 128}
 
 
-def build_model(input_px: int = 64, arch: dict | None = None) -> MaskRCNN:
+def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
     """The small Mask R-CNN (random initialisation; nothing is downloaded)."""
     a = {**ARCH, **(arch or {})}
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
@@ -192,7 +192,7 @@ class Detector:
 
     def __init__(self, model: MaskRCNN, meta: dict | None = None):
         self.model = model.eval()
-        self.meta = {"version": MODEL_VERSION, "bands": list(BANDS), "chip_px": 256, "scale": 4, "arch": dict(ARCH),
+        self.meta = {"version": MODEL_VERSION, "bands": list(BANDS), "chip_px": 256, "scale": 2, "arch": dict(ARCH),
                      **(meta or {})}
 
     @property

@@ -236,13 +236,13 @@ def model_target(image: np.ndarray, masks: np.ndarray, scale: int, min_px: int =
 
 
 def train_model(chips: list[dict], *, iterations: int, batch: int = 8, lr: float = 1e-3, seed: int = 0,
-                chip_px: int = 256, scale: int = 2, threads: int = 2, log_every: int = 10, progress=None,
+                chip_px: int = 256, scale: int = 2, threads: int = 1, log_every: int = 10, progress=None,
                 augment_data: bool = True):
     """Train a fresh detector on ``chips``; reproducible given ``seed`` (weights initialisation,
     data order and augmentation all derive from it). Returns (Detector, log dict)."""
     import torch
 
-    from .maskrcnn import Detector, build_model
+    from .maskrcnn import ARCH, Detector, build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -282,19 +282,20 @@ def train_model(chips: list[dict], *, iterations: int, batch: int = 8, lr: float
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
-        rec = {"iteration": it, "loss": float(loss), **{k: float(v) for k, v in losses.items()},
+        rec = {"iteration": it, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
                "lr": lr_at(it), "seconds": round(time.time() - t0, 2)}
         history.append(rec)
         if progress and (it % log_every == 0 or it == iterations - 1):
             progress(rec)
     model.eval()
-    meta = {"chip_px": chip_px, "scale": scale, "trained_iterations": iterations, "batch": batch, "seed": seed}
+    meta = {"chip_px": chip_px, "scale": scale, "arch": dict(ARCH), "trained_iterations": iterations, "batch": batch,
+            "seed": seed}
     return Detector(model, meta), {"history": history, "seconds": round(time.time() - t0, 1)}
 
 
 def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SITES, iterations: int = 1500,
           batch: int = 8, lr: float = 1e-3, seed: int = 0, chip_px: int = 256, scale: int = 2, workers: int = 2,
-          threads: int = 2, log_path: str | Path | None = None, command: str = "") -> dict:
+          threads: int = 1, log_path: str | Path | None = None, command: str = "") -> dict:
     """``rts train``: prepare (or reuse) the samples of ``seeds``, cut their chips, train and
     write the weights (``out``) and a JSON training log (``log_path``, default next to them)."""
     bad = [s for s in seeds if s < MIN_TRAIN_SEED]
@@ -321,7 +322,7 @@ def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SIT
               f"cls {rec['loss_classifier']:.3f}, rpn {rec['loss_objectness']:.3f}) {rec['seconds']:.0f} s", flush=True)
 
     det, tlog = train_model(chips, iterations=iterations, batch=batch, lr=lr, seed=seed, chip_px=chip_px, scale=scale,
-                            threads=threads, progress=show)
+                            threads=threads, progress=show, log_every=25)
     det.meta.update({"train_seeds": list(seeds), "sites": list(sites), "chips": len(chips)})
     det.save(out)
     record = {
