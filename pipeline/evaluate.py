@@ -188,3 +188,148 @@ def evaluation_markdown(result: dict) -> str:
             cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# detectors side by side (Mask R-CNN, rules, naive) on held-out samples
+
+
+def detect_products(products: str | Path, detector, cfg=None, cells: list[str] | None = None) -> tuple:
+    """Run a detector over every processed cell of a products folder (independently of the
+    detector ``rts run`` used): ``detector`` None = the rule-based criteria 1-3, else a loaded
+    :class:`pipeline.maskrcnn.Detector`. Candidates come from ``candidates.parquet`` when it
+    lists the cell, else are recomputed. Returns (detections GeoDataFrame, seconds per cell)."""
+    import time
+
+    from .candidates import find_candidates, read_mosaic
+    from .config import Config
+    from .detect import detect_slumps, empty_detections
+
+    cfg = cfg or Config()
+    products = Path(products)
+    all_cands = gpd.read_parquet(products / "candidates.parquet") if (products / "candidates.parquet").exists() else None
+    ids = cells or sorted(p.parent.name for p in (products / "tiles").glob("*/dh.tif"))
+    parts, seconds = [], []
+    for cid in ids:
+        cell = grid.parse_cell_id(cid)
+        mosaic = read_mosaic(products, cell, cfg.candidates.halo_m, cfg.grid.resolution_m)
+        if all_cands is not None and "cell_id" in all_cands and (all_cands.cell_id == cid).any():
+            cands = all_cands[all_cands.cell_id == cid].reset_index(drop=True)
+        else:
+            cands = find_candidates(mosaic, cfg.candidates, cfg.grid.resolution_m)
+        t0 = time.perf_counter()
+        dets = detect_slumps(mosaic, cands, cfg.detection, detector)
+        seconds.append(time.perf_counter() - t0)
+        if len(dets):
+            dets = dets.assign(cell_id=cid)
+            parts.append(dets)
+    if not parts:
+        return empty_detections(), seconds
+    out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
+    return out, seconds
+
+
+def score_detections(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, looks: gpd.GeoDataFrame, label: str) -> dict:
+    """Precision, recall, F1 at IoU >= 0.5 and >= 0.1, mean IoU (matched at 0.5), and
+    look-alikes reported as slumps (matched to a look-alike at IoU >= 0.3)."""
+    found = found.reset_index(drop=True)
+    row = {"method": label, "found": len(found), "true": len(truth)}
+    for iou in (0.5, 0.1):
+        _, s = match_inventories(found, truth, min_iou=iou)
+        row.update({f"precision@{iou}": s["precision"], f"recall@{iou}": s["recall"], f"f1@{iou}": s["f1"],
+                    f"tp@{iou}": s["matched"], f"fp@{iou}": s["new"], f"fn@{iou}": s["missed"]})
+        if iou == 0.5:
+            row["mean_iou"] = s["mean_iou"]
+    if len(looks) and len(found):
+        _, fooled = match_inventories(found, looks, min_iou=0.3)
+        row["lookalikes_as_slumps"] = fooled["matched"]
+    else:
+        row["lookalikes_as_slumps"] = 0
+    return row
+
+
+def _pool(rows: list[dict], label: str) -> dict:
+    out = {"method": label, "found": sum(r["found"] for r in rows), "true": sum(r["true"] for r in rows),
+           "lookalikes_as_slumps": sum(r.get("lookalikes_as_slumps", 0) for r in rows)}
+    for iou in (0.5, 0.1):
+        tp = sum(r.get(f"tp@{iou}", 0) for r in rows)
+        fp = sum(r.get(f"fp@{iou}", 0) for r in rows)
+        fn = sum(r.get(f"fn@{iou}", 0) for r in rows)
+        if not any(f"tp@{iou}" in r for r in rows):
+            continue
+        out.update({f"precision@{iou}": tp / max(tp + fp, 1), f"recall@{iou}": tp / max(tp + fn, 1),
+                    f"f1@{iou}": 2 * tp / max(2 * tp + fp + fn, 1), f"tp@{iou}": tp, f"fp@{iou}": fp, f"fn@{iou}": fn})
+    ious = [(r["mean_iou"], r["tp@0.5"]) for r in rows if r.get("tp@0.5") and np.isfinite(r.get("mean_iou", np.nan))]
+    if ious:
+        out["mean_iou"] = float(sum(m * n for m, n in ious) / sum(n for _, n in ious))
+    return out
+
+
+def compare_detectors(sample: str | Path, products: str | Path, detector=None, cfg=None) -> dict:
+    """One held-out sample: the Mask R-CNN (if ``detector``), the rule-based criteria 1-3
+    (cleaned polygons, as published) and the naive baseline, scored the same way."""
+    sample, products = Path(sample), Path(products)
+    truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
+    looks = gpd.read_parquet(sample / "truth" / "lookalikes.parquet")
+    cells = sorted(p.parent.name for p in (products / "tiles").glob("*/dh.tif"))
+    truth = truth[truth.cells.apply(lambda s: bool(set(s.split()) & set(cells)))].reset_index(drop=True)
+    looks = looks[looks.site.isin(set(truth.site))].reset_index(drop=True)
+    rows, timing = [], {}
+    if detector is not None:
+        found, secs = detect_products(products, detector, cfg, cells)
+        rows.append(score_detections(found, truth, looks, "Mask R-CNN"))
+        timing["maskrcnn_seconds_per_cell"] = float(np.mean(secs)) if secs else float("nan")
+    found, _ = detect_products(products, None, cfg, cells)
+    rows.append(score_detections(found, truth, looks, "rules (criteria 1-3)"))
+    tp = fp = fn = 0
+    tp1 = fp1 = fn1 = 0
+    for site in sorted(set(truth.site)):
+        s = naive_difference(sample, site)
+        tp, fp, fn = tp + s[0.5]["matched"], fp + s[0.5]["new"], fn + s[0.5]["missed"]
+        tp1, fp1, fn1 = tp1 + s[0.1]["matched"], fp1 + s[0.1]["new"], fn1 + s[0.1]["missed"]
+    rows.append({"method": "naive newest - oldest", "found": tp + fp, "true": tp + fn,
+                 "precision@0.5": tp / max(tp + fp, 1), "recall@0.5": tp / max(tp + fn, 1),
+                 "f1@0.5": 2 * tp / max(2 * tp + fp + fn, 1), "tp@0.5": tp, "fp@0.5": fp, "fn@0.5": fn,
+                 "precision@0.1": tp1 / max(tp1 + fp1, 1), "recall@0.1": tp1 / max(tp1 + fn1, 1),
+                 "f1@0.1": 2 * tp1 / max(2 * tp1 + fp1 + fn1, 1), "tp@0.1": tp1, "fp@0.1": fp1, "fn@0.1": fn1})
+    seed = None
+    if (sample / "sample.json").exists():
+        import json
+
+        seed = json.loads((sample / "sample.json").read_text()).get("seed")
+    return {"seed": seed, "rows": rows, "n_truth": len(truth), "n_lookalikes": len(looks), **timing}
+
+
+def compare_many(pairs: list[tuple], detector=None, cfg=None) -> dict:
+    """:func:`compare_detectors` on several (sample, products) pairs, plus the pooled scores."""
+    per = [compare_detectors(s, p, detector, cfg) for s, p in pairs]
+    labels = [r["method"] for r in per[0]["rows"]]
+    pooled = [_pool([next(r for r in res["rows"] if r["method"] == lab) for res in per], lab) for lab in labels]
+    return {"per_sample": per, "pooled": pooled}
+
+
+DETECTOR_COLUMNS = ["method", "found", "true", "precision@0.5", "recall@0.5", "f1@0.5", "precision@0.1",
+                    "recall@0.1", "f1@0.1", "mean_iou", "lookalikes_as_slumps"]
+
+
+def detectors_markdown(result: dict) -> str:
+    """Per-sample and pooled tables of :func:`compare_many`."""
+    def table(rows, first=None):
+        cols = DETECTOR_COLUMNS if first is None else [first] + DETECTOR_COLUMNS
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in rows:
+            cells = []
+            for c in cols:
+                v = r.get(c, "")
+                cells.append(f"{v:.2f}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float)
+                                                                                           else str(v)))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    rows = []
+    for res in result["per_sample"]:
+        for r in res["rows"]:
+            rows.append({"seed": res["seed"], **r})
+    text = "Per held-out sample:\n\n" + table(rows, "seed")
+    text += "\nPooled over the samples (counts summed):\n\n" + table(result["pooled"])
+    return text
