@@ -140,6 +140,7 @@ def current_filters() -> Filters:
         color = _qp_get("color")
         st.session_state["color"] = color if color in METRICS else DEFAULT_COLOR
         sl = _qp_get("slump")
+        sl = sl.replace(" ", "+") if sl else sl  # an unencoded '+' in a hand-made link arrives as a space
         try:
             st.session_state["slump"] = check_rts_id(sl) if sl else None
         except QueryError as exc:

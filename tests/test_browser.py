@@ -1,0 +1,173 @@
+"""End to end in a real browser: ``rts dashboard`` on a small synthetic products folder, driven
+by Playwright on Debian's Chromium (/usr/bin/chromium, headless, software WebGL).
+
+Checks: the map canvas draws (land, sea and slumps: many colours) with its data served by
+URL, a filter changes the count, the Slump page shows its charts, a download yields a valid
+GeoParquet, a reprocess submission appears in the queue. Screenshots go to a temporary folder,
+or to docs/screenshots/ with RTS_UPDATE_SCREENSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from urllib.parse import quote
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from dashboard.serve import browser, chromium_path, running_dashboard, wait_for_app
+from data_products import schema
+from data_products.synthetic import generate_products
+from tests.conftest import validate_geoparquet
+
+pytestmark = pytest.mark.skipif(chromium_path() is None,
+                                reason="/usr/bin/chromium is absent (Debian package 'chromium'; .ci/run installs it)")
+
+N = 2_000
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory):
+    out = tmp_path_factory.mktemp("browser_products")
+    info = generate_products(out, N, seed=7, raster_tiles=1)
+    return out, info["raster_tiles"][0]
+
+
+@pytest.fixture(scope="module")
+def server(products):
+    with running_dashboard(products[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    with browser() as b:
+        yield b
+
+
+@pytest.fixture()
+def page(chrome):
+    ctx = chrome.new_context(viewport={"width": 1300, "height": 950}, accept_downloads=True)
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    if os.environ.get("RTS_UPDATE_SCREENSHOTS"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        return SHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def _shot(page, folder: Path, name: str, **kw) -> Path:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), **kw)
+    return path
+
+
+def _count(page) -> int:
+    text = page.locator("[data-testid='stMetric']").filter(has_text="Slumps selected") \
+        .locator("[data-testid='stMetricValue']").inner_text()
+    return int(text.replace(",", ""))
+
+
+def test_map_canvas_draws_with_data_by_url(page, server, shots):
+    static = []
+    page.on("response", lambda r: static.append((r.url, r.status)) if "/app/static/" in r.url else None)
+    page.goto(server + "/")
+    canvas = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+    canvas.wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.wait_for_timeout(2_500)
+    assert _count(page) == N
+    png = canvas.screenshot()
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in img[:: max(1, len(img) // 50_000)]}
+    assert len(colours) > 50, "the map canvas looks blank"
+    sea = np.all(np.abs(img.astype(int) - (214, 228, 238)) < 6, axis=1).mean()
+    assert 0.05 < sea < 0.95  # sea background drawn, not everything
+    assert static and all(s == 200 for _, s in static), static
+    assert any("/pts-" in u for u, _ in static)  # the slumps come by URL, not inlined
+    _shot(page, shots, "map")
+
+
+def test_filter_changes_the_count_and_the_url(page, server):
+    page.goto(server + "/")
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    before = _count(page)
+    box = page.get_by_label("Volume min (m³)")
+    box.fill("50000")
+    box.press("Enter")
+    page.wait_for_function(f"() => !document.body.innerText.includes('{before:,}')", timeout=30_000)
+    wait_for_app(page)
+    after = _count(page)
+    assert 0 < after < before
+    assert "vmin=50000" in page.url
+    # the shared URL reproduces the selection in a fresh page
+    page.goto(page.url)
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    assert _count(page) == after
+
+
+def test_slump_page_shows_its_charts(page, server, products, shots):
+    tid = products[1]
+    inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "tile_id", "n_years", "geometry"])
+    rid = inv[inv.tile_id == tid].sort_values("n_years").rts_id.iloc[-1]
+    page.goto(f"{server}/slump?slump={quote(rid)}")
+    page.get_by_text(rid).first.wait_for(timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    wait_for_app(page)
+    assert page.locator(".js-plotly-plot .barlayer .point").count() >= 1  # yearly volume bars
+    assert page.get_by_text("summer 2 m temperature (°C)").count() >= 1
+    assert re.search(r"r = -?\d\.\d\d, p = \d\.\d{3}", page.inner_text("body"))
+    _shot(page, shots, "slump", full_page=True)
+
+
+def test_download_yields_a_valid_geoparquet(page, server, tmp_path, shots):
+    page.goto(server + "/downloads")
+    button = page.get_by_role("button", name=re.compile("Selection as GeoParquet"))
+    button.wait_for(timeout=60_000)
+    wait_for_app(page)
+    with page.expect_download(timeout=60_000) as dl:
+        button.click()
+    path = tmp_path / "selection.parquet"
+    dl.value.save_as(path)
+    geo = validate_geoparquet(path)
+    assert geo["columns"]["geometry"]["covering"]
+    got = gpd.read_parquet(path)
+    assert len(got) == N and got.crs.to_epsg() == 3413
+    _shot(page, shots, "downloads")
+
+
+def test_reprocess_submission_appears_in_the_queue(page, server, products, shots):
+    pytest.importorskip("data_products.queue")
+    from data_products.queue import JobQueue
+
+    tid = products[1]
+    page.goto(server + "/reprocess")
+    area = page.get_by_label("Cell ids (one per line or comma-separated)")
+    area.wait_for(timeout=60_000)
+    wait_for_app(page)
+    area.fill(f"{tid}\nnot_a_cell")
+    page.get_by_role("button", name="Submit job").click()
+    page.get_by_text("Nothing was queued").wait_for(timeout=30_000)
+    assert not JobQueue(products[0]).list(limit=100)
+    area.fill(tid)
+    page.get_by_role("button", name="Submit job").click()
+    page.get_by_text(re.compile(r"Job \d+ queued")).wait_for(timeout=30_000)
+    jobs = JobQueue(products[0]).list(limit=100)
+    assert len(jobs) == 1 and jobs[0].tiles == [tid] and jobs[0].status == "pending"
+    # the monitor fragment shows the job (its table replaces the empty-queue note)
+    page.wait_for_function("() => !document.body.innerText.includes('The queue is empty')", timeout=30_000)
+    _shot(page, shots, "reprocess")
