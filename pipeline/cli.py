@@ -33,17 +33,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_products, evaluation_markdown
+    from .config import load_config
+    from .evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
 
-    result = evaluate_products(args.sample, args.products)
-    table = evaluation_markdown(result)
-    text = (f"# Evaluation against the sample truth\n\nSample `{args.sample}`, products `{args.products}`: "
-            f"{result['n_truth']} true slumps, {result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n"
-            + table)
+    if len(args.sample) != len(args.products):
+        raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
+    cfg = load_config(args.config)
+    text = "# Evaluation against the sample truth\n"
+    for sample, products in zip(args.sample, args.products):
+        result = evaluate_products(sample, products)
+        text += (f"\nSample `{sample}`, products `{products}`: {result['n_truth']} true slumps, "
+                 f"{result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n" + evaluation_markdown(result))
+    detector = None
+    if not args.rules_only:
+        from . import maskrcnn
+
+        path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
+        if path is None:
+            print("rts evaluate: no Mask R-CNN weights; comparing the rules and the naive baseline only", file=sys.stderr)
+        else:
+            detector = maskrcnn.Detector.load(path)
+    cmp = compare_many(list(zip(args.sample, args.products)), detector, cfg)
+    text += ("\n## Detectors side by side\n\nMask R-CNN" + (f" (`{path}`)" if detector is not None else " (no weights)")
+             + ", the rule-based criteria 1-3 (cleaned polygons, as published) and the naive baseline; "
+             "look-alikes as slumps = detections matching a look-alike at IoU >= 0.3.\n\n" + detectors_markdown(cmp))
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+    return 0
+
+
+def _cmd_crossref(args: argparse.Namespace) -> int:
+    from .inventories import match_inventories, read_inventory
+
+    found = read_inventory(args.inventory)
+    ref = read_inventory(args.reference)
+    pairs, s = match_inventories(found, ref, min_iou=args.min_iou)
+    iou = "" if s["reference_kind"] == "point" else f", mean IoU {s['mean_iou']:.3f}"
+    print(f"rts crossref: {args.inventory} ({s['n_found']}) against {args.reference} ({s['n_reference']}, "
+          f"{s['reference_kind']}s) at IoU >= {args.min_iou}: matched {s['matched']}, new {s['new']}, missed {s['missed']}"
+          f"{iou}; precision {s['precision']:.3f}, recall {s['recall']:.3f}, F1 {s['f1']:.3f}")
+    if args.out:
+        import pandas as pd
+
+        matched_f, matched_r = set(pairs.found_index), set(pairs.reference_index)
+        rows = ([{"status": "matched", "inventory_index": f, "reference_index": r, "iou": i}
+                 for f, r, i in pairs.itertuples(index=False)]
+                + [{"status": "new", "inventory_index": f, "reference_index": None, "iou": None}
+                   for f in found.index if f not in matched_f]
+                + [{"status": "missed", "inventory_index": None, "reference_index": r, "iou": None}
+                   for r in ref.index if r not in matched_r])
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=["status", "inventory_index", "reference_index", "iou"]).to_csv(args.out, index=False)
+        print(f"rts crossref: {len(rows)} rows -> {args.out}")
     return 0
 
 
@@ -105,11 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="reprocess cells whose outputs exist")
     r.set_defaults(func=_cmd_run)
 
-    e = sub.add_parser("evaluate", help="score a run's candidates against the sample's truth (and the naive baseline)")
-    e.add_argument("--sample", required=True, type=Path, metavar="DIR", help="a folder made by rts synth")
-    e.add_argument("--products", required=True, type=Path, metavar="PRODUCTS")
-    e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
+    e = sub.add_parser("evaluate", help="score candidates and detectors (Mask R-CNN, rules, naive) against the truth",
+                       description="Score a run's candidates per criteria level, and the Mask R-CNN beside the "
+                                   "rule-based criteria 1-3 and the naive baseline, against the sample truth; several "
+                                   "held-out samples are paired in order with their products folders.")
+    e.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR", help="folder(s) made by rts synth")
+    e.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    e.add_argument("--weights", metavar="FILE.pt", help="Mask R-CNN weights (default: the shipped models/ file)")
+    e.add_argument("--rules-only", action="store_true", help="do not run the Mask R-CNN")
+    e.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
+    e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the tables here")
     e.set_defaults(func=_cmd_evaluate)
+
+    x = sub.add_parser("crossref", help="cross-reference an inventory against a published one (matched/new/missed)",
+                       description="Match the polygons of an inventory (any format pipeline.inventories reads: "
+                                   "GeoParquet, shapefile, GeoPackage, GeoJSON, CSV with lat/lon) one-to-one against "
+                                   "a reference inventory (polygons by IoU, points by containment).")
+    x.add_argument("--inventory", required=True, type=Path, metavar="FILE")
+    x.add_argument("--reference", required=True, type=Path, metavar="FILE")
+    x.add_argument("--min-iou", type=float, default=0.1, help="polygon pairs below this IoU do not match (default 0.1)")
+    x.add_argument("--out", type=Path, metavar="FILE.csv", help="write every matched / new / missed row here")
+    x.set_defaults(func=_cmd_crossref)
 
     t = sub.add_parser("train", help="train the Mask R-CNN slump detector on generated samples",
                        description="Generate samples for training seeds (>= 1000; seeds 0-99 are reserved for "
