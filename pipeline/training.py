@@ -126,15 +126,12 @@ def sample_chips(folder: Path, chip_px: int = 256, seed: int = 0) -> list[dict]:
     folder = Path(folder)
     cache = folder / f"chips_{chip_px}.npz"
     if cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        chips = []
-        n_masks = z["n_masks"]
+        with np.load(cache, allow_pickle=False) as z:
+            images, packed, n_masks, kinds = z["images"], z["masks"], z["n_masks"], z["kinds"]
         start = np.concatenate([[0], np.cumsum(n_masks)])
-        for i in range(len(n_masks)):
-            chips.append({"image": z["images"][i], "masks": np.unpackbits(z["masks"][start[i]:start[i + 1]], axis=-1,
-                                                                           count=chip_px).astype(bool),
-                          "kind": str(z["kinds"][i])})
-        return chips
+        return [{"image": images[i], "masks": np.unpackbits(packed[start[i]:start[i + 1]], axis=-1,
+                                                             count=chip_px).astype(bool), "kind": str(kinds[i])}
+                for i in range(len(n_masks))]
     cfg = Config()
     rng = np.random.default_rng(seed)
     chips = []
