@@ -23,6 +23,12 @@ snow, unflagged blunders).
 Admissibility: each side of a step needs two observations, or one trusted observation
 (matched, in a snow-free month) — a step resting on a single spring DEM is snow, not a slump.
 
+Nested scars: a headwall can pass a pixel twice, so where the dominant step is a drop of at
+least ``secondary_step_m``, the observations before and after it are searched for one
+further step each, and a further drop (>= ``secondary_step_m`` and 3 sigma) is added: dh is
+then the change from the first to the last level, the loss a volume must count; t1/t2 stay
+those of the dominant step.
+
 Outputs per pixel: ``dh`` (m, negative = ground dropped), ``dh_sigma`` (m, posterior sigma
 of the step: the a-posteriori variance factor, floored at 1, times 1/W_before + 1/W_after),
 ``t1``/``t2`` (days since 2000-01-01 of the last observation before and the first after the
@@ -85,6 +91,33 @@ def _fit_chunk(z: np.ndarray, w: np.ndarray, trusted: np.ndarray):
     return k, ma - mb, mb, ma, ssr[best, cols], wb, wa, Nt
 
 
+def _secondary_steps(z, w, trusted, k, step, mb, ma, wb, wa, var_factor, idx_n, min_step_m):
+    """Total change where a pixel dropped twice (a headwall retreating over it in two
+    seasons, nested scars): for pixels whose dominant step drops by ``min_step_m`` or more,
+    the best further step within the observations before it and within those after it is
+    found the same way; a further drop of at least ``min_step_m`` and 3 sigma is kept, and dh
+    becomes last level - first level. Returns (dh, sigma) with unchanged values elsewhere."""
+    big = (k >= 0) & (step <= -min_step_m)
+    if not big.any():
+        return step, np.sqrt(var_factor * (1.0 / wb + 1.0 / wa))
+    first, last = mb.copy(), ma.copy()
+    w_first, w_last = wb.copy(), wa.copy()
+    zb, wbig, tb, kb = z[:, big], w[:, big], trusted[:, big], k[big]
+    for side in ("before", "after"):
+        inside = idx_n < kb[None, :] if side == "before" else idx_n >= kb[None, :]
+        k2, st2, mb2, ma2, _, wb2, wa2, _ = _fit_chunk(zb, np.where(inside, wbig, 0.0), tb)
+        with np.errstate(all="ignore"):
+            s2 = np.sqrt(var_factor[big] * (1.0 / wb2 + 1.0 / wa2))
+            keep = (k2 >= 0) & (st2 <= -min_step_m) & (-st2 >= 3.0 * s2)
+        sel = np.flatnonzero(big)[keep]
+        if side == "before":
+            first[sel], w_first[sel] = mb2[keep], wb2[keep]
+        else:
+            last[sel], w_last[sel] = ma2[keep], wa2[keep]
+    with np.errstate(all="ignore"):
+        return last - first, np.sqrt(var_factor * (1.0 / w_first + 1.0 / w_last))
+
+
 def blunders(z: np.ndarray, valid: np.ndarray, gain_m: float) -> np.ndarray:
     """Observations more than ``gain_m`` above both temporal neighbours (or the one
     neighbour, at the ends of the series): clouds. (n, P) arrays; a step down is never
@@ -145,6 +178,7 @@ def detect_steps(
         w = np.where(valid, np.where(mc, s_m2, s_i2), 0.0)
         w = np.where(snow_free[:, None], w, np.minimum(w, s_s2))  # snow-season DEMs: snow drifts
         trusted = mc & snow_free[:, None]
+        w0 = w  # before outlier rejection: a second drop at the end of a series is not an outlier
         for it in range(cfg.outlier_iterations + 1):
             k, step, mb, ma, ssr, wb, wa, nt = _fit_chunk(zc, w, trusted)
             if it == cfg.outlier_iterations:
@@ -165,6 +199,9 @@ def detect_steps(
         with np.errstate(all="ignore"):
             s = np.sqrt(var_factor * (1.0 / wb + 1.0 / wa))
         used = w > 0
+        if cfg.secondary_step_m > 0:
+            step, s = _secondary_steps(zc, w0, trusted, k, step, mb, ma, wb, wa, var_factor, idx_n,
+                                       cfg.secondary_step_m)
         # t1: last used observation before k; t2: observation k ...
         before = used & (idx_n < k[None, :])
         last_before = np.where(before.any(axis=0), n - 1 - np.argmax(before[::-1], axis=0), 0)

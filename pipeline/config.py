@@ -117,6 +117,10 @@ class ChangeConfig:
     confidence_max_time_spread_days: float = 365.0
     #: cells with fewer DEMs than this get nodata change rasters
     min_dems: int = 3
+    #: a headwall can pass a pixel twice (nested scars): where the dominant step drops by at
+    #: least this, a further drop of at least this (and 3 sigma) before or after it is added
+    #: to dh, so dh is the total change between the first and last level (0 disables)
+    secondary_step_m: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,10 @@ class DetectionConfig:
 class QuantifyConfig:
     """Volumes, carbon and the temperature response (DESIGN steps 8-9)."""
 
+    #: dh is integrated over the polygon plus this margin: a headwall's cliff is blurred over a
+    #: pixel or two by the DEMs' effective resolution, so part of its loss lies just outside
+    #: the thresholded outline (stable ground in the margin adds only zero-mean noise)
+    volume_margin_m: float = 4.0
     #: soil organic carbon density of the lost material (Dai et al. 2025)
     carbon_density_kg_m3: float = 12.0
     #: optional gridded soil-carbon raster (kg C m-3, any CRS) sampled at each slump centroid

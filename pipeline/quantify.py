@@ -3,7 +3,8 @@ yearly losses, carbon and temperature response, as rows of the product tables.
 
 Per slump, on the cell mosaic (EPSG:3413, 2 m):
 
-* V = -A_px * sum(dh) over the polygon, sigma_V from the stable-ground variogram
+* V = -A_px * sum(dh) over the polygon and a ``volume_margin_m`` margin (the headwall's
+  cliff is blurred over a pixel or two; part of its loss lies just outside), sigma_V from the stable-ground variogram
   (:mod:`pipeline.volume`, Rolstad et al. 2009);
 * yearly volumes binned on t2 over thaw seasons (20 Jun - 22 Sep, a season counting when
   at least a quarter of it lies between t1 and t2; Dai et al. 2025), each with the sigma of
@@ -30,7 +31,7 @@ import pandas as pd
 import rasterio
 import rasterio.features
 from pyproj import Transformer
-from scipy import stats
+from scipy import ndimage, stats
 
 from data_products import grid, schema
 from data_products.regions import region_of
@@ -143,7 +144,9 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         if not mask.any():
             continue
         rid = rts_id(cx[k], cy[k])
-        volume, sigma = volume_and_sigma(dh, mask, res, vg)
+        margin = int(round(cfg.quantify.volume_margin_m / res))
+        vmask = (ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask) & np.isfinite(dh)
+        volume, sigma = volume_and_sigma(dh, vmask, res, vg)
         # the time of change is only meaningful where the ground really dropped: pixels the
         # polygon holds without a significant loss (filled holes, edges) carry noise dates
         sig = mask & (dh <= cfg.candidates.max_dh_m)
