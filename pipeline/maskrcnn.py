@@ -16,7 +16,8 @@ leaves the mosaic. Band order and normalisation (:func:`normalise_bands`):
    headwall shows as a ramp ("rainbow") of this band across the slump; a drained lake or a
    one-off landslide is flat.
 
-No data (NaN dh, NaN curvature, t2 nodata) becomes 0 in every band after normalisation. The
+Each band's no data (NaN dh; NaN curvature; t2 where dh is NaN, or missing where the ground
+changed) becomes 0 in the model input. The
 model sees the chip downsampled by ``scale`` (2: 4 m pixels, 128 × 128) by block means of the
 normalised bands (no data excluded from the mean); instance masks come back at 4 m, are
 upsampled to the 2 m grid and - with ``snap_to_loss`` - snapped to the pixels that dropped
