@@ -354,3 +354,45 @@ def test_match_min_iou_and_one_to_one():
     assert s["missed"] == 1
     _, s = inv.match_inventories(_at_70n([box(80, 0, 180, 100)]), a, min_iou=0.2)
     assert s["matched"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# rts crossref: a known perturbation of a published inventory, through the files and the CLI
+
+
+@pytest.mark.parametrize("name", ["huang2022_banks_island", "bernhard2022_taymyr_tp2"])
+def test_crossref_known_perturbation_through_files(data_dir, tmp_path, name, capsys):
+    """The reference file's own polygons, reprojected to WGS 84 and written as GeoPackage, with
+    k polygons moved by two equivalent diameters (IoU 0: each is one new and one missed), m
+    dropped (missed) and n far-away polygons added (new)."""
+    from pipeline.cli import main
+
+    ref_path = inv.known_inventories()[name]
+    ref = inv.read_inventory(ref_path)
+    rng = np.random.default_rng(4)
+    moved = rng.choice(ref.index, 10, replace=False)
+    dropped = rng.choice(ref.index.difference(moved), 7, replace=False)
+    mine = ref.drop(dropped).copy()
+    d = 2 * np.sqrt(mine.loc[moved].area.to_numpy() / math.pi)
+    mine.loc[moved, "geometry"] = [shapely.affinity.translate(g, 2 * di + 10, 0)
+                                   for g, di in zip(mine.loc[moved].geometry, d)]
+    far = gpd.GeoDataFrame(geometry=[box(3e6 + 500 * i, 3e6, 3e6 + 500 * i + 100, 3e6 + 100) for i in range(5)],
+                           crs=inv.CRS)
+    mine = pd.concat([mine[["geometry"]], far], ignore_index=True).set_crs(inv.CRS, allow_override=True)
+    path = tmp_path / "mine.gpkg"
+    mine.to_crs(4326).to_file(path)
+    # the same counts from the function and from the command line
+    pairs, s = inv.match_inventories(inv.read_inventory(path), ref, min_iou=0.5)
+    n = len(ref)
+    assert s["matched"] == n - 10 - 7
+    assert s["new"] == 10 + 5 and s["missed"] == 10 + 7
+    assert s["mean_iou"] > 0.99
+    out_csv = tmp_path / "crossref.csv"
+    assert main(["crossref", "--inventory", str(path), "--reference", str(ref_path), "--min-iou", "0.5",
+                 "--out", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert f"matched {n - 17}, new 15, missed 17" in printed
+    rows = pd.read_csv(out_csv)
+    assert rows.status.value_counts().to_dict() == {"matched": n - 17, "new": 15, "missed": 17}
+    missed = set(rows.loc[rows.status == "missed", "reference_index"].astype(int))
+    assert missed == set(moved) | set(dropped)
