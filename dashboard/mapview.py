@@ -177,51 +177,72 @@ def context_layers() -> list[pdk.Layer]:
     ]
 
 
-def point_layers(pts: pd.DataFrame, metric: str) -> list[pdk.Layer]:
-    """All selected slumps as points, one layer per colour class; data by URL."""
+def _catalog(path: str, version: tuple) -> Catalog:
+    from dashboard.state import _open_catalog
+
+    return _open_catalog(path, version)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _points_payloads(path: str, version: tuple, f: Filters, metric: str) -> tuple[int, list[tuple[int, str]]]:
+    """Per colour class, the JSON rows ``[x, y]`` (EPSG:3413 m, rounded to 1 m) of the selected slumps."""
+    pts = _catalog(path, version).points(f)
     if pts.empty:
-        return []
+        return 0, []
     k = classify(pts[metric].to_numpy(), metric)
     xy = np.c_[np.round(pts.x.to_numpy()), np.round(pts.y.to_numpy())].astype(np.int64)
-    layers = []
+    return len(pts), [(cls, _dumps(xy[k == cls].tolist())) for cls in [-1, *range(7)] if (k == cls).any()]
+
+
+def point_layers(payloads: list[tuple[int, str]], metric: str) -> list[pdk.Layer]:
+    """All selected slumps as points, one layer per colour class; data by URL."""
     cols = palette(metric)
-    for cls in [-1, *range(7)]:
-        sel = xy[k == cls]
-        if not len(sel):
-            continue
-        color = list(NAN_COLOR if cls < 0 else cols[cls]) + [230]
-        layers.append(pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(_dumps(sel.tolist()), "pts"),
-                                get_position="-", get_fill_color=color, get_radius=1.6, radius_units="pixels",
-                                radius_min_pixels=1.3, stroked=False, pickable=False))
-    return layers
+    return [pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(text, "pts"), get_position="-",
+                      get_fill_color=list(NAN_COLOR if cls < 0 else cols[cls]) + [230], get_radius=1.6,
+                      radius_units="pixels", radius_min_pixels=1.3, stroked=False, pickable=False)
+            for cls, text in payloads]
 
 
-def aggregate_layer(agg: pd.DataFrame, cell_m: float = AGG_CELL_M) -> pdk.Layer | None:
-    """Counts and volumes per ``cell_m`` square, pickable (a click focuses on the square)."""
+@st.cache_data(max_entries=16, show_spinner=False)
+def _aggregate_payload(path: str, version: tuple, f: Filters, cell_m: float = AGG_CELL_M) -> tuple[int, str]:
+    """Counts and volumes per ``cell_m`` square as JSON rows for a PolygonLayer."""
+    agg = _catalog(path, version).grid_aggregate(f, cell_m)
     if agg.empty:
-        return None
+        return 0, "[]"
     n = agg.n.to_numpy(float)
     alpha = np.clip(25 + 50 * np.log10(n) / max(1.0, np.log10(n.max())), 25, 90).astype(int)
     rows = []
     for (x0, y0, cnt, vol, a) in zip(agg.x0, agg.y0, agg.n, agg.volume_m3, alpha):
-        rows.append({"polygon": [[x0, y0], [x0 + cell_m, y0], [x0 + cell_m, y0 + cell_m], [x0, y0 + cell_m]],
-                     "x0": float(x0), "y0": float(y0), "c": [20, 60, 120, int(a)],
-                     "t": f"{int(cnt):,} slumps, {vol:,.0f} m³ in this {cell_m / 1000:.0f} km square (click to zoom)"})
-    return pdk.Layer("PolygonLayer", id="aggregate", data=rows, get_polygon="polygon", get_fill_color="c",
-                     get_line_color=[20, 60, 120, 60], line_width_min_pixels=0.5, stroked=True, filled=True,
-                     pickable=True, auto_highlight=True)
+        x0, y0 = int(x0), int(y0)
+        c = int(cell_m)
+        rows.append({"polygon": [[x0, y0], [x0 + c, y0], [x0 + c, y0 + c], [x0, y0 + c]], "x0": x0, "y0": y0,
+                     "c": [20, 60, 120, int(a)], "t": f"{int(cnt):,} slumps, {vol:,.0f} m³ (click to zoom)"})
+    return len(rows), _dumps(rows)
 
 
-def mosaic_tiles_layer(tiles: pd.DataFrame) -> pdk.Layer | None:
-    """Outlines of the 100 km ArcticDEM mosaic tiles that hold processed cells."""
+def aggregate_layer(payload: str) -> pdk.Layer:
+    """Counts and volumes per square, pickable (a click focuses on the square); data by URL."""
+    return pdk.Layer("PolygonLayer", id="aggregate", data=publish(payload, "agg"), get_polygon="polygon",
+                     get_fill_color="c", get_line_color=[20, 60, 120, 60], line_width_min_pixels=0.5, stroked=True,
+                     filled=True, pickable=True, auto_highlight=True)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _mosaic_payload(path: str, version: tuple) -> str | None:
+    """Outlines of the 100 km ArcticDEM mosaic tiles that hold processed cells, as JSON paths."""
+    tiles = _catalog(path, version).tiles(limit=2_000_000)
     if tiles.empty:
         return None
     t = 100_000.0
     x0 = np.floor((tiles.x0.to_numpy() + 4e6) / t) * t - 4e6
     y0 = np.floor((tiles.y0.to_numpy() + 4e6) / t) * t - 4e6
-    keys = pd.DataFrame({"x0": x0, "y0": y0}).drop_duplicates()
-    rows = [{"path": [[a, b], [a + t, b], [a + t, b + t], [a, b + t], [a, b]]} for a, b in zip(keys.x0, keys.y0)]
-    return pdk.Layer("PathLayer", id="mosaic-tiles", data=publish(_dumps(rows), "mosaic"), get_path="path",
+    keys = pd.DataFrame({"x0": x0.astype(int), "y0": y0.astype(int)}).drop_duplicates()
+    t = int(t)
+    return _dumps([{"path": [[a, b], [a + t, b], [a + t, b + t], [a, b + t], [a, b]]} for a, b in zip(keys.x0, keys.y0)])
+
+
+def mosaic_tiles_layer(payload: str) -> pdk.Layer:
+    return pdk.Layer("PathLayer", id="mosaic-tiles", data=publish(payload, "mosaic"), get_path="path",
                      get_color=[110, 110, 110, 70], width_min_pixels=0.5, pickable=False)
 
 
@@ -285,17 +306,18 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
                ) -> tuple[pdk.Deck, dict]:
     """The map for filters ``f`` viewing ``box``; returns the deck and facts (counts, timings, focus)."""
     t0 = time.perf_counter()
-    pts = cat.points(f)
-    agg = cat.grid_aggregate(f, AGG_CELL_M)
+    key = (str(cat.products), cat.version())
+    n_points, pts = _points_payloads(*key, f, metric)
     focus = box_size(box) <= FOCUS_MAX_M
     layers: list = context_layers()
-    tiles_all = cat.tiles(limit=200_000) if cat.has("tiles") else pd.DataFrame()
-    lyr = mosaic_tiles_layer(tiles_all) if not tiles_all.empty else None
-    if lyr is not None:
-        layers.append(lyr)
-    a = aggregate_layer(agg)
-    if a is not None and not focus:
-        layers.append(a)
+    mosaic = _mosaic_payload(*key)
+    if mosaic:
+        layers.append(mosaic_tiles_layer(mosaic))
+    n_agg = 0
+    if not focus:
+        n_agg, agg = _aggregate_payload(*key, f)
+        if n_agg:
+            layers.append(aggregate_layer(agg))
     layers += point_layers(pts, metric)
     n_polys = 0
     if focus:
@@ -318,6 +340,6 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
         map_provider=None,
         tooltip={"text": "{t}"},
     )
-    facts = {"n_points": len(pts), "n_polygons": n_polys, "focus": focus, "n_cells_agg": len(agg),
+    facts = {"n_points": n_points, "n_polygons": n_polys, "focus": focus, "n_cells_agg": n_agg,
              "build_s": time.perf_counter() - t0}
     return deck, facts

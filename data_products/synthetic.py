@@ -365,15 +365,10 @@ def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None
                 dst.update_tags(synthetic="load-test data")
 
 
-def generate_products(out: Path | str, n_slumps: int = 100_000, seed: int = 0, raster_tiles: int = 0,
-                      timeseries: bool = True) -> dict:
-    """Write a synthetic, schema-conformant products folder to ``out``; returns a summary.
-
-    ``raster_tiles`` cells (those holding the most slumps) also get dh/t2 COGs.
-    """
+def write_tables(out: Path, inv: gpd.GeoDataFrame, ts: pd.DataFrame, tiles: gpd.GeoDataFrame, seed: int = 0) -> None:
+    """Write the three tables (GeoParquet 1.1 / Parquet, zstd), the data dictionary and the synthetic label."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    inv, ts, tiles = make_tables(n_slumps, seed=seed, timeseries=timeseries)
     _write_geoparquet(inv, schema.INVENTORY_COLUMNS, out / schema.INVENTORY)
     _write_geoparquet(tiles, schema.TILES_COLUMNS, out / schema.TILES)
     table = pa.Table.from_pandas(ts, schema=schema.arrow_schema(schema.TIMESERIES_COLUMNS), preserve_index=False)
@@ -384,6 +379,18 @@ def generate_products(out: Path | str, n_slumps: int = 100_000, seed: int = 0, r
     (out / "SYNTHETIC_LOAD_TEST.txt").write_text(
         "Synthetic load-test products written by data_products.synthetic (seed %d, %d slumps).\n"
         "They follow the product contract but are NOT measurements.\n" % (seed, len(inv)))
+
+
+def generate_products(out: Path | str, n_slumps: int = 100_000, seed: int = 0, raster_tiles: int = 0,
+                      timeseries: bool = True) -> dict:
+    """Write a synthetic, schema-conformant products folder to ``out``; returns a summary.
+
+    ``raster_tiles`` cells (those holding the most slumps) also get dh/t2 COGs.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    inv, ts, tiles = make_tables(n_slumps, seed=seed, timeseries=timeseries)
+    write_tables(out, inv, ts, tiles, seed=seed)
     busiest = tiles.sort_values("n_slumps", ascending=False).tile_id.head(raster_tiles).tolist()
     if busiest:
         write_rasters(inv, out, busiest)
