@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from geopandas.io.arrow import _geopandas_to_arrow  # what to_parquet uses; pinned geopandas
 
 from . import schema
 from .grid import CRS, ORIGIN_M
@@ -119,9 +120,15 @@ def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | Path, columns: tuple[sch
     out = gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS)
     if sort:
         out = hilbert_sort(out)
+    table = _geopandas_to_arrow(out, index=False, geometry_encoding="WKB", schema_version="1.1.0",
+                                write_covering_bbox=True)
+    # all-empty columns come out as Arrow null: give every column its contract type
+    for c in columns:
+        if c.name != "geometry" and table.schema.field(c.name).type != c.type:
+            i = table.schema.get_field_index(c.name)
+            table = table.set_column(i, pa.field(c.name, c.type), table.column(i).cast(c.type))
     with atomic_path(path) as tmp:
-        out.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd",
-                       row_group_size=ROW_GROUP_SIZE)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
         _check_types(tmp, columns)
     return path
 

@@ -38,7 +38,12 @@ from data_products.regions import region_of
 
 from . import __version__
 from .change import NODATA_DATE
-from .climate import ClimateError, open_temperature, summer_temperature, temperature_response
+from .climate import (
+    ClimateError,
+    open_temperature,
+    summer_temperature,
+    temperature_response,
+)
 from .config import Config, QuantifyConfig
 from .volume import Variogram, sigma_mean_dh, volume_and_sigma, yearly_loss
 
