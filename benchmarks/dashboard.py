@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
 
 

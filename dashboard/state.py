@@ -22,8 +22,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from data_products.catalog import (METRICS, SIZE_CLASSES, Catalog, Filters, ProductsError, QueryError,
-                                   check_rts_id, parse_bbox)
+from data_products.catalog import (
+    METRICS,
+    SIZE_CLASSES,
+    Catalog,
+    Filters,
+    ProductsError,
+    QueryError,
+    check_rts_id,
+    parse_bbox,
+)
 
 DEFAULT_COLOR = "volume_m3"
 

@@ -145,7 +145,7 @@ def rts_id_for(x: float, y: float) -> str:
 def _summer_temperature(rng: np.random.Generator, regions: list[str]) -> dict[str, np.ndarray]:
     """A summer (July-August) mean 2 m temperature series per region, °C, with a warming trend."""
     out = {}
-    for i, name in enumerate(sorted(set(regions))):
+    for name in sorted(set(regions)):
         base = 6.0 + 3.0 * rng.random()
         trend = 0.05 * (np.arange(len(YEARS)) - len(YEARS) / 2)
         out[name] = np.round(base + trend + rng.normal(0, 1.1, len(YEARS)), 2)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import os
 import re
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import geopandas as gpd
 import numpy as np
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="/usr/bin/chromium is absent (Debian package 'chromium'; .ci/run installs it)")
 
 N = 2_000
+METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 
@@ -108,7 +109,7 @@ def test_filter_changes_the_count_and_the_url(page, server):
     box = page.get_by_label("Volume min (m³)")
     box.fill("50000")
     box.press("Enter")
-    page.wait_for_function(f"() => !document.body.innerText.includes('{before:,}')", timeout=30_000)
+    page.wait_for_function(METRIC_CHANGED, arg=f"{before:,}", timeout=30_000)
     wait_for_app(page)
     after = _count(page)
     assert 0 < after < before

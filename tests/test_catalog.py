@@ -14,8 +14,16 @@ import pytest
 import shapely
 
 from data_products import schema
-from data_products.catalog import (SIZE_CLASSES, Catalog, Filters, ProductsError, QueryError, connect,
-                                   spatial_extension_path)
+from data_products.catalog import (
+    SIZE_CLASSES,
+    Catalog,
+    Filters,
+    ProductsError,
+    QueryError,
+    connect,
+    spatial_extension_path,
+)
+from data_products.grid import TileIdError
 from data_products.synthetic import SYNTHETIC_VERSION, generate_products
 from tests.conftest import validate_geoparquet
 
@@ -154,7 +162,7 @@ def test_path_guard(cat, products, tmp_path):
     finally:
         (products / "link.txt").unlink()
     tid = cat.tiles().query("n_slumps > 0").tile_id.iloc[0]
-    with pytest.raises(Exception):
+    with pytest.raises(TileIdError):
         cat.tile_raster("../../etc", "dh")
     with pytest.raises(QueryError):
         cat.tile_raster(tid, "../cell")

@@ -3,7 +3,6 @@ temperature, the volume-temperature scatter with r and p, and its numbers."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
