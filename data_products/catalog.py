@@ -227,7 +227,7 @@ def where(f: Filters, alias: str = "") -> tuple[str, list]:
         sql.append(f"{a}region IN ({', '.join('?' * len(f.regions))})")
         params += list(f.regions)
     if f.years:
-        sql.append(f"year({a}first_change) <= ? AND year({a}last_change) >= ?")
+        sql.append(f"year(CAST({a}first_change AS DATE)) <= ? AND year(CAST({a}last_change AS DATE)) >= ?")
         params += [f.years[1], f.years[0]]
     if f.size_classes:
         ors = []
@@ -393,7 +393,8 @@ class Catalog:
             "SELECT region FROM inventory GROUP BY region ORDER BY count(*) DESC").fetchall()]
 
     def year_range(self) -> tuple[int, int] | None:
-        row = self._one("SELECT min(year(first_change)), max(year(last_change)) FROM inventory")
+        row = self._one("SELECT min(year(CAST(first_change AS DATE))), max(year(CAST(last_change AS DATE))) "
+                        "FROM inventory")
         return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
     def value_range(self, column: str) -> tuple[float, float] | None:

@@ -24,7 +24,9 @@ c3.metric("Carbon (t C/yr)", f"{tot['carbon_kg_yr'] / 1000:,.0f}")
 c4.metric("Share with r ≥ 0.5", "–" if tot["n"] == 0 else f"{100 * tot['share_r_ge_05']:.0f} %")
 st.caption(f"Selection: {state.describe(f)}")
 
-if tot["n"] == 0:
+if tot["n"] == 0 and cat.count() == 0:
+    st.warning(f"The inventory in {cat.products} holds no slump yet (no cell has published one).")
+elif tot["n"] == 0:
     st.warning("No slump matches these filters. Widen them in the sidebar (or press 'Reset filters').")
 
 # --------------------------------------------------------------------------- the view box
