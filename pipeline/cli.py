@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,14 +28,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .run import run
 
     cfg = load_config(args.config)
-    summary = run(args.strips, args.out, cfg, tiles=args.tiles, climate=args.climate, workers=args.workers,
-                  force=args.force)
+    summary = run(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, climate=args.climate,
+                  workers=args.workers, scheduler=args.scheduler, force=args.force)
     return 0 if summary["failed"] == 0 or summary["done"] > 0 else 1
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    import json
+
+    from data_products.queue import JobQueue
+
+    queue = JobQueue(args.products)
+    if args.jobs_command == "submit":
+        if not args.tiles and not args.bbox:
+            raise ValueError("give --tiles ID ... or --bbox XMIN YMIN XMAX YMAX")
+        job = queue.submit(tiles=args.tiles or None, bbox=tuple(args.bbox) if args.bbox else None, force=args.force,
+                           submitted_by=args.by)
+        print(f"job {job.id} {job.status}: {job.describe()}")
+    elif args.jobs_command == "list":
+        jobs = queue.list(status=args.status, limit=args.limit)
+        print(f"{'id':>5}  {'status':<9} {'progress':>8}  {'created (UTC)':<19}  what / message")
+        for j in jobs:
+            print(f"{j.id:>5}  {j.status:<9} {j.progress:>8.0%}  {j.created_at[:19]:<19}  {j.describe()}  {j.message}")
+        if not jobs:
+            print("(no jobs)")
+    elif args.jobs_command == "show":
+        print(json.dumps(queue.get(args.id).to_dict(), indent=1))
+    elif args.jobs_command == "cancel":
+        job = queue.cancel(args.id)
+        print(f"job {job.id} {job.status}{' (cancel requested)' if job.cancel_requested else ''}")
+    elif args.jobs_command == "work":
+        from .config import load_config
+        from .jobs import work
+
+        cfg = load_config(args.config)
+        work(args.products, args.strips, args.climate, cfg, workers=args.workers, scheduler=args.scheduler,
+             once=args.once, poll_s=args.poll, progress=False)
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
+    from .evaluate import (
+        compare_many,
+        detectors_markdown,
+        evaluate_products,
+        evaluation_markdown,
+    )
 
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
@@ -145,8 +185,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tiles", nargs="+", metavar="ID", help="only these cells (e.g. 41_16_1_1_02_05)")
     r.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     r.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
+    r.add_argument("--bbox", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="only cells meeting this box (EPSG:3413 m)")
+    r.add_argument("--scheduler", metavar="ADDR", help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, "
+                                                       "else a LocalCluster of --workers processes)")
     r.add_argument("--force", action="store_true", help="reprocess cells whose outputs exist")
     r.set_defaults(func=_cmd_run)
+
+    j = sub.add_parser("jobs", help="the reprocessing queue in the products folder: submit, list, show, cancel, work",
+                       description="A persistent job queue (PRODUCTS/jobs.sqlite). `submit` asks for cells to be "
+                                   "reprocessed, `work` runs a worker that carries jobs out with the same code as "
+                                   "`rts run`.")
+    jsub = j.add_subparsers(dest="jobs_command", required=True)
+    js = jsub.add_parser("submit", help="queue cells (or a box) for reprocessing")
+    js.add_argument("--tiles", nargs="+", metavar="ID")
+    js.add_argument("--bbox", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="EPSG:3413 m")
+    js.add_argument("--force", action="store_true", help="reprocess even when inputs are unchanged")
+    js.add_argument("--by", default=os.environ.get("USER", ""), help="who asks (recorded)")
+    jl = jsub.add_parser("list", help="recent jobs, newest first")
+    jl.add_argument("--status", choices=["pending", "running", "done", "failed", "cancelled"])
+    jl.add_argument("--limit", type=int, default=20)
+    jsh = jsub.add_parser("show", help="one job in full (JSON), with its log tail")
+    jsh.add_argument("id", type=int)
+    jc = jsub.add_parser("cancel", help="cancel a pending job, or stop a running one after its cells in flight")
+    jc.add_argument("id", type=int)
+    jw = jsub.add_parser("work", help="run a worker: claim jobs and run them until stopped (or --once)")
+    jw.add_argument("--strips", required=True, metavar="DIR|STAC")
+    jw.add_argument("--climate", metavar="FILE.nc")
+    jw.add_argument("--workers", type=int, default=1)
+    jw.add_argument("--scheduler", metavar="ADDR")
+    jw.add_argument("--config", type=Path, metavar="FILE.toml")
+    jw.add_argument("--once", action="store_true", help="stop when no job is pending")
+    jw.add_argument("--poll", type=float, default=5.0, metavar="S", help="seconds between polls of an empty queue")
+    for sp in (js, jl, jsh, jc, jw):
+        sp.add_argument("--products", default="products", metavar="PRODUCTS")
+    j.set_defaults(func=_cmd_jobs)
 
     e = sub.add_parser("evaluate", help="score candidates and detectors (Mask R-CNN, rules, naive) against the truth",
                        description="Score a run's candidates per criteria level, and the Mask R-CNN beside the "
@@ -200,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("distributed", "tornado", "asyncio"):  # Dask's own chatter, unless -v
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # incl. QueueError, ConfigError
         print(f"rts {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,29 +9,42 @@ fails is reported with its reason and never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import uuid
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from data_products import grid
-from data_products import writers
+from data_products import grid, writers
 
 from .cell import process_cell, write_cell_rasters
 from .config import Config
 from .detect import detector_id, load_detector
-from .publish import _file_digest, assemble, part_digest, recorded_part_digest, slump_cell
+from .publish import (
+    _file_digest,
+    assemble,
+    part_digest,
+    recorded_part_digest,
+    slump_cell,
+)
 from .quantify import load_climate
-from .sources import Strip, StripReadError, cells_for_strips, discover_strips, strip_bounds
+from .sources import (
+    Strip,
+    StripReadError,
+    cells_for_strips,
+    discover_strips,
+    strip_bounds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +110,14 @@ def _recorded_digest(meta_path: Path) -> str | None:
 
 def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: str) -> dict:
     """Process and publish one cell; never raises (a failure is returned with its reason)."""
+    with cell_log(out, cell_id):
+        log.info("DEM stage of %s: %d strips", cell_id, len(strips))
+        r = _run_cell(cell_id, strips, out, cfg, digest)
+        log.info("DEM stage of %s: %s in %.1f s %s", cell_id, r["status"], r["seconds"], r.get("error") or "")
+        return r
+
+
+def _run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: str) -> dict:
     t0 = time.perf_counter()
     try:
         cell = grid.parse_cell_id(cell_id)
@@ -128,34 +149,113 @@ def _stage_context(cfg: Config, climate_path: str | None) -> tuple:
     return load_detector(cfg.detection), load_climate(climate_path, cfg.quantify.summer_months)
 
 
-def slump_task(out: Path, cell_id: str, cfg: Config, climate_path: str | None, digest: str) -> dict:
-    detector, climate = _stage_context(cfg, climate_path)
-    return slump_cell(out, cell_id, cfg, detector, climate, digest)
+def slump_task(cell_id: str, out: Path, cfg: Config, climate_path: str | None, digest: str) -> dict:
+    """The slump stage of one cell (a task: runs in any worker process)."""
+    with cell_log(out, cell_id):
+        detector, climate = _stage_context(cfg, climate_path)
+        return slump_cell(out, cell_id, cfg, detector, climate, digest)
 
 
-def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool) -> list[dict]:
-    """Run ``fn(*job)`` for every job, in ``workers`` processes, with a progress bar."""
-    results = []
-    bar = tqdm(total=len(jobs), unit="cell", desc=desc, disable=not progress or not jobs)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for f in as_completed([pool.submit(fn, *job) for job in jobs]):
-                results.append(f.result())
-                bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
-                bar.update()
-    else:
-        for job in jobs:
-            results.append(fn(*job))
-            bar.set_postfix(failed=sum(r["status"] == "failed" for r in results))
+@contextlib.contextmanager
+def cell_log(out: Path, cell_id: str):
+    """Log records of the task go to ``PRODUCTS/logs/<cell>.log`` too (appended)."""
+    folder = Path(out) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / f"{cell_id}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(min(old, logging.INFO) if old else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+        handler.close()
+
+
+class Executor:
+    """Where cell tasks run: in this process (one worker, no scheduler), on a Dask
+    ``LocalCluster`` of ``workers`` single-threaded processes, or on an existing Dask
+    scheduler (``scheduler`` or ``DASK_SCHEDULER_ADDRESS``), e.g. one started by
+    dask-jobqueue on SLURM. Tasks never raise for a bad cell (they return its failure);
+    a task whose worker died is retried ``retries`` times by Dask, then reported."""
+
+    def __init__(self, workers: int = 1, scheduler: str | None = None, retries: int = 2):
+        self.workers, self.retries = max(1, int(workers)), retries
+        self.scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        self.client = self.cluster = None
+
+    def __enter__(self) -> "Executor":
+        if self.scheduler or self.workers > 1:
+            from dask.distributed import Client, LocalCluster
+
+            if self.scheduler:
+                self.client = Client(self.scheduler, timeout="30s")
+            else:
+                self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+                self.client = Client(self.cluster)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    @property
+    def description(self) -> str:
+        if self.scheduler:
+            return f"Dask scheduler {self.scheduler}"
+        return f"Dask LocalCluster, {self.workers} workers" if self.client else "1 worker (in process)"
+
+    def map(self, fn, jobs: list[tuple], desc: str, progress: bool, on_result=None) -> list[dict]:
+        """``fn(*job)`` for every job; a progress bar with cells done / failed and the ETA;
+        ``on_result(result, done, total)`` after each."""
+        results: list[dict] = []
+        bar = tqdm(total=len(jobs), unit="cell", desc=desc, disable=not progress or not jobs)
+
+        def record(r: dict) -> None:
+            results.append(r)
+            bar.set_postfix(failed=sum(x["status"] == "failed" for x in results))
             bar.update()
-    bar.close()
-    return results
+            if on_result is not None:
+                on_result(r, len(results), len(jobs))
+
+        if self.client is None:
+            for job in jobs:
+                record(fn(*job))
+        else:
+            from dask.distributed import as_completed as dask_completed
+
+            tag = desc.replace(" ", "-")
+            futures = {self.client.submit(fn, *job, key=f"{tag}-{job[0]}-{uuid.uuid4().hex[:8]}", retries=self.retries,
+                                          pure=False): job for job in jobs}
+            for fut in dask_completed(futures):
+                try:
+                    record(fut.result())
+                except Exception as exc:  # the worker died on every attempt (e.g. out of memory)
+                    record({"cell_id": futures[fut][0], "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                            "seconds": 0.0})
+        bar.close()
+        return results
+
+
+class Cancelled(RuntimeError):
+    """The run was asked to stop (a cancelled reprocessing job)."""
 
 
 def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
-        climate: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> dict:
-    """Run the pipeline over every cell the strips cover (or ``tiles``): the DEM stage per
-    cell, then the slump stage per cell, then publish. Returns a summary."""
+        bbox: tuple[float, float, float, float] | None = None, climate: str | Path | None = None,
+        workers: int = 1, scheduler: str | None = None, force: bool = False, progress: bool = True,
+        on_progress=None) -> dict:
+    """Run the pipeline over every cell the strips cover (or ``tiles``, or the cells meeting
+    ``bbox``, EPSG:3413 m): the DEM stage per cell, then the slump stage per cell, then
+    publish. ``on_progress(fraction, message)`` is called after each cell; if it returns
+    False the run stops after the cells in flight (:class:`Cancelled`). Returns a summary,
+    also written to ``PRODUCTS/run_summary.json``."""
     out = Path(out)
     t0 = time.time()
     strips = footprints(discover_strips(str(strips_source)))
@@ -166,33 +266,52 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         missing = wanted - {c.id for c in cells}
         if missing:
             log.warning("no strip covers cell(s) %s", ", ".join(sorted(missing)))
+    if bbox is not None:
+        xmin, ymin, xmax, ymax = map(float, bbox)
+        if not (xmin < xmax and ymin < ymax):
+            raise ValueError(f"--bbox: expected xmin < xmax and ymin < ymax (EPSG:3413 m), got {bbox}")
+        cells = [c for c in cells if c.bounds[0] < xmax and c.bounds[2] > xmin
+                 and c.bounds[1] < ymax and c.bounds[3] > ymin]
     out.mkdir(parents=True, exist_ok=True)
     jobs, skipped = [], []
     for c in cells:
         mine = _strips_for(c, strips)
         digest = inputs_digest(mine, cfg)
         meta_path = out / "tiles" / c.id / "cell.json"
-        if not force and _recorded_digest(meta_path) == digest:
+        if not force and _recorded_digest(meta_path) == digest and not (out / "tiles" / c.id / "failure.json").exists():
             skipped.append(c.id)
             continue
         jobs.append((c.id, mine, out, cfg, digest))
-    print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process), "
-          f"{workers} worker(s) -> {out}", flush=True)
-    results = _map(run_cell, jobs, workers, "DEM stage", progress)
-    for r in results:
-        _record_failure(out, r)
 
-    # slump stage: every published cell whose part is out of date (its own or a neighbour's
-    # rasters changed, or the configuration, detector or climate did)
-    climate_path = str(climate) if climate else None
-    det_id, clim_id = detector_id(cfg.detection), _file_digest(climate_path)
-    live = sorted(p.parent.name for p in (out / "tiles").glob("*/cell.json"))
-    stage = []
-    for cid in live:
-        d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
-        if force or recorded_part_digest(out, cid) != d:
-            stage.append((out, cid, cfg, climate_path, d))
-    slump_results = _map(slump_task, stage, workers, "slump stage", progress)
+    stop = {"requested": False}
+
+    def report(stage: str, weight: float, offset: float):
+        def cb(r: dict, done: int, total: int) -> None:
+            if on_progress is not None and not stop["requested"]:
+                msg = f"{stage}: {done}/{total} cells ({r['cell_id']} {r['status']})"
+                if on_progress(offset + weight * done / max(total, 1), msg) is False:
+                    stop["requested"] = True
+        return cb
+
+    with Executor(workers, scheduler) as ex:
+        print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process) "
+              f"on {ex.description} -> {out}", flush=True)
+        results = ex.map(run_cell, jobs, "DEM stage", progress, report("DEM stage", 0.8, 0.0))
+        for r in results:
+            _record_failure(out, r)
+        if stop["requested"]:
+            raise Cancelled(f"stopped after {len(results)} of {len(jobs)} cells")
+        # slump stage: every published cell whose part is out of date (its own or a neighbour's
+        # rasters changed, or the configuration, detector or climate did)
+        climate_path = str(Path(climate).resolve()) if climate else None
+        det_id, clim_id = detector_id(cfg.detection), _file_digest(climate_path)
+        live = sorted(p.parent.name for p in (out / "tiles").glob("*/cell.json"))
+        stage = []
+        for cid in live:
+            d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
+            if force or recorded_part_digest(out, cid) != d:
+                stage.append((cid, out, cfg, climate_path, d))
+        slump_results = ex.map(slump_task, stage, "slump stage", progress, report("slump stage", 0.15, 0.8))
     published = assemble(out, cfg)
 
     failed = [r for r in results if r["status"] in ("failed", "no_data")]
@@ -204,6 +323,8 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         "failures": {r["cell_id"]: r["error"] for r in failed}, "results": results, "slump_results": slump_results,
     }
     writers.write_json(out / "run_summary.json", summary)
+    if on_progress is not None:
+        on_progress(1.0, f"published {published['slumps']} slumps")
     print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed; "
           f"{published['slumps']} slumps, {published['volume_m3']:.4g} m3, "
           f"{published['carbon_kg_yr']:.4g} kg C/yr ({det_id}) in {summary['seconds']} s", flush=True)

@@ -1,0 +1,110 @@
+"""``rts jobs work``: the worker loop that carries out reprocessing jobs from the queue.
+
+The queue (:mod:`data_products.queue`, SQLite in WAL mode in the products folder) is
+filled by ``rts jobs submit`` or the dashboard. A worker claims the oldest pending job,
+runs it through the same :func:`pipeline.run.run` as ``rts run`` (restricted to the job's
+cells or bounding box), renews its lease while it works (a background heartbeat, plus one
+after every cell with the progress and a log line), and marks the job done or failed with
+the reason. A job whose worker dies stops heartbeating and is marked failed by the next
+queue access once its lease expires; a cancelled job is stopped after the cells in flight.
+Several workers may serve one queue: a job is claimed by exactly one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from data_products.queue import JobQueue
+
+from .config import Config
+from .run import Cancelled, run
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a job's lease every ``period_s`` while the run works on a long cell."""
+
+    def __init__(self, queue: JobQueue, job_id: int, worker: str, period_s: float):
+        super().__init__(daemon=True)
+        self.queue, self.job_id, self.worker, self.period_s = queue, job_id, worker, period_s
+        self.stopped = threading.Event()
+        self.cancelled = False
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period_s):
+            try:
+                if not self.queue.heartbeat(self.job_id, self.worker):
+                    self.cancelled = True
+            except Exception as exc:  # a busy database must not kill the worker
+                log.warning("heartbeat for job %s failed: %s", self.job_id, exc)
+
+
+def work_one(queue: JobQueue, strips: str, climate: str | None, cfg: Config, *, workers: int = 1,
+             scheduler: str | None = None, worker: str | None = None, progress: bool = False) -> int | None:
+    """Claim and run one job; returns its id, or None when the queue had nothing pending."""
+    worker = worker or worker_name()
+    job = queue.claim(worker)
+    if job is None:
+        return None
+    log.info("job %d claimed by %s: %s", job.id, worker, job.describe())
+    beat = _Heartbeat(queue, job.id, worker, max(1.0, queue.lease_s / 3.0))
+    beat.start()
+
+    def on_progress(fraction: float, message: str) -> bool:
+        ok = queue.heartbeat(job.id, worker, progress=min(max(fraction, 0.0), 1.0), message=message, log_line=message)
+        return ok and not beat.cancelled
+
+    try:
+        summary = run(strips, queue.products_dir, cfg, tiles=job.tiles, bbox=job.bbox, climate=climate,
+                      workers=workers, scheduler=scheduler, force=job.force, progress=progress,
+                      on_progress=on_progress)
+        failures = summary["failures"]
+        msg = (f"{summary['done']} cells processed, {summary['skipped']} up to date, {summary['failed']} failed; "
+               f"{summary['slumps']} slumps published")
+        if failures:
+            msg += "; " + "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:5])
+        ok = summary["cells"] > 0 and summary["failed"] < max(summary["cells"], 1)
+        if summary["cells"] == 0:
+            msg = "no strip covers the requested cells"
+        queue.finish(job.id, worker, ok=ok, message=msg)
+    except Cancelled as exc:
+        queue.finish(job.id, worker, ok=False, message=f"cancelled: {exc}")
+    except Exception as exc:  # the job fails with its reason; the worker goes on
+        log.exception("job %d failed", job.id)
+        queue.finish(job.id, worker, ok=False, message=f"{type(exc).__name__}: {exc}")
+    finally:
+        beat.stopped.set()
+    return job.id
+
+
+def work(products: str | Path, strips: str, climate: str | None, cfg: Config, *, workers: int = 1,
+         scheduler: str | None = None, once: bool = False, poll_s: float = 5.0, max_jobs: int | None = None,
+         progress: bool = False) -> int:
+    """Serve the queue: run jobs until it is empty (``once``) or forever, polling every
+    ``poll_s``. Returns the number of jobs run."""
+    queue = JobQueue(products)
+    n = 0
+    worker = worker_name()
+    print(f"rts jobs work: {worker} serving {queue.path}", flush=True)
+    while max_jobs is None or n < max_jobs:
+        jid = work_one(queue, strips, climate, cfg, workers=workers, scheduler=scheduler, worker=worker,
+                       progress=progress)
+        if jid is None:
+            if once:
+                break
+            time.sleep(poll_s)
+            continue
+        n += 1
+        job = queue.get(jid)
+        print(f"rts jobs work: job {jid} {job.status}: {job.message}", flush=True)
+    return n
