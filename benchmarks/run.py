@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--work", default="bench_work")
     ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["scaling", "detection", "dashboard"],
+                    help="leave out these sections")
     args = ap.parse_args(argv)
     from pipeline.evaluate import naive_difference
     from pipeline.synth import generate_sample
@@ -144,6 +146,15 @@ def main(argv=None) -> int:
               "Coregistration errors above are for one pair (both strips' errors); the horizontal fit runs on "
               "high-passed DEMs (sigma 30 m), which removes the long-wavelength strip errors that dominate an "
               "unfiltered Nuth & Kääb fit such as xdem's."]
+    # the other sections: orchestration scaling, slump detection, dashboard and catalog
+    from . import dashboard, detection, scaling
+
+    for name, section in (("scaling", lambda: scaling.run(work, sample)), ("detection", lambda: detection.run(work)),
+                          ("dashboard", lambda: dashboard.run(work))):
+        if name in args.skip:
+            continue
+        print(f"benchmark: {name} ...", flush=True)
+        lines += ["", section()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
