@@ -73,7 +73,7 @@ def run(work: Path, threads: int = 2) -> str:
         n_chips.append(len(shown))
         inv = ~m.transform
         for g in shown.geometry:
-            col, row = inv * (g.centroid.x, g.centroid.y)
+            col, row = inv @ (g.centroid.x, g.centroid.y)
             r0, c0 = maskrcnn.chip_origin(row, col, det.chip_px)
             chips.append(maskrcnn.downsample(maskrcnn.chip_bands(m.layers, r0, c0, det.chip_px), det.scale))
     one = []

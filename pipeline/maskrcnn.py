@@ -257,12 +257,12 @@ class Detector:
         chips, origins, cmasks = [], [], []
         for geom in cands.geometry:
             c = geom.centroid
-            col, row = inv * (c.x, c.y)
+            col, row = inv @ (c.x, c.y)
             r0, c0 = chip_origin(row, col, size)
             chips.append(downsample(chip_bands(layers, r0, c0, size), scale))
             origins.append((r0, c0))
             cm = rasterio.features.geometry_mask([geom], (size, size), mosaic.transform
-                                                 * rasterio.Affine.translation(c0, r0), invert=True)
+                                                 @ rasterio.Affine.translation(c0, r0), invert=True)
             cmasks.append(cm)
         preds = self.predict(np.stack(chips))
         inst = []  # (score, candidate index, full-mosaic pixel mask bbox, mask)

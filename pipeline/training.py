@@ -89,7 +89,7 @@ def cell_chips(sample: Path, products: Path, cell, cfg, rng: np.random.Generator
     centres = []
     for g in cands.geometry:
         c = g.centroid
-        col, row = inv * (c.x, c.y)
+        col, row = inv @ (c.x, c.y)
         centres.append(("candidate", row, col))
     if ids:
         com = ndimage.center_of_mass(np.ones_like(lab), lab, ids)
@@ -164,7 +164,6 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, scal
     """A random 90-degree rotation, flips and zoom (by ``scale_range``, about the chip
     centre, cropped or padded with no data back to the chip size) of a (3, H, W) image and
     its (n, H, W) masks, applied identically to both."""
-    from scipy import ndimage
 
     k = int(rng.integers(4))
     flip_h, flip_v = bool(rng.integers(2)), bool(rng.integers(2))

@@ -22,8 +22,9 @@ from pipeline.inventories import match_inventories
 #: the issue's goal, F1 at IoU >= 0.5 on held-out scenes with look-alikes present
 GOAL_F1 = 0.90
 #: what the shipped weights are asserted to reach on the test sample's Peel Plateau cells
-#: (seed 11, never trained on), with a margin below the measured value (see docs/detection.md)
-MIN_F1_FIXTURE = 0.80
+#: (seed 11, never trained on): measured 1.00 (10 of 10, no false positive); the margin allows
+#: one miss and one false alarm (see docs/detection.md)
+MIN_F1_FIXTURE = 0.85
 
 
 # ---------------------------------------------------------------------------------------------
