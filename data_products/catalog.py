@@ -298,7 +298,7 @@ class Catalog:
             raise ProductsError(f"{p} has no {schema.INVENTORY}; the pipeline has not published slumps there yet")
         self.con = connect(spatial=self.spatial)
         for view, fname in (("inventory", schema.INVENTORY), ("timeseries", schema.TIMESERIES),
-                            ("tiles", schema.TILES)):
+                            ("tiles", schema.TILES), ("matches", schema.MATCHES)):
             f = p / fname
             if not f.is_file():
                 continue
@@ -534,6 +534,15 @@ class Catalog:
         if not self.has("timeseries"):
             return pd.DataFrame(columns=schema.names(schema.TIMESERIES_COLUMNS))
         return self._df("SELECT * FROM timeseries WHERE rts_id = ? ORDER BY year", [rts_id])
+
+    def matches(self, rts_id: str) -> pd.DataFrame:
+        """Features of published inventories matched to this slump (``rts crossref --products``):
+        reference file, row, id and IoU; empty when none were recorded."""
+        rts_id = check_rts_id(rts_id)
+        if not self.has("matches"):
+            return pd.DataFrame(columns=schema.names(schema.MATCHES_COLUMNS))
+        return self._df("SELECT reference, reference_row, reference_id, iou FROM matches WHERE rts_id = ? "
+                        "ORDER BY iou DESC NULLS LAST, reference", [rts_id])
 
     # ------------------------------------------------------------------ tiles
     def tiles(self, bbox=None, limit: int = 20_000) -> pd.DataFrame:

@@ -26,6 +26,7 @@ STAC_COLLECTION = "stac/collection.json"
 DICTIONARY_MD = "data_dictionary.md"
 DICTIONARY_JSON = "data_dictionary.json"
 QUEUE = "jobs.sqlite"
+MATCHES = "inventory_matches.parquet"
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,20 @@ TILES_COLUMNS: tuple[Column, ...] = (
     Column("error", pa.string(), "", "Why the cell failed or has no data; empty when ok.", nullable=True),
 )
 
+MATCHES_COLUMNS: tuple[Column, ...] = (
+    Column("rts_id", pa.string(), "", "Slump id (rts_inventory.rts_id)."),
+    Column("reference", pa.string(), "", "File name of the published inventory matched against."),
+    Column("reference_row", pa.int64(), "", "0-based row of the matching feature in that file."),
+    Column("reference_id", pa.string(), "", "The feature's own id in that file, when it has one.", nullable=True),
+    Column("iou", _F, "0-1", "Intersection over union of the two polygons (empty for a point reference: the "
+           "point lies inside the slump).", nullable=True),
+)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     INVENTORY: INVENTORY_COLUMNS,
     TIMESERIES: TIMESERIES_COLUMNS,
     TILES: TILES_COLUMNS,
+    MATCHES: MATCHES_COLUMNS,
 }
 
 

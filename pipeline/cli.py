@@ -107,6 +107,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_crossref(args: argparse.Namespace) -> int:
     from .inventories import match_inventories, read_inventory
 
+    if (args.inventory is None) == (args.products is None):
+        raise ValueError("give either --inventory FILE or --products PRODUCTS")
+    if args.products is not None:
+        from data_products.schema import MATCHES
+
+        from .publish import publish_matches
+
+        s = publish_matches(args.products, args.reference, args.min_iou)
+        print(f"rts crossref: {args.products} against {args.reference}: matched {s['matched']}, new {s['new']}, "
+              f"missed {s['missed']} (IoU >= {args.min_iou}) -> {Path(args.products) / MATCHES}")
+        return 0
     found = read_inventory(args.inventory)
     ref = read_inventory(args.reference)
     pairs, s = match_inventories(found, ref, min_iou=args.min_iou)
@@ -237,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Match the polygons of an inventory (any format pipeline.inventories reads: "
                                    "GeoParquet, shapefile, GeoPackage, GeoJSON, CSV with lat/lon) one-to-one against "
                                    "a reference inventory (polygons by IoU, points by containment).")
-    x.add_argument("--inventory", required=True, type=Path, metavar="FILE")
+    x.add_argument("--inventory", type=Path, metavar="FILE", help="an inventory file")
+    x.add_argument("--products", type=Path, metavar="PRODUCTS",
+                   help="instead of --inventory: the products' inventory; matches are recorded in "
+                        "PRODUCTS/inventory_matches.parquet for the dashboard's slump pages")
     x.add_argument("--reference", required=True, type=Path, metavar="FILE")
     x.add_argument("--min-iou", type=float, default=0.1, help="polygon pairs below this IoU do not match (default 0.1)")
     x.add_argument("--out", type=Path, metavar="FILE.csv", help="write every matched / new / missed row here")

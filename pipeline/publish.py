@@ -216,3 +216,34 @@ def assemble(products: str | Path, cfg: Config) -> dict:
             "volume_m3": float(inv_sorted.volume_m3.sum()) if len(inv_sorted) else 0.0,
             "carbon_kg_yr": float(np.nansum(inv_sorted.carbon_kg_yr)) if len(inv_sorted) else 0.0,
             "share_r_ge": float(arctic.share_r_ge.iloc[0]) if len(arctic) else float("nan")}
+
+
+_ID_COLUMNS = ("RTSID", "Slump_ID", "id", "Id", "ID", "fid")
+
+
+def publish_matches(products: str | Path, reference: str | Path, min_iou: float = 0.1) -> dict:
+    """Cross-reference the published inventory against a published one (any format
+    :func:`pipeline.inventories.read_inventory` reads) and record the matches in
+    ``PRODUCTS/inventory_matches.parquet``, replacing earlier rows for the same reference
+    file. Returns the match summary (matched / new / missed, precision, recall, mean IoU)."""
+    from .inventories import match_inventories, read_inventory
+
+    products, reference = Path(products), Path(reference)
+    inv = gpd.read_parquet(products / schema.INVENTORY)
+    ref = read_inventory(reference)
+    pairs, summary = match_inventories(inv, ref, min_iou=min_iou)
+    id_col = next((c for c in _ID_COLUMNS if c in ref.columns), None)
+    rows = pd.DataFrame({
+        "rts_id": inv.rts_id.to_numpy()[pairs.found_index.to_numpy(int)] if len(pairs) else [],
+        "reference": reference.name,
+        "reference_row": pairs.reference_index.to_numpy(int) if len(pairs) else [],
+        "reference_id": ([None if pd.isna(v) else str(v) for v in ref.loc[pairs.reference_index, id_col]]
+                         if id_col and len(pairs) else [None] * len(pairs)),
+        "iou": pairs.iou.to_numpy(float) if len(pairs) else [],
+    })
+    path = products / schema.MATCHES
+    if path.exists():
+        old = pd.read_parquet(path)
+        rows = pd.concat([old[old.reference != reference.name], rows], ignore_index=True)
+    writers.write_parquet(rows, path, schema.MATCHES_COLUMNS)
+    return summary

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import geopandas as gpd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -44,7 +45,7 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     assert "1 up to date" in capsys.readouterr().out
     assert (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns == before
 
-    # the dashboard shows the cell and rejects a forged id
+    # the dashboard opens on the published products and counts their slumps
     at = AppTest.from_file("../dashboard/app.py", default_timeout=60)
     argv = sys.argv
     sys.argv = ["app.py", "--products", str(products)]
@@ -53,7 +54,8 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     finally:
         sys.argv = argv
     assert not at.exception
-    assert any(cells[0] in str(df.value) for df in at.dataframe)
+    n = len(gpd.read_parquet(products / "rts_inventory.parquet"))
+    assert {m.label: m.value for m in at.metric}["Slumps selected"] == f"{n:,}"
 
 
 def test_bad_tile_id_is_a_clear_error(sample, tmp_path, capsys):

@@ -18,13 +18,20 @@ import pystac
 import pytest
 import rasterio
 import shapely
+import shapely.affinity
 from pystac.validation import validate_dict
 
 from data_products import grid, schema, writers
 from pipeline.config import Config, QuantifyConfig
 from pipeline.inventories import match_inventories
 from pipeline.publish import assemble, part_digest, slump_cell
-from pipeline.quantify import CarbonDensity, Climate, load_climate, regional_totals, rts_id
+from pipeline.quantify import (
+    CarbonDensity,
+    Climate,
+    load_climate,
+    regional_totals,
+    rts_id,
+)
 from tests.conftest import validate_geoparquet
 
 DESIGN_INVENTORY = ["rts_id", "tile_id", "region", "geometry", "centroid_lat", "centroid_lon", "area_m2", "volume_m3",
@@ -248,3 +255,24 @@ def test_regional_totals_and_the_volume_temperature_slope():
     arctic = yearly[yearly.region == "Arctic"]
     assert len(arctic) == len(years) and (arctic.n_slumps == 2).all()
     assert arctic.volume_sigma_m3.iloc[0] == pytest.approx(np.sqrt(2))
+
+
+def test_matches_with_a_published_inventory_are_recorded_for_the_slump_pages(published, tmp_path):
+    from data_products.catalog import Catalog
+    from pipeline.publish import publish_matches
+
+    products = published[0]
+    inv = gpd.read_parquet(products / schema.INVENTORY)
+    ref = inv[["rts_id", "geometry"]].rename(columns={"rts_id": "Slump_ID"}).copy()
+    ref.loc[0, "geometry"] = shapely.affinity.translate(ref.geometry[0], 500.0, 0.0)  # moved away: no match
+    ref_path = tmp_path / "published_utm8.gpkg"
+    ref.to_crs("EPSG:32608").to_file(ref_path)  # a UTM inventory, as the Huang et al. files are
+    for _ in range(2):  # a rerun replaces the rows for this reference, never duplicates them
+        summary = publish_matches(products, ref_path, min_iou=0.5)
+    assert summary["matched"] == len(inv) - 1 and summary["new"] == 1 and summary["missed"] == 1
+    m = pd.read_parquet(products / schema.MATCHES)
+    assert len(m) == len(inv) - 1 and (m.reference == ref_path.name).all()
+    assert (m.iou > 0.99).all() and (m.rts_id == m.reference_id).all()
+    cat = Catalog(products)
+    assert cat.matches(inv.rts_id[1]).reference_id.tolist() == [inv.rts_id[1]]
+    assert cat.matches(inv.rts_id[0]).empty

@@ -141,6 +141,16 @@ else:
                          xaxis=dict(title="summer 2 m temperature (°C)"), yaxis=dict(title="volume lost (m³)"))
         st.plotly_chart(sc, width="stretch", key="scatter")
 
+# --------------------------------------------------------------------------- published inventories
+st.markdown("#### In published inventories")
+matches = cat.matches(sel)
+if matches.empty:
+    st.caption("No match recorded. `rts crossref --products PRODUCTS --reference FILE` matches the inventory "
+               "against a published one (shapefile, GeoPackage, GeoParquet or CSV of centroids).")
+else:
+    st.dataframe(matches.rename(columns={"reference": "inventory", "reference_row": "row", "reference_id": "id",
+                                         "iou": "IoU"}), hide_index=True, width="stretch")
+
 # --------------------------------------------------------------------------- numbers
 st.markdown("#### All columns")
 table = {k: v for k, v in row.items() if k != "wkb"}
