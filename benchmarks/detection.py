@@ -52,11 +52,12 @@ def run(work: Path, threads: int = 2) -> str:
     log_path = weights.with_name(weights.stem + "_training_log.json")
     if log_path.exists():
         tl = json.loads(log_path.read_text())
-        lines += [f"Training (from `{log_path.relative_to(ROOT)}`): {tl['chips']} chips from seeds "
-                  f"{tl['seeds'][0]}-{tl['seeds'][-1]} ({', '.join(tl['sites'])}), {tl['iterations']} iterations of "
-                  f"{tl['batch']} chips in **{tl['train_seconds'] / 60:.1f} min** on {tl['threads']} torch thread(s) "
-                  f"(preparing the samples and chips: {tl['prepare_seconds'] / 60:.1f} min, cached). "
-                  f"Weights: {weights.stat().st_size / 1e6:.1f} MB (fp16).", ""]
+        lines += [(f"Training (from `{log_path.relative_to(ROOT)}`): {tl['chips']} chips from seeds "
+                   f"{tl['seeds'][0]}-{tl['seeds'][-1]} ({', '.join(tl['sites'])}), {tl['iterations']} iterations of "
+                   f"{tl['batch']} chips in **{tl['train_seconds'] / 60:.1f} min** on {tl['threads']} torch "
+                   f"thread(s) (then cutting chips from cached samples: {tl['prepare_seconds'] / 60:.1f} min; "
+                   "generating the samples and their DEM stage, done once, is in the model card). "
+                   f"Weights: {weights.stat().st_size / 1e6:.1f} MB (fp16)."), ""]
     det = maskrcnn.Detector.load(weights)
     products, cells = _products(work)
     per_cell, per_rules, n_chips, chips = [], [], [], []
@@ -86,18 +87,18 @@ def run(work: Path, threads: int = 2) -> str:
         t0 = time.perf_counter()
         det.predict(np.stack(chips), batch=8)
         batched = (time.perf_counter() - t0) / len(chips)
-    lines += [f"Inference on {threads} CPU thread(s), the default sample's first site ({len(cells)} cells, "
-              f"{sum(n_chips)} candidate chips of {det.chip_px} x {det.chip_px} px at 2 m, seen at "
-              f"{2 * det.scale} m):", "",
+    lines += [(f"Inference on {threads} CPU thread(s), the default sample's first site ({len(cells)} cells, "
+               f"{sum(n_chips)} candidate chips of {det.chip_px} x {det.chip_px} px at 2 m, seen at "
+               f"{2 * det.scale} m):"), "",
               "| measure | value |", "|---|---|",
               f"| per chip, one at a time (median) | {np.median(one) * 1000:.0f} ms |" if one else "| per chip | - |",
               f"| per chip, batches of 8 | {batched * 1000:.0f} ms |",
-              f"| per cell, Mask R-CNN incl. chip cutting and polygons (mean / max) | {np.mean(per_cell):.2f} / "
-              f"{np.max(per_cell):.2f} s |",
+              (f"| per cell, Mask R-CNN incl. chip cutting and polygons (mean / max) | {np.mean(per_cell):.2f} / "
+               f"{np.max(per_cell):.2f} s |"),
               f"| per cell, rule-based criteria (mean) | {np.mean(per_rules) * 1000:.0f} ms |",
               f"| chips per cell (mean) | {np.mean(n_chips):.1f} |", "",
-              "Per-cell times exclude reading the mosaic and finding the candidates (shared by both detectors). "
-              "The machine is shared, so times are upper bounds.", ""]
+              ("Per-cell times exclude reading the mosaic and finding the candidates (shared by both detectors). "
+               "The machine is shared, so times are upper bounds."), ""]
     return "\n".join(lines)
 
 

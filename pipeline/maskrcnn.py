@@ -128,7 +128,7 @@ def window(a: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
 
 def chip_origin(row: float, col: float, size: int) -> tuple[int, int]:
     """Top-left (row, col) of the chip of ``size`` centred on a mosaic position."""
-    return int(round(row)) - size // 2, int(round(col)) - size // 2
+    return round(row) - size // 2, round(col) - size // 2
 
 
 def raw_chip(layers: dict, r0: int, c0: int, size: int) -> dict[str, np.ndarray]:
@@ -215,7 +215,7 @@ class Detector:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Detector":
+    def load(cls, path: str | Path) -> Detector:
         blob = torch.load(Path(path), map_location="cpu", weights_only=True)
         meta = blob["meta"]
         if meta.get("version") != MODEL_VERSION or list(meta.get("bands", [])) != list(BANDS):

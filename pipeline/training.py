@@ -177,7 +177,7 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, scal
     img, msk = np.ascontiguousarray(img, np.float32), np.ascontiguousarray(msk)
     if abs(s - 1) > 1e-3:
         H = img.shape[1]
-        n = int(round(H * s))
+        n = round(H * s)
         zi = np.stack([_zoom_to(b, n, order=1) for b in img])
         zm = np.stack([_zoom_to(m.astype(np.float32), n, order=0) > 0.5 for m in msk]) if len(msk) else \
             np.zeros((0, n, n), bool)

@@ -110,7 +110,7 @@ def test_augmentation_keeps_masks_and_boxes_consistent():
             rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
             assert tuple(box) == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)  # tight, same pixels
     # pure rotations and flips preserve areas exactly
-    a_img, a_masks = training.augment(img, masks, np.random.default_rng(0), scale_range=None)
+    _, a_masks = training.augment(img, masks, np.random.default_rng(0), scale_range=None)
     assert sorted(a_masks.sum((1, 2))) == sorted(masks.sum((1, 2)))
 
 
@@ -118,7 +118,7 @@ def test_zoom_scales_the_instance_area():
     rng = np.random.default_rng(1)
     img, masks = _toy_chip(rng)
     for _ in range(6):
-        a_img, a_masks = training.augment(img, masks, rng, scale_range=(0.8, 1.25))
+        _, a_masks = training.augment(img, masks, rng, scale_range=(0.8, 1.25))
         ratio = a_masks[0].sum() / masks[0].sum()
         assert 0.8 ** 2 * 0.85 < ratio < 1.25 ** 2 * 1.15
 
@@ -220,7 +220,8 @@ def detections(sample, processed_cells, shipped):
 def _site_truth(sample, name):
     out, manifest = sample
     site = manifest["sites"][0]["site"]
-    return gpd.read_parquet(out / "truth" / f"{name}.parquet").query("site == @site").reset_index(drop=True)
+    frame = gpd.read_parquet(out / "truth" / f"{name}.parquet")
+    return frame[frame.site == site].reset_index(drop=True)
 
 
 def test_shipped_weights_on_held_out_cells(sample, detections):

@@ -382,7 +382,7 @@ def test_crossref_known_perturbation_through_files(data_dir, tmp_path, name, cap
     path = tmp_path / "mine.gpkg"
     mine.to_crs(4326).to_file(path)
     # the same counts from the function and from the command line
-    pairs, s = inv.match_inventories(inv.read_inventory(path), ref, min_iou=0.5)
+    _, s = inv.match_inventories(inv.read_inventory(path), ref, min_iou=0.5)
     n = len(ref)
     assert s["matched"] == n - 10 - 7
     assert s["new"] == 10 + 5 and s["missed"] == 10 + 7
