@@ -21,11 +21,11 @@ import rasterio
 from rasterio.windows import from_bounds
 
 from data_products import grid
+
 from .climate import thaw_season_of
 from .inventories import match_inventories
 from .sources import discover_strips, read_cell
 from .vectorize import clusters_to_polygons
-
 
 
 def _site_for(sample: Path, bounds) -> str | None:
