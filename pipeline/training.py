@@ -289,7 +289,7 @@ def train_model(chips: list[dict], *, iterations: int, batch: int = 8, lr: float
     return Detector(model, meta), {"history": history, "seconds": round(time.time() - t0, 1)}
 
 
-def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SITES, iterations: int = 1500,
+def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SITES, iterations: int = 600,
           batch: int = 8, lr: float = 1e-3, seed: int = 0, chip_px: int = 256, scale: int = 2, workers: int = 2,
           threads: int = 1, log_path: str | Path | None = None, command: str = "") -> dict:
     """``rts train``: prepare (or reuse) the samples of ``seeds``, cut their chips, train and
