@@ -191,6 +191,11 @@ class Executor:
         if self.scheduler or self.workers > 1:
             from dask.distributed import Client, LocalCluster
 
+            if not log.isEnabledFor(logging.DEBUG):  # Dask's chatter (its config sets INFO on import)
+                for name in list(logging.root.manager.loggerDict):
+                    if name.split(".")[0] in ("distributed", "tornado"):
+                        logging.getLogger(name).setLevel(logging.WARNING)
+
             if self.scheduler:
                 self.client = Client(self.scheduler, timeout="30s")
             else:

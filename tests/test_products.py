@@ -23,6 +23,7 @@ from pystac.validation import validate_dict
 
 from data_products import grid, schema, writers
 from pipeline.config import Config, QuantifyConfig
+from pipeline.detect import detector_id, load_detector
 from pipeline.inventories import match_inventories
 from pipeline.publish import assemble, part_digest, slump_cell
 from pipeline.quantify import (
@@ -41,11 +42,14 @@ DESIGN_INVENTORY = ["rts_id", "tile_id", "region", "geometry", "centroid_lat", "
 
 
 def _slump_stage(products, cells, cfg, climate_path, order=None):
+    """The slump stage as ``rts run`` does it, with the default detector (the shipped Mask
+    R-CNN weights, or the rules where none are installed)."""
     climate = load_climate(climate_path, cfg.quantify.summer_months)
+    detector = load_detector(cfg.detection)
     results = []
     for cid in order or cells:
-        d = part_digest(products, grid.parse_cell_id(cid), cfg, "rules", "test")
-        results.append(slump_cell(products, cid, cfg, None, climate, d))
+        d = part_digest(products, grid.parse_cell_id(cid), cfg, detector_id(cfg.detection), "test")
+        results.append(slump_cell(products, cid, cfg, detector, climate, d))
     return results, assemble(products, cfg)
 
 
