@@ -121,8 +121,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
     INVENTORY: INVENTORY_COLUMNS,
     TIMESERIES: TIMESERIES_COLUMNS,
     TILES: TILES_COLUMNS,
-    MATCHES: MATCHES_COLUMNS,
 }
+#: written only on request (``rts crossref --products``); documented in the dictionary too
+OPTIONAL_TABLES: dict[str, tuple[Column, ...]] = {MATCHES: MATCHES_COLUMNS}
 
 
 def names(columns: tuple[Column, ...]) -> list[str]:
@@ -139,7 +140,7 @@ def dictionary_markdown() -> str:
     out = ["# Data dictionary", "",
            "Every product file, its columns, types and units. Geometries are EPSG:3413 (metres); "
            "`rts_inventory.csv` carries the geometry as WKT plus `centroid_lon`/`centroid_lat` (WGS 84).", ""]
-    for fname, cols in TABLES.items():
+    for fname, cols in {**TABLES, **OPTIONAL_TABLES}.items():
         out += [f"## `{fname}`", "", "| column | type | unit | description |", "|---|---|---|---|"]
         for c in cols:
             t = "WKB polygon" if c.name == "geometry" else str(c.type)
@@ -152,4 +153,4 @@ def dictionary_json() -> dict:
     """The data dictionary, machine-readable: {file: [{name, type, unit, nullable, description}]}."""
     return {fname: [{"name": c.name, "type": "wkb" if c.name == "geometry" else str(c.type), "unit": c.unit,
                      "nullable": c.nullable, "description": c.description} for c in cols]
-            for fname, cols in TABLES.items()}
+            for fname, cols in {**TABLES, **OPTIONAL_TABLES}.items()}
