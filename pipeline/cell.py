@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import rasterio
 
 from data_products import grid
+
 from .change import NODATA_DATE, ChangeResult, detect_steps
 from .config import Config
 from .coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
@@ -164,7 +166,7 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
     }
     for name, arr in arrays.items():
         dtype, nodata, desc = RASTER_SPECS[name]
-        tmp = folder / f".{name}.tif.tmp"
+        tmp = folder / f".{name}.tif.{uuid.uuid4().hex[:8]}.tmp"
         with rasterio.open(tmp, "w", driver="COG", width=w, height=h, count=1, dtype=dtype, crs=grid.CRS,
                            transform=cell.transform(res), nodata=nodata, compress="deflate",
                            predictor=3 if dtype == "float32" else 2, blocksize=512, overviews="NONE") as dst:
@@ -181,7 +183,7 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
         "processed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "date_encoding": "t1/t2: days since 2000-01-01",
     }
-    tmp = folder / ".cell.json.tmp"
+    tmp = folder / f".cell.json.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(meta, indent=1, default=float))
     os.replace(tmp, folder / "cell.json")
     return folder

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from data_products.queue import JobQueue
+from data_products.queue import JobQueue, QueueError
 
 from .config import Config
 from .run import Cancelled, run
@@ -61,8 +61,19 @@ def work_one(queue: JobQueue, strips: str, climate: str | None, cfg: Config, *, 
     beat.start()
 
     def on_progress(fraction: float, message: str) -> bool:
-        ok = queue.heartbeat(job.id, worker, progress=min(max(fraction, 0.0), 1.0), message=message, log_line=message)
+        try:
+            ok = queue.heartbeat(job.id, worker, progress=min(max(fraction, 0.0), 1.0), message=message,
+                                 log_line=message)
+        except Exception as exc:  # a busy queue must not abort the run; the background beat goes on
+            log.warning("progress of job %s not recorded: %s", job.id, exc)
+            ok = True
         return ok and not beat.cancelled
+
+    def finish(ok: bool, message: str) -> None:
+        try:
+            queue.finish(job.id, worker, ok=ok, message=message)
+        except QueueError as exc:  # e.g. the lease expired and the job was reaped meanwhile
+            log.error("job %s: could not record its end (%s): %s", job.id, message, exc)
 
     try:
         summary = run(strips, queue.products_dir, cfg, tiles=job.tiles, bbox=job.bbox, climate=climate,
@@ -76,12 +87,12 @@ def work_one(queue: JobQueue, strips: str, climate: str | None, cfg: Config, *, 
         ok = summary["cells"] > 0 and summary["failed"] < max(summary["cells"], 1)
         if summary["cells"] == 0:
             msg = "no strip covers the requested cells"
-        queue.finish(job.id, worker, ok=ok, message=msg)
+        finish(ok, msg)
     except Cancelled as exc:
-        queue.finish(job.id, worker, ok=False, message=f"cancelled: {exc}")
+        finish(False, f"cancelled: {exc}")
     except Exception as exc:  # the job fails with its reason; the worker goes on
         log.exception("job %d failed", job.id)
-        queue.finish(job.id, worker, ok=False, message=f"{type(exc).__name__}: {exc}")
+        finish(False, f"{type(exc).__name__}: {exc}")
     finally:
         beat.stopped.set()
     return job.id

@@ -106,11 +106,17 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
             "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
                                                            "range_m": vg.range_m},
         })
+        if (folder / "failure.json").exists():
+            (folder / "failure.json").unlink()
         return {"cell_id": cell_id, "status": "ok", "n_slumps": len(inv), "seconds": seconds}
-    except Exception as exc:  # one bad cell never stops the others
+    except Exception as exc:  # one bad cell never stops the others; its previous part stays published
         log.exception("slump stage failed for %s", cell_id)
-        return {"cell_id": cell_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                "seconds": time.perf_counter() - t0}
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            writers.write_json(products / PARTS / cell_id / "failure.json", {"error": error})
+        except OSError:
+            pass
+        return {"cell_id": cell_id, "status": "failed", "error": error, "seconds": time.perf_counter() - t0}
 
 
 def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]:
@@ -157,6 +163,13 @@ def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
                 row["processed_at"] = row["processed_at"] or fail.get("at")
             except (OSError, json.JSONDecodeError):
                 row.update(status="failed", error="failure.json unreadable")
+        slump_fail = products / PARTS / cell.id / "failure.json"
+        if slump_fail.exists():
+            try:
+                err = json.loads(slump_fail.read_text()).get("error")
+            except (OSError, json.JSONDecodeError):
+                err = "unknown"
+            row.update(status="failed", error=f"slump stage: {err} (the previous slumps stay published)")
         part = parts_meta.get(cell.id)
         if part:
             row.update(n_slumps=int(part["n_slumps"]), volume_m3=float(part["volume_m3"]))
@@ -170,7 +183,9 @@ def assemble(products: str | Path, cfg: Config) -> dict:
     """Gather every cell's part into the product files (each written atomically).
     Returns counts for the run summary."""
     products = Path(products)
-    live = {p.parent.name for p in (products / "tiles").glob("*/cell.json")}
+    from .run import live_cells
+
+    live = set(live_cells(products))
     inv_parts, ts_parts, cand_parts, meta = _read_parts(products, live)
     inv = (gpd.GeoDataFrame(pd.concat(inv_parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
            if inv_parts else gpd.GeoDataFrame(pd.DataFrame(columns=schema.names(schema.INVENTORY_COLUMNS)),

@@ -144,16 +144,49 @@ def _record_failure(out: Path, result: dict) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def _stage_context(cfg: Config, climate_path: str | None) -> tuple:
-    """The detector and climate of a worker process, loaded once per process."""
+def _stage_context(cfg: Config, climate_path: str | None, detector_key: str, climate_key: str) -> tuple:
+    """The detector and climate of a worker process, loaded once per process and again when
+    the weights or the climate file change (their digests are part of the key)."""
     return load_detector(cfg.detection), load_climate(climate_path, cfg.quantify.summer_months)
 
 
-def slump_task(cell_id: str, out: Path, cfg: Config, climate_path: str | None, digest: str) -> dict:
-    """The slump stage of one cell (a task: runs in any worker process)."""
+def slump_task(cell_id: str, out: Path, cfg: Config, climate_path: str | None, digest: str,
+               detector_key: str = "", climate_key: str = "") -> dict:
+    """The slump stage of one cell (a task: runs in any worker process); never raises."""
     with cell_log(out, cell_id):
-        detector, climate = _stage_context(cfg, climate_path)
+        try:
+            detector, climate = _stage_context(cfg, climate_path, detector_key, climate_key)
+        except Exception as exc:
+            return {"cell_id": cell_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
         return slump_cell(out, cell_id, cfg, detector, climate, digest)
+
+
+def live_cells(out: Path) -> list[str]:
+    """Cells with published DEM rasters (a ``tiles/<cell id>/cell.json``); other folders
+    under ``tiles/`` are ignored."""
+    ids = []
+    for p in (Path(out) / "tiles").glob("*/cell.json"):
+        try:
+            if grid.parse_cell_id(p.parent.name).id == p.parent.name:
+                ids.append(p.parent.name)
+        except ValueError:
+            log.warning("%s is not a cell folder; ignored", p.parent)
+    return sorted(ids)
+
+
+@contextlib.contextmanager
+def products_lock(out: Path):
+    """An exclusive lock on the products folder for publishing (one run or job worker at a
+    time assembles the products; the DEM stage of other cells may go on meanwhile)."""
+    import fcntl
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(Path(out) / ".publish.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -216,9 +249,10 @@ class Executor:
             return f"Dask scheduler {self.scheduler}"
         return f"Dask LocalCluster, {self.workers} workers" if self.client else "1 worker (in process)"
 
-    def map(self, fn, jobs: list[tuple], desc: str, progress: bool, on_result=None) -> list[dict]:
+    def map(self, fn, jobs: list[tuple], desc: str, progress: bool, on_result=None, should_stop=None) -> list[dict]:
         """``fn(*job)`` for every job; a progress bar with cells done / failed and the ETA;
-        ``on_result(result, done, total)`` after each."""
+        ``on_result(result, done, total)`` after each; when ``should_stop()`` turns true, jobs
+        not yet started are dropped (those in flight finish)."""
         results: list[dict] = []
         bar = tqdm(total=len(jobs), unit="cell", desc=desc, disable=not progress or not jobs)
 
@@ -229,8 +263,11 @@ class Executor:
             if on_result is not None:
                 on_result(r, len(results), len(jobs))
 
+        stopping = should_stop or (lambda: False)
         if self.client is None:
             for job in jobs:
+                if stopping():
+                    break
                 record(fn(*job))
         else:
             from dask.distributed import as_completed as dask_completed
@@ -239,6 +276,10 @@ class Executor:
             futures = {self.client.submit(fn, *job, key=f"{tag}-{job[0]}-{uuid.uuid4().hex[:8]}", retries=self.retries,
                                           pure=False): job for job in jobs}
             for fut in dask_completed(futures):
+                if stopping():
+                    self.client.cancel([f for f in futures if not f.done()])
+                    if fut.cancelled():
+                        continue
                 try:
                     record(fut.result())
                 except Exception as exc:  # the worker died on every attempt (e.g. out of memory)
@@ -261,8 +302,9 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
     publish. ``on_progress(fraction, message)`` is called after each cell; if it returns
     False the run stops after the cells in flight (:class:`Cancelled`). Returns a summary,
     also written to ``PRODUCTS/run_summary.json``."""
-    out = Path(out)
+    out = Path(out).resolve()  # workers of a remote scheduler have their own working directory
     t0 = time.time()
+    load_detector(cfg.detection)  # fails now, not after the DEM stage, if the configured weights are missing
     strips = footprints(discover_strips(str(strips_source)))
     cells = plan_cells(strips, cfg.sources.min_plan_coverage_fraction)
     if tiles:
@@ -301,7 +343,8 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
     with Executor(workers, scheduler) as ex:
         print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process) "
               f"on {ex.description} -> {out}", flush=True)
-        results = ex.map(run_cell, jobs, "DEM stage", progress, report("DEM stage", 0.8, 0.0))
+        stopped = lambda: stop["requested"]  # noqa: E731
+        results = ex.map(run_cell, jobs, "DEM stage", progress, report("DEM stage", 0.8, 0.0), stopped)
         for r in results:
             _record_failure(out, r)
         if stop["requested"]:
@@ -310,14 +353,17 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         # rasters changed, or the configuration, detector or climate did)
         climate_path = str(Path(climate).resolve()) if climate else None
         det_id, clim_id = detector_id(cfg.detection), _file_digest(climate_path)
-        live = sorted(p.parent.name for p in (out / "tiles").glob("*/cell.json"))
-        stage = []
-        for cid in live:
-            d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
-            if force or recorded_part_digest(out, cid) != d:
-                stage.append((cid, out, cfg, climate_path, d))
-        slump_results = ex.map(slump_task, stage, "slump stage", progress, report("slump stage", 0.15, 0.8))
-    published = assemble(out, cfg)
+        with products_lock(out):
+            stage = []
+            for cid in live_cells(out):
+                d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
+                if force or recorded_part_digest(out, cid) != d:
+                    stage.append((cid, out, cfg, climate_path, d, det_id, clim_id))
+            slump_results = ex.map(slump_task, stage, "slump stage", progress, report("slump stage", 0.15, 0.8),
+                                   stopped)
+            if stop["requested"]:
+                raise Cancelled(f"stopped in the slump stage after {len(slump_results)} of {len(stage)} cells")
+            published = assemble(out, cfg)
 
     failed = [r for r in results if r["status"] in ("failed", "no_data")]
     failed += [dict(r, error="slump stage: " + r["error"]) for r in slump_results if r["status"] == "failed"]

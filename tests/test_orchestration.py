@@ -233,3 +233,30 @@ def test_a_run_on_a_separately_started_dask_scheduler(sample, up_to_date, tmp_pa
                 pass
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_a_cancelled_job_stops_before_publishing(sample, up_to_date, tmp_path):
+    from pipeline.jobs import work_one
+
+    out, manifest = sample
+    products = tmp_path / "p"
+    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    (products / "tiles" / "backup").mkdir()  # a stray folder is ignored, not fatal
+    (products / "tiles" / "backup" / "cell.json").write_text("{}")
+
+    class CancelledWhileRunning(JobQueue):
+        def heartbeat(self, job_id, worker, **kw):
+            self.cancel(job_id)  # as `rts jobs cancel` from another shell, mid-run
+            return super().heartbeat(job_id, worker, **kw)
+
+    q = CancelledWhileRunning(products)
+    job = q.submit(tiles=manifest["sites"][0]["cells"])
+    assert work_one(q, str(out / "stac" / "catalog.json"), None, Config(), worker="w") == job.id
+    done = q.get(job.id)
+    assert done.status == "cancelled" and "stopped" in done.message
+    assert not (products / schema.INVENTORY).exists()  # nothing half-published
+    # the next job over the same cells completes and publishes
+    q2 = JobQueue(products)
+    q2.submit(tiles=manifest["sites"][0]["cells"])
+    jid = work_one(q2, str(out / "stac" / "catalog.json"), None, Config(), worker="w")
+    assert q2.get(jid).status == "done" and len(gpd.read_parquet(products / schema.INVENTORY)) > 0
