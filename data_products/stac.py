@@ -35,15 +35,22 @@ def _lonlat_bbox(bbox_3413: tuple[float, float, float, float]) -> list[float]:
     """WGS 84 bbox of an EPSG:3413 box (its densified edge; the pole inside gives lat 90)."""
     xmin, ymin, xmax, ymax = bbox_3413
     t = np.linspace(0, 1, 41)
-    xs = np.concatenate([xmin + (xmax - xmin) * t, np.full_like(t, xmax), xmax - (xmax - xmin) * t, np.full_like(t, xmin)])
-    ys = np.concatenate([np.full_like(t, ymin), ymin + (ymax - ymin) * t, np.full_like(t, ymax), ymax - (ymax - ymin) * t])
+    up_x, up_y = xmin + (xmax - xmin) * t, ymin + (ymax - ymin) * t
+    xs = np.concatenate([up_x, np.full_like(t, xmax), up_x[::-1], np.full_like(t, xmin)])
+    ys = np.concatenate([np.full_like(t, ymin), up_y, np.full_like(t, ymax), up_y[::-1]])
     lon, lat = _TO_LONLAT.transform(xs, ys)
     if xmin <= 0 <= xmax and ymin <= 0 <= ymax:
         return [-180.0, float(np.min(lat)), 180.0, 90.0]
+    if np.ptp(lon) > 180.0:  # crosses the antimeridian: STAC wants west > east there
+        east_of_0 = np.mod(lon, 360.0)
+        west, east = float(np.min(east_of_0)), float(np.max(east_of_0))
+        return [west - 360.0 if west > 180.0 else west, float(np.min(lat)),
+                east - 360.0 if east > 180.0 else east, float(np.max(lat))]
     return [float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))]
 
 
-def _asset(products: Path, rel: str, title: str, roles: list[str], columns=None, rows: int | None = None) -> pystac.Asset:
+def _asset(products: Path, rel: str, title: str, roles: list[str], columns=None,
+           rows: int | None = None) -> pystac.Asset:
     path = products / rel
     extra = {"file:checksum": sha256_multihash(path), "file:size": path.stat().st_size}
     if columns is not None:

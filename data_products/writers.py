@@ -61,8 +61,19 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def _finite(obj):
+    """NaN and infinities as null: strict JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+    write_text(path, json.dumps(_finite(obj), indent=1, default=str, allow_nan=False) + "\n")
 
 
 def conform(frame: pd.DataFrame, columns: tuple[schema.Column, ...], where: str) -> pd.DataFrame:

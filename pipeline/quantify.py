@@ -233,12 +233,13 @@ def regional_totals(inventory: pd.DataFrame, timeseries: pd.DataFrame, temperatu
         rows.append({"region": region, "n_slumps": len(g), "area_m2": float(g.area_m2.sum()),
                      "volume_m3": float(g.volume_m3.sum()),
                      "volume_sigma_m3": float(np.sqrt((g.volume_sigma_m3**2).sum())),
-                     "carbon_kg_yr": float(np.nansum(g.carbon_kg_yr)),
+                     "carbon_kg_yr": float(g.carbon_kg_yr.sum(min_count=1)),  # NaN when none is known
+                     "n_without_carbon": int(g.carbon_kg_yr.isna().sum()),
                      "n_with_r": int(r.notna().sum()),
                      "share_r_ge": float((r >= temperature_driven_r).sum() / r.notna().sum()) if r.notna().any()
                      else float("nan"),
                      "slope_m3_per_degc": slope, "slope_se_m3_per_degc": se})
     summary = pd.DataFrame(rows, columns=["region", "n_slumps", "area_m2", "volume_m3", "volume_sigma_m3",
-                                          "carbon_kg_yr", "n_with_r", "share_r_ge", "slope_m3_per_degc",
-                                          "slope_se_m3_per_degc"])
+                                          "carbon_kg_yr", "n_without_carbon", "n_with_r", "share_r_ge",
+                                          "slope_m3_per_degc", "slope_se_m3_per_degc"])
     return yearly.sort_values(["region", "year"]).reset_index(drop=True), summary

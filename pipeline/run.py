@@ -137,8 +137,9 @@ def _record_failure(out: Path, result: dict) -> None:
     """Keep a cell's failure beside its (previous, intact) products; cleared on success."""
     folder = out / "tiles" / result["cell_id"]
     if result["status"] in ("failed", "no_data"):
-        writers.write_json(folder / "failure.json", {"status": result["status"], "error": result.get("error"),
-                                                     "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        writers.write_json(folder / "failure.json",
+                           {"status": result["status"], "error": result.get("error"), "at": at})
     elif (folder / "failure.json").exists():
         (folder / "failure.json").unlink()
 
@@ -234,7 +235,11 @@ class Executor:
             else:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                             dashboard_address=None, silence_logs=logging.ERROR)
-                self.client = Client(self.cluster)
+                try:
+                    self.client = Client(self.cluster)
+                except Exception:
+                    self.cluster.close()
+                    raise
         return self
 
     def __exit__(self, *exc) -> None:

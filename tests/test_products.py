@@ -280,3 +280,11 @@ def test_matches_with_a_published_inventory_are_recorded_for_the_slump_pages(pub
     cat = Catalog(products)
     assert cat.matches(inv.rts_id[1]).reference_id.tolist() == [inv.rts_id[1]]
     assert cat.matches(inv.rts_id[0]).empty
+
+
+def test_stac_bbox_crosses_the_antimeridian_west_to_east():
+    from data_products.stac import _lonlat_bbox
+
+    west, south, east, north = _lonlat_bbox((-2.0e6, 1.9e6, -1.9e6, 2.0e6))  # Chukotka / Bering Strait
+    assert west > 170 and east < -170 and 60 < south < north < 70
+    assert _lonlat_bbox((-1e5, -1e5, 1e5, 1e5))[3] == 90.0  # the pole inside: all longitudes
