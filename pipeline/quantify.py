@@ -124,11 +124,24 @@ def _date(days: float):
     return None if not np.isfinite(days) else (EPOCH + np.timedelta64(int(days), "D")).astype("datetime64[D]").item()
 
 
+def complete_seasons(years, record: tuple[str, str] | None) -> list[int]:
+    """The thaw seasons (20 Jun - 22 Sep) lying wholly between the first and last DEM of the
+    record (ISO dates); the first and last seasons are usually seen only in part, so their
+    volumes are incomplete. All years when the record is unknown."""
+    if not record:
+        return [int(y) for y in years]
+    first, last = pd.Timestamp(record[0]), pd.Timestamp(record[1])
+    return [int(y) for y in years if first <= pd.Timestamp(int(y), 6, 20) and last >= pd.Timestamp(int(y), 9, 22)]
+
+
 def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, climate: Climate,
-             carbon: CarbonDensity, processed_at: pd.Timestamp) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+             carbon: CarbonDensity, processed_at: pd.Timestamp, record: tuple[str, str] | None = None
+             ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Inventory rows and yearly rows for the slumps detected in one cell's mosaic.
 
     ``detections``: polygons (EPSG:3413) with ``detector``, ``detector_score``, ``criteria``.
+    ``record``: the first and last DEM dates of the cell (ISO); r uses only the thaw seasons
+    wholly inside it (:func:`complete_seasons`).
     Returns (inventory part as a GeoDataFrame with the schema's columns, time-series part)."""
     res = cfg.grid.resolution_m
     L = mosaic.layers
@@ -167,7 +180,10 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         if binned > 0:  # the loss of the other pixels is shared in proportion, so years add up to V
             yearly["volume_m3"] *= volume / binned
         summer, note = climate.summer_at(float(lat[k]), float(lon[k]))
-        r, p, _, why = temperature_response(yearly["volume_m3"], summer, cfg.quantify.min_years)
+        complete = yearly["volume_m3"].loc[complete_seasons(yearly.index, record)]
+        r, p, _, why = temperature_response(complete, summer, cfg.quantify.min_years)
+        if why and len(complete) < len(yearly):
+            why += " (complete thaw seasons only)"
         if note:
             why = note
         for year, row in yearly.iterrows():
