@@ -12,8 +12,8 @@ Per slump, on the cell mosaic (EPSG:3413, 2 m):
 * the volume rate V / (latest t2 - earliest t1) and carbon = rate x carbon density
   (12 kg C m-3 by default, as Dai et al. 2025, or sampled from a gridded soil-carbon raster);
 * Pearson r and p of yearly volume against summer (July-August) air temperature at the
-  nearest climate-grid cell, for slumps with at least three years; otherwise r is empty and
-  ``temperature_note`` says why.
+  nearest climate-grid cell, over the thaw seasons wholly inside the record, for slumps with
+  at least three of them; otherwise r is empty and ``temperature_note`` says why.
 
 Regional and Arctic-wide yearly totals and the volume-temperature slope are in
 :func:`regional_totals`.
