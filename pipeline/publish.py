@@ -116,8 +116,8 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
         error = f"{type(exc).__name__}: {exc}"
         try:
             writers.write_json(products / PARTS / cell_id / "failure.json", {"error": error})
-        except OSError:
-            pass
+        except OSError as write_exc:  # the failure still reaches the run summary
+            log.error("could not record the failure of %s in its part folder: %s", cell_id, write_exc)
         return {"cell_id": cell_id, "status": "failed", "error": error, "seconds": time.perf_counter() - t0}
 
 

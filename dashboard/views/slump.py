@@ -10,6 +10,7 @@ import shapely
 import streamlit as st
 
 from dashboard import state
+from dashboard.charts import volume_against_temperature
 from data_products.catalog import QueryError, check_rts_id
 from data_products.grid import TileIdError
 
@@ -115,15 +116,9 @@ st.markdown("#### Yearly volume against summer temperature")
 if ts.empty:
     st.info("No yearly volumes for this slump.")
 else:
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=ts.year, y=ts.volume_m3, name="volume lost (m³)",
-                         error_y=dict(type="data", array=ts.volume_sigma_m3, visible=True), marker_color="#8c510a"))
-    if ts.summer_t2m_c.notna().any():
-        fig.add_trace(go.Scatter(x=ts.year, y=ts.summer_t2m_c, name="summer 2 m temperature (°C)", yaxis="y2",
-                                 mode="lines+markers", line=dict(color="#d6604d")))
-    fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=1.12),
-                      xaxis=dict(title="thaw season", dtick=1), yaxis=dict(title="volume (m³)"),
-                      yaxis2=dict(title="temperature (°C)", overlaying="y", side="right", showgrid=False))
+    fig = volume_against_temperature(ts.year, ts.volume_m3, ts.volume_sigma_m3, ts.summer_t2m_c,
+                                     volume_label="volume lost (m³)", volume_axis="volume (m³)",
+                                     temperature_label="summer 2 m temperature (°C)")
     st.plotly_chart(fig, width="stretch", key="yearly")
 
     good = ts.dropna(subset=["summer_t2m_c"])

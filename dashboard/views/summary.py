@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
+from dashboard.charts import volume_against_temperature
 
 cat = state.require_catalog()
 f = state.sidebar_filters(cat)
@@ -34,14 +35,10 @@ y = cat.yearly(f)
 if y.empty:
     st.info("No yearly volumes (rts_timeseries.parquet is absent or empty).")
 else:
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=y.year, y=y.volume_m3 / 1e6, name="volume lost (10⁶ m³)", marker_color="#8c510a",
-                         error_y=dict(type="data", array=y.volume_sigma_m3 / 1e6, visible=True)))
-    fig.add_trace(go.Scatter(x=y.year, y=y.summer_t2m_c, yaxis="y2", mode="lines+markers",
-                             name="mean summer 2 m temperature at the slumps (°C)", line=dict(color="#d6604d")))
-    fig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=1.15),
-                      xaxis=dict(title="thaw season", dtick=1), yaxis=dict(title="10⁶ m³"),
-                      yaxis2=dict(title="°C", overlaying="y", side="right", showgrid=False))
+    fig = volume_against_temperature(y.year, y.volume_m3 / 1e6, y.volume_sigma_m3 / 1e6, y.summer_t2m_c,
+                                     volume_label="volume lost (10⁶ m³)", volume_axis="10⁶ m³",
+                                     temperature_label="mean summer 2 m temperature at the slumps (°C)",
+                                     temperature_axis="°C", height=380)
     st.plotly_chart(fig, width="stretch", key="arctic_yearly")
     s = cat.volume_temperature_slope(f)
     if np.isfinite(s["slope_m3_per_c"]):
