@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from pyproj import Transformer
 
 from data_products import grid
 
@@ -33,7 +34,7 @@ from .terrain import recent_surface, total_curvature
 log = logging.getLogger(__name__)
 HALO_M = 32.0  # margin kept through resampling, cropped at the end
 EPOCH = dt.date(2000, 1, 1)
-RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation")
+RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "n_before", "n_after", "confidence", "curvature", "elevation")
 
 
 @dataclass
@@ -63,6 +64,15 @@ class CellResult:
 
 def _days(d: dt.date) -> int:
     return (d - EPOCH).days
+
+
+_TO_LONLAT = Transformer.from_crs(grid.CRS, "EPSG:4326", always_xy=True)
+
+
+def cell_latitude(cell: grid.Cell) -> float:
+    """Latitude (deg N) of the cell centre: the snow-free window depends on it."""
+    x0, y0, x1, y1 = cell.bounds
+    return float(_TO_LONLAT.transform((x0 + x1) / 2, (y0 + y1) / 2)[1])
 
 
 def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None) -> CellResult:
@@ -119,13 +129,13 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
         empty = ChangeResult(np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32),
                              np.full(shape, NODATA_DATE, np.int32), np.full(shape, NODATA_DATE, np.int32),
                              np.zeros(shape, np.int16) if zc is None else np.isfinite(zc).sum(0).astype(np.int16),
-                             np.full(shape, 255, np.uint8))
+                             np.full(shape, 255, np.uint8), np.full(shape, -1, np.int16), np.full(shape, -1, np.int16))
         surf = recent_surface(zc, cfg.terrain.latest_dems) if zc is not None else np.full(shape, np.nan, np.float32)
         curv = total_curvature(surf, res, cfg.terrain.smoothing_sigma_m)
         return CellResult(cell.id, empty, curv, surf, names, dates, bundle, timings, warnings, "too_few_dems")
 
     t3 = time.perf_counter()
-    change = detect_steps(zc, mc, used_dates, cfg.change)
+    change = detect_steps(zc, mc, used_dates, cfg.change, lat_deg=cell_latitude(cell))
     timings["change"] = time.perf_counter() - t3
     t4 = time.perf_counter()
     surf = recent_surface(zc, cfg.terrain.latest_dems)
@@ -141,6 +151,8 @@ RASTER_SPECS = {
     "t1": ("int32", NODATA_DATE, "date of the last observation before the step, days since 2000-01-01"),
     "t2": ("int32", NODATA_DATE, "date of the first observation after the step, days since 2000-01-01"),
     "n_obs": ("int16", -1, "number of observations used"),
+    "n_before": ("int16", -1, "trusted observations supporting the level before the step"),
+    "n_after": ("int16", -1, "trusted observations supporting the level after the step"),
     "confidence": ("uint8", 255, "1 confident step, 0 not confident, 255 undefined"),
     "curvature": ("float32", np.nan, "total curvature of the recent surface, m^-2"),
     "elevation": ("float32", np.nan, "recent surface: median of the latest coregistered DEMs, m"),
@@ -161,7 +173,8 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
     h, w = cell.shape(res)
     arrays = {
         "dh": result.change.dh, "dh_sigma": result.change.dh_sigma, "t1": result.change.t1, "t2": result.change.t2,
-        "n_obs": result.change.n_obs, "confidence": result.change.confidence, "curvature": result.curvature,
+        "n_obs": result.change.n_obs, "n_before": result.change.n_before, "n_after": result.change.n_after,
+        "confidence": result.change.confidence, "curvature": result.curvature,
         "elevation": result.elevation,
     }
     for name, arr in arrays.items():

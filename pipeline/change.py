@@ -5,23 +5,38 @@ constant with one step, z(t) = a + dh * H(t - t_c). The reference code takes the
 first difference as the event and refines its magnitude by a least-squares Heaviside fit.
 Here the step position itself is the least-squares optimum: for every admissible split
 of the sorted series the two-level fit's weighted residual sum of squares is computed
-from cumulative sums (O(n) per pixel, vectorised over the cell), and the minimum wins.
-This is the maximum-likelihood single step, and it is not fooled by one noisy
-difference the way the largest jump is.
+from cumulative sums (O(n) per pixel), and the minimum wins: the maximum-likelihood
+single step, not fooled by one noisy difference the way the largest jump is.
 
-Weights: matchtag-1 observations have sigma ``sigma_matched_m``; interpolated (matchtag 0)
-ones are kept at ``sigma_interpolated_m`` (the reference code dilates and drops them), and
-acquisitions outside the snow-free months at no better than ``sigma_snow_season_m`` (drifts).
-Before the fit, observations more than ``blunder_gain_m`` above both temporal neighbours are
-removed (clouds; the ground never rises that much in one interval). At the ends of a series
-only one neighbour exists, so a drop deeper than ``blunder_gain_m`` between the first two
-observations would be read as a cloud in the first one: the threshold sits above the depth
-a slump removes from one pixel in one interval. Then, twice, residual
-outliers beyond ``outlier_nsigma`` robust sigmas are rejected and the step refitted (spring
-snow, unflagged blunders).
+What is not ground is removed *before* the fit, wherever it sits in the series:
 
-Admissibility: each side of a step needs two observations, or one trusted observation
-(matched, in a snow-free month) — a step resting on a single spring DEM is snow, not a slump.
+1. **Consensus.** An observation that disagrees with the median of its nearest
+   ``consensus_neighbours`` observations on both sides (by more than
+   max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma)) is rejected:
+   unflagged clouds high *or* low, matching failures, a spring drift. Trusted
+   neighbours (matched, inside the snow-free window of :mod:`pipeline.snow`) are
+   preferred, so an early-summer acquisition carrying late snow is judged against the
+   late-summer acquisitions of the same and adjacent years; two cloudy acquisitions of
+   one summer are outvoted by the third neighbour. A real step passes: each observation
+   agrees with its own side.
+2. **Weights.** Matched observations have sigma ``sigma_matched_m``; interpolated
+   (matchtag 0) ones are kept at ``sigma_interpolated_m`` (the reference code dilates and
+   drops them); acquisitions outside the snow-free window at no better than
+   ``sigma_snow_season_m``.
+3. **Fit and residual outliers**: the optimal split, then twice residual outliers
+   beyond ``outlier_nsigma`` robust sigmas rejected and the step refitted.
+4. **Support.** At the ends of a series only one side exists, so a blunder in the first
+   or last acquisition looks exactly like a step. The support of each side is recorded
+   (``n_before``, ``n_after``): the number of trusted *epochs* (trusted observations more
+   than ``support_epoch_days`` apart: strips of one day can share a cloud, strips weeks
+   apart cannot share an artefact at one place); a step with fewer than
+   ``min_support_obs`` on a side is never confident, whatever its size. Such unsupported
+   steps (|dh| >= ``unsupported_min_dh_m``) are kept only where they continue supported
+   change of the same sign (the first and last seasons of a retreating headwall, next to
+   the bands it cut in the seasons between) and are not much larger than it; elsewhere
+   the pixel is refitted without the observations of its short side.
+
+Admissibility: each side of a step needs two observations, or one trusted observation.
 
 Nested scars: a headwall can pass a pixel twice, so where the dominant step is a drop of at
 least ``secondary_step_m``, the observations before and after it are searched for one
@@ -32,18 +47,26 @@ those of the dominant step.
 Outputs per pixel: ``dh`` (m, negative = ground dropped), ``dh_sigma`` (m, posterior sigma
 of the step: the a-posteriori variance factor, floored at 1, times 1/W_before + 1/W_after),
 ``t1``/``t2`` (days since 2000-01-01 of the last observation before and the first after the
-step), ``n_obs`` (observations used) and ``confidence`` (1 when |dh| >= 3 sigma with >= 4
-DEMs, sigma < 2 m, and the 3x3 spread of event time < 1 year).
+step; an observation rejected between them that is already past halfway to the new level
+moves t2 earlier: a headwall caught mid-pixel), ``n_obs`` (observations used),
+``n_before``/``n_after`` (trusted epochs supporting each side) and ``confidence``
+(1 when |dh| >= 3 sigma with >= 4 DEMs, sigma < 2 m, >= ``min_support_obs`` on each side
+and a 3x3 spread of event time < 1 year).
+
+The per-pixel kernel is compiled with numba (one pass over the stack, no temporary
+(n, H, W) arrays); it releases the GIL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import ndimage
 
 from .config import ChangeConfig
+from .snow import trusted_acquisitions
 
 NODATA_DATE = -9999
 
@@ -56,180 +79,334 @@ class ChangeResult:
     t2: np.ndarray  # int32
     n_obs: np.ndarray  # int16
     confidence: np.ndarray  # uint8: 1 confident, 0 not, 255 undefined
+    n_before: np.ndarray | None = None  # int16 trusted epochs before the step (-1 undefined)
+    n_after: np.ndarray | None = None  # int16 trusted epochs after it
 
 
-def _fit_chunk(z: np.ndarray, w: np.ndarray, trusted: np.ndarray):
-    """Best single step for each column of z (n, P). w = 0 marks unused observations.
-
-    Returns (k, dh, mean_before, mean_after, ssr, W_before, W_after, n_used); k = index of
-    the first observation after the step (-1 where no admissible split exists).
-    """
-    n, p = z.shape
-    used = w > 0
-    zc = np.where(used, z, 0.0)
-    W = np.cumsum(w, axis=0)
-    S = np.cumsum(w * zc, axis=0)
-    Q = np.cumsum(w * zc * zc, axis=0)
-    N = np.cumsum(used, axis=0)
-    R = np.cumsum(trusted & used, axis=0)
-    Wt, St, Qt, Nt, Rt = W[-1], S[-1], Q[-1], N[-1], R[-1]
-    # split before index k = 1..n-1: "before" = cumulative at k-1
-    Wb, Sb, Qb, Nb, Rb = W[:-1], S[:-1], Q[:-1], N[:-1], R[:-1]
-    Wa, Sa, Qa, Na, Ra = Wt - Wb, St - Sb, Qt - Qb, Nt - Nb, Rt - Rb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ssr = (Qb - Sb * Sb / Wb) + (Qa - Sa * Sa / Wa)
-    ok = used[1:] & (Nb >= 1) & (Na >= 1) & ((Nb >= 2) | (Rb >= 1)) & ((Na >= 2) | (Ra >= 1))
-    ssr = np.where(ok, ssr, np.inf)
-    best = np.argmin(ssr, axis=0)
-    cols = np.arange(p)
-    has = np.isfinite(ssr[best, cols])
-    wb, wa = Wb[best, cols], Wa[best, cols]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mb = Sb[best, cols] / wb
-        ma = Sa[best, cols] / wa
-    k = np.where(has, best + 1, -1)
-    return k, ma - mb, mb, ma, ssr[best, cols], wb, wa, Nt
+# ----------------------------------------------------------------------------- numba kernel
 
 
-def _secondary_steps(z, w, trusted, k, step, mb, ma, wb, wa, var_factor, idx_n, min_step_m):
-    """Total change where a pixel dropped twice (a headwall retreating over it in two
-    seasons, nested scars): for pixels whose dominant step drops by ``min_step_m`` or more,
-    the best further step within the observations before it and within those after it is
-    found the same way; a further drop of at least ``min_step_m`` and 3 sigma is kept, and dh
-    becomes last level - first level. Returns (dh, sigma) with unchanged values elsewhere."""
-    big = (k >= 0) & (step <= -min_step_m)
-    if not big.any():
-        return step, np.sqrt(var_factor * (1.0 / wb + 1.0 / wa))
-    first, last = mb.copy(), ma.copy()
-    w_first, w_last = wb.copy(), wa.copy()
-    zb, wbig, tb, kb = z[:, big], w[:, big], trusted[:, big], k[big]
-    for side in ("before", "after"):
-        inside = idx_n < kb[None, :] if side == "before" else idx_n >= kb[None, :]
-        k2, st2, mb2, ma2, _, wb2, wa2, _ = _fit_chunk(zb, np.where(inside, wbig, 0.0), tb)
-        with np.errstate(all="ignore"):
-            s2 = np.sqrt(var_factor[big] * (1.0 / wb2 + 1.0 / wa2))
-            keep = (k2 >= 0) & (st2 <= -min_step_m) & (-st2 >= 3.0 * s2)
-        sel = np.flatnonzero(big)[keep]
-        if side == "before":
-            first[sel], w_first[sel] = mb2[keep], wb2[keep]
-        else:
-            last[sel], w_last[sel] = ma2[keep], wa2[keep]
-    with np.errstate(all="ignore"):
-        return last - first, np.sqrt(var_factor * (1.0 / w_first + 1.0 / w_last))
+@numba.njit(cache=True, nogil=True)
+def _median(buf, n):
+    """Median of buf[:n] (n small; insertion sort in place on a copy)."""
+    a = buf[:n].copy()
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+    if n % 2 == 1:
+        return a[n // 2]
+    return 0.5 * (a[n // 2 - 1] + a[n // 2])
 
 
-def blunders(z: np.ndarray, valid: np.ndarray, gain_m: float) -> np.ndarray:
-    """Observations more than ``gain_m`` above both temporal neighbours (or the one
-    neighbour, at the ends of the series): clouds. (n, P) arrays; a step down is never
-    a blunder, since the observations before it agree with their predecessors."""
-    n, p = z.shape
-    idx = np.where(valid, np.arange(n)[:, None], -1)
-    prev_idx = np.maximum.accumulate(idx, axis=0)  # last valid index <= i
-    idx_r = np.where(valid, np.arange(n)[:, None], n)
-    next_idx = np.minimum.accumulate(idx_r[::-1], axis=0)[::-1]  # first valid index >= i
-    prev_idx = np.vstack([np.full((1, p), -1), prev_idx[:-1]])  # strictly before
-    next_idx = np.vstack([next_idx[1:], np.full((1, p), n)])  # strictly after
-    cols = np.arange(p)[None, :]
-    prev_z = np.where(prev_idx >= 0, z[np.clip(prev_idx, 0, n - 1), cols], -np.inf)
-    next_z = np.where(next_idx < n, z[np.clip(next_idx, 0, n - 1), cols], -np.inf)
-    ref = np.maximum(prev_z, next_z)
-    return valid & np.isfinite(ref) & (z - ref > gain_m)
+@numba.njit(cache=True, nogil=True)
+def _side_median(y, tr, m, j, direction, k, buf):
+    """Median of the nearest ``k`` observations on one side of j (trusted ones preferred:
+    used when at least two exist on that side). Returns (median, count)."""
+    cnt = 0
+    i = j + direction
+    while 0 <= i < m and cnt < k:
+        if tr[i]:
+            buf[cnt] = y[i]
+            cnt += 1
+        i += direction
+    if cnt < 2:
+        cnt = 0
+        i = j + direction
+        while 0 <= i < m and cnt < k:
+            buf[cnt] = y[i]
+            cnt += 1
+            i += direction
+    if cnt == 0:
+        return 0.0, 0
+    return _median(buf, cnt), cnt
 
 
-def detect_steps(
-    z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: ChangeConfig, *, chunk_px: int = 131_072,
-) -> ChangeResult:
+@numba.njit(cache=True, nogil=True)
+def _fit_step(y, w, tr, a, b):
+    """Best single step of y[a:b] with weights w (0 = unused). Returns
+    (k, mean_before, mean_after, ssr, W_before, W_after, n_used); k = index of the first
+    observation after the step, -1 where no admissible split exists."""
+    Wt = 0.0
+    St = 0.0
+    Qt = 0.0
+    Nt = 0
+    Rt = 0
+    for i in range(a, b):
+        if w[i] > 0:
+            Wt += w[i]
+            St += w[i] * y[i]
+            Qt += w[i] * y[i] * y[i]
+            Nt += 1
+            if tr[i]:
+                Rt += 1
+    best_k = -1
+    best_ssr = np.inf
+    bmb = 0.0
+    bma = 0.0
+    bwb = 0.0
+    bwa = 0.0
+    Wb = 0.0
+    Sb = 0.0
+    Qb = 0.0
+    Nb = 0
+    Rb = 0
+    for k in range(a, b):
+        if k > a and w[k] > 0 and Nb >= 1:
+            Na = Nt - Nb
+            Ra = Rt - Rb
+            if Na >= 1 and (Nb >= 2 or Rb >= 1) and (Na >= 2 or Ra >= 1):
+                Wa = Wt - Wb
+                Sa = St - Sb
+                Qa = Qt - Qb
+                ssr = (Qb - Sb * Sb / Wb) + (Qa - Sa * Sa / Wa)
+                if ssr < best_ssr:
+                    best_ssr = ssr
+                    best_k = k
+                    bmb = Sb / Wb
+                    bma = Sa / Wa
+                    bwb = Wb
+                    bwa = Wa
+        if w[k] > 0:
+            Wb += w[k]
+            Sb += w[k] * y[k]
+            Qb += w[k] * y[k] * y[k]
+            Nb += 1
+            if tr[k]:
+                Rb += 1
+    return best_k, bmb, bma, best_ssr, bwb, bwa, Nt
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, min_dems, cons_k, cons_min, cons_nsig,
+                out_nsig, out_iter, sec_step, epoch_days,
+                o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
+    n, P = z.shape
+    y = np.empty(n)
+    w = np.empty(n)
+    w0 = np.empty(n)
+    sg = np.empty(n)
+    tr = np.zeros(n, np.bool_)
+    oi = np.empty(n, np.int64)
+    buf = np.empty(max(cons_k, n))
+    rej = np.zeros(n, np.bool_)
+    for p in range(P):
+        m = 0
+        for i in range(lo[p], hi[p]):
+            v = z[i, p]
+            if np.isfinite(v):
+                y[m] = v
+                oi[m] = i
+                mt = matched[i, p]
+                s = s_m if mt else s_i
+                if not trusted_acq[i] and s < s_snow:
+                    s = s_snow
+                sg[m] = s
+                tr[m] = mt and trusted_acq[i]
+                m += 1
+        o_nused[p] = m
+        o_k[p] = -1
+        if m < min_dems or m < 2:
+            continue
+        med = _median(y, m)
+        for j in range(m):
+            y[j] -= med
+        # 1. consensus: disagreeing with both sides = not ground
+        for j in range(m):
+            L, nl = _side_median(y, tr, m, j, -1, cons_k, buf)
+            R, nr = _side_median(y, tr, m, j, 1, cons_k, buf)
+            tau = max(cons_min, cons_nsig * np.sqrt(sg[j] * sg[j] + s_m * s_m))
+            rej[j] = nl > 0 and nr > 0 and abs(y[j] - L) > tau and abs(y[j] - R) > tau
+        for j in range(m):
+            w[j] = 0.0 if rej[j] else 1.0 / (sg[j] * sg[j])
+            w0[j] = w[j]
+        # 2-3. fit, then residual outliers
+        k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
+        for it in range(out_iter):
+            if k < 0:
+                break
+            cnt = 0
+            for j in range(m):
+                if w[j] > 0:
+                    f = mb if j < k else ma
+                    buf[cnt] = abs((y[j] - f) * np.sqrt(w[j]))
+                    cnt += 1
+            scale = max(1.0, 1.4826 * _median(buf, cnt))
+            changed = False
+            for j in range(m):
+                if w[j] > 0:
+                    f = mb if j < k else ma
+                    if abs((y[j] - f) * np.sqrt(w[j])) > out_nsig * scale:
+                        w[j] = 0.0
+                        changed = True
+            if not changed:
+                break
+            k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
+        if k < 0:
+            continue
+        dof = max(nt - 2, 1)
+        vf = ssr / dof if nt > 2 else 1.0
+        if vf < 1.0:
+            vf = 1.0
+        step = ma - mb
+        first, last, wf, wl = mb, ma, wb, wa
+        # nested scars: a further drop before or after the dominant one
+        if sec_step > 0 and step <= -sec_step:
+            k2, mb2, ma2, _, wb2, wa2, _ = _fit_step(y, w0, tr, 0, k)
+            if k2 >= 0:
+                s2 = np.sqrt(vf * (1.0 / wb2 + 1.0 / wa2))
+                if ma2 - mb2 <= -sec_step and -(ma2 - mb2) >= 3.0 * s2:
+                    first, wf = mb2, wb2
+            k2, mb2, ma2, _, wb2, wa2, _ = _fit_step(y, w0, tr, k, m)
+            if k2 >= 0:
+                s2 = np.sqrt(vf * (1.0 / wb2 + 1.0 / wa2))
+                if ma2 - mb2 <= -sec_step and -(ma2 - mb2) >= 3.0 * s2:
+                    last, wl = ma2, wa2
+        o_dh[p] = last - first
+        o_sig[p] = np.sqrt(vf * (1.0 / wf + 1.0 / wl))
+        # t1/t2, and support on each side
+        lb = -1
+        nb = 0
+        na = 0
+        nu = 0
+        last_b = -(1 << 40)
+        last_a = -(1 << 40)
+        for j in range(m):
+            if w[j] > 0:
+                nu += 1
+                dj = dates[oi[j]]
+                if j < k:
+                    lb = j
+                    if tr[j] and dj - last_b > epoch_days:
+                        nb += 1
+                        last_b = dj
+                elif tr[j] and dj - last_a > epoch_days:
+                    na += 1
+                    last_a = dj
+        kk = k
+        # an observation rejected between the two sides, lying between the two levels:
+        # part of the drop seen (a headwall caught mid-pixel)
+        half = mb + 0.5 * step
+        lo_lev = min(mb, ma) - cons_min
+        hi_lev = max(mb, ma) + cons_min
+        sgn = 1.0 if step > 0 else -1.0
+        first_past = -1
+        for j in range(lb + 1, k):
+            if w[j] == 0 and lo_lev <= y[j] <= hi_lev and (y[j] - half) * sgn > 0:
+                first_past = j
+                break
+        if first_past >= 0:
+            kk = first_past
+        for j in range(lb + 1, kk):
+            if w[j] == 0 and lo_lev <= y[j] <= hi_lev:
+                lb = j
+        o_t1[p] = dates[oi[lb]] if lb >= 0 else dates[oi[0]]
+        o_t2[p] = dates[oi[kk]]
+        o_nused[p] = nu
+        o_nb[p] = nb
+        o_na[p] = na
+        o_k[p] = oi[k]
+
+
+def _run_kernel(zf, mf, trusted, dates, lo, hi, cfg: ChangeConfig):
+    P = zf.shape[1]
+    out = {
+        "dh": np.full(P, np.nan, np.float32), "sig": np.full(P, np.nan, np.float32),
+        "t1": np.full(P, NODATA_DATE, np.int32), "t2": np.full(P, NODATA_DATE, np.int32),
+        "nused": np.zeros(P, np.int16), "nb": np.full(P, -1, np.int16), "na": np.full(P, -1, np.int16),
+        "k": np.full(P, -1, np.int64),
+    }
+    _fit_pixels(zf, mf, trusted, dates.astype(np.int64), lo, hi, cfg.sigma_matched_m, cfg.sigma_interpolated_m,
+                cfg.sigma_snow_season_m, cfg.min_dems, cfg.consensus_neighbours, cfg.consensus_min_m,
+                cfg.consensus_nsigma, cfg.outlier_nsigma, cfg.outlier_iterations, cfg.secondary_step_m,
+                cfg.support_epoch_days,
+                out["dh"], out["sig"], out["t1"], out["t2"], out["nused"], out["nb"], out["na"], out["k"])
+    return out
+
+
+def unsupported_to_refit(dh, sig, nb, na, cfg: ChangeConfig) -> np.ndarray:
+    """Pixels (H, W) whose step rests on fewer than ``min_support_obs`` trusted epochs
+    on a side and does not continue supported change of the same sign (connected to it,
+    and at most ``unsupported_magnitude_factor`` x the largest supported |dh| of that
+    connected area + ``unsupported_margin_m``): artefacts of the first or last
+    acquisitions, to be refitted without them."""
+    defined = np.isfinite(dh)
+    d = np.nan_to_num(dh, nan=0.0)
+    s = np.nan_to_num(sig, nan=np.inf)
+    short = defined & (np.minimum(nb, na) < cfg.min_support_obs) & (np.abs(d) >= cfg.unsupported_min_dh_m)
+    if not short.any():
+        return short
+    supported = (defined & (np.minimum(nb, na) >= cfg.min_support_obs) & (np.abs(d) >= cfg.unsupported_min_dh_m)
+                 & (np.abs(d) >= cfg.confidence_nsigma * s))
+    refit = np.zeros(dh.shape, bool)
+    eight = np.ones((3, 3), bool)
+    for sign in (-1.0, 1.0):
+        u = short & (np.sign(d) == sign)
+        if not u.any():
+            continue
+        sp = supported & (np.sign(d) == sign)
+        lab, n = ndimage.label(u | sp, structure=eight)
+        attached = np.zeros(n + 1, bool)
+        attached[np.unique(lab[sp])] = True
+        attached[0] = False
+        # the largest supported |dh| of each connected area: a retreating headwall's newest
+        # band can be wider than any fixed window, an artefact blob is much deeper than the scar
+        comp_max = np.zeros(n + 1)
+        if n:
+            comp_max[1:] = ndimage.maximum(np.where(sp, np.abs(d), 0.0), lab, index=np.arange(1, n + 1))
+        keep = u & attached[lab] & (np.abs(d) <= cfg.unsupported_magnitude_factor * comp_max[lab]
+                                    + cfg.unsupported_margin_m)
+        refit |= u & ~keep
+    return refit
+
+
+def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: ChangeConfig, *,
+                 lat_deg: float | None = None) -> ChangeResult:
     """Dominant step per pixel of the coregistered stack ``z`` (n, H, W), NaN = no data.
 
     ``dates``: (n,) acquisition dates as days since 2000-01-01, ascending.
     ``matched``: (n, H, W) True for matchtag-1 observations.
+    ``lat_deg``: latitude of the cell (the snow-free window); ``cfg.default_latitude_deg``
+    when None.
     """
     n, H, Wd = z.shape
+    dates = np.asarray(dates)
     if n and np.any(np.diff(dates) < 0):
         raise ValueError("detect_steps: dates must be ascending")
-    months = np.array([(np.datetime64("2000-01-01") + np.timedelta64(int(d), "D")).astype(object).month for d in dates])
-    snow_free = np.isin(months, cfg.snow_free_months)
+    lat = cfg.default_latitude_deg if lat_deg is None else float(lat_deg)
+    trusted = trusted_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     P = H * Wd
-    zf = z.reshape(n, P)
-    mf = matched.reshape(n, P)
-    dh = np.full(P, np.nan, np.float32)
-    sig = np.full(P, np.nan, np.float32)
-    t1 = np.full(P, NODATA_DATE, np.int32)
-    t2 = np.full(P, NODATA_DATE, np.int32)
-    nobs = np.zeros(P, np.int16)
-    s_m2 = 1.0 / cfg.sigma_matched_m**2
-    s_i2 = 1.0 / cfg.sigma_interpolated_m**2
-    s_s2 = 1.0 / cfg.sigma_snow_season_m**2
-    idx_n = np.arange(n)[:, None]
-    for start in range(0, P, chunk_px):
-        sl = slice(start, min(P, start + chunk_px))
-        zc = zf[:, sl].astype(np.float64)
-        valid = np.isfinite(zc)
-        cnt = valid.sum(axis=0)
-        live = cnt >= max(2, cfg.min_dems)
-        nobs[sl] = cnt.astype(np.int16)
-        if not live.any():
-            continue
-        zc, valid, mc = zc[:, live], valid[:, live], mf[:, sl][:, live]
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(zc, axis=0)
-        zc = np.where(valid, zc - med, 0.0)  # centred: keeps the sums well conditioned
-        valid &= ~blunders(zc, valid, cfg.blunder_gain_m)
-        w = np.where(valid, np.where(mc, s_m2, s_i2), 0.0)
-        w = np.where(snow_free[:, None], w, np.minimum(w, s_s2))  # snow-season DEMs: snow drifts
-        trusted = mc & snow_free[:, None]
-        w0 = w  # before outlier rejection: a second drop at the end of a series is not an outlier
-        for it in range(cfg.outlier_iterations + 1):
-            k, step, mb, ma, ssr, wb, wa, nt = _fit_chunk(zc, w, trusted)
-            if it == cfg.outlier_iterations:
-                break
-            fit = np.where(idx_n < k[None, :], mb[None, :], ma[None, :])
-            u = (zc - fit) * np.sqrt(w)  # residuals in units of each observation's sigma
-            used = w > 0
-            absu = np.where(used, np.abs(u), np.nan)
-            with np.errstate(all="ignore"):
-                scale = np.maximum(1.0, 1.4826 * np.nanmedian(absu, axis=0))
-            out = used & (np.abs(u) > cfg.outlier_nsigma * scale[None, :]) & (k[None, :] >= 0)
-            if not out.any():
-                break
-            w = np.where(out, 0.0, w)
-        has = k >= 0
-        dof = np.maximum(nt - 2, 1)
-        var_factor = np.maximum(np.where(nt > 2, ssr / dof, 1.0), 1.0)
-        with np.errstate(all="ignore"):
-            s = np.sqrt(var_factor * (1.0 / wb + 1.0 / wa))
-        used = w > 0
-        if cfg.secondary_step_m > 0:
-            step, s = _secondary_steps(zc, w0, trusted, k, step, mb, ma, wb, wa, var_factor, idx_n,
-                                       cfg.secondary_step_m)
-        # t1: last used observation before k; t2: observation k ...
-        before = used & (idx_n < k[None, :])
-        last_before = np.where(before.any(axis=0), n - 1 - np.argmax(before[::-1], axis=0), 0)
-        kk = np.clip(k, 0, n - 1)
-        # ... unless observations rejected as outliers lie between them: a headwall caught
-        # mid-pixel shows part of the drop. The step happened before the first of them
-        # that is past halfway to the new level, and after the last that is not.
-        half = mb + step / 2.0
-        between = valid & ~used & (idx_n > last_before[None, :]) & (idx_n < k[None, :])
-        past = between & ((zc - half[None, :]) * np.sign(step)[None, :] > 0)
-        kk = np.where(past.any(axis=0), np.argmax(past, axis=0), kk)
-        not_past = between & ~past & (idx_n < kk[None, :])
-        last_before = np.where(not_past.any(axis=0), n - 1 - np.argmax(not_past[::-1], axis=0), last_before)
-        out_dh = np.where(has, step, np.nan).astype(np.float32)
-        out_s = np.where(has, s, np.nan).astype(np.float32)
-        live_idx = np.flatnonzero(live) + start
-        dh[live_idx] = out_dh
-        sig[live_idx] = out_s
-        t1[live_idx] = np.where(has, dates[last_before], NODATA_DATE).astype(np.int32)
-        t2[live_idx] = np.where(has, dates[kk], NODATA_DATE).astype(np.int32)
-        nobs[live_idx] = used.sum(axis=0).astype(np.int16)
-    dh, sig = dh.reshape(H, Wd), sig.reshape(H, Wd)
-    t1, t2, nobs = t1.reshape(H, Wd), t2.reshape(H, Wd), nobs.reshape(H, Wd)
-    conf = confidence_flag(dh, sig, t1, t2, nobs, cfg)
-    return ChangeResult(dh, sig, t1, t2, nobs, conf)
+    zf = np.ascontiguousarray(z.reshape(n, P), dtype=np.float32)
+    mf = np.ascontiguousarray(matched.reshape(n, P), dtype=np.bool_)
+    lo = np.zeros(P, np.int64)
+    hi = np.full(P, n, np.int64)
+    out = _run_kernel(zf, mf, trusted, dates, lo, hi, cfg)
+    if n:
+        refit = unsupported_to_refit(out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd), out["nb"].reshape(H, Wd),
+                                     out["na"].reshape(H, Wd), cfg).ravel()
+        idx = np.flatnonzero(refit)
+        if idx.size:
+            short_before = out["nb"][idx] < out["na"][idx]
+            k = out["k"][idx]
+            sub_lo = np.where(short_before, k, 0).astype(np.int64)
+            sub_hi = np.where(short_before, n, k).astype(np.int64)
+            sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, dates,
+                              sub_lo, sub_hi, cfg)
+            for key in ("dh", "sig", "t1", "t2", "nb", "na"):
+                out[key][idx] = sub[key]
+            # the pixel's observation count stays the whole series' (it was seen that often)
+    dh, sig = out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd)
+    t1, t2 = out["t1"].reshape(H, Wd), out["t2"].reshape(H, Wd)
+    nobs = out["nused"].reshape(H, Wd)
+    nb, na = out["nb"].reshape(H, Wd), out["na"].reshape(H, Wd)
+    conf = confidence_flag(dh, sig, t1, t2, nobs, cfg, nb, na)
+    return ChangeResult(dh, sig, t1, t2, nobs, conf, nb, na)
 
 
-def confidence_flag(dh, sig, t1, t2, nobs, cfg: ChangeConfig) -> np.ndarray:
+def confidence_flag(dh, sig, t1, t2, nobs, cfg: ChangeConfig, n_before=None, n_after=None) -> np.ndarray:
     """1 where the step is confident (see module docstring), 0 where not, 255 undefined."""
     defined = np.isfinite(dh)
     t_event = np.where(defined, (t1.astype(np.float64) + t2) / 2.0, np.nan)
@@ -248,4 +425,6 @@ def confidence_flag(dh, sig, t1, t2, nobs, cfg: ChangeConfig) -> np.ndarray:
             & (sig < cfg.confidence_max_sigma_m)
             & (spread < cfg.confidence_max_time_spread_days)
         )
+    if n_before is not None and n_after is not None:
+        ok &= np.minimum(n_before, n_after) >= cfg.min_support_obs
     return np.where(defined, ok.astype(np.uint8), 255).astype(np.uint8)

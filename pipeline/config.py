@@ -92,22 +92,50 @@ class CoregConfig:
 
 @dataclass(frozen=True)
 class ChangeConfig:
-    """Per-pixel dominant-step model (DESIGN step 4)."""
+    """Per-pixel dominant-step model (DESIGN step 4; :mod:`pipeline.change`)."""
 
-    #: an observation more than this above both temporal neighbours is a blunder
-    #: (clouds sit above the ground; the ground never rises this much in one interval)
-    blunder_gain_m: float = 12.0
     #: 1-sigma elevation precision of a matched (matchtag 1) observation
     sigma_matched_m: float = 0.3
     #: 1-sigma of an interpolated (matchtag 0) observation: kept, at low weight
     sigma_interpolated_m: float = 3.0
-    #: 1-sigma of an acquisition outside the snow-free months (snow drifts of metres)
+    #: 1-sigma (at best) of an acquisition outside the snow-free window (drifts, late snow)
     sigma_snow_season_m: float = 1.0
+    #: snow-free window by latitude (:mod:`pipeline.snow`): melt-out day of year at 60 deg N
+    #: and its delay per degree further north ...
+    melt_out_doy_at_60n: float = 140.0
+    melt_out_days_per_deg: float = 2.4
+    #: ... plus this many days for lee-slope snow banks to melt ...
+    late_snow_lag_days: float = 10.0
+    #: ... until the first lasting snow (day of year at 60 deg N, advance per degree north)
+    snow_onset_doy_at_60n: float = 290.0
+    snow_onset_days_per_deg: float = 2.2
+    #: latitude assumed when the caller gives none (constructed series in tests)
+    default_latitude_deg: float = 70.0
+    #: consensus test: an observation is rejected when it disagrees with the median of its
+    #: nearest ``consensus_neighbours`` observations on *both* sides by more than
+    #: max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma) (clouds high or
+    #: low, matching failures, snow); trusted neighbours are preferred
+    consensus_neighbours: int = 3
+    consensus_min_m: float = 1.0
+    consensus_nsigma: float = 4.0
     #: residual outliers beyond this many sigmas are rejected (two iterations)
     outlier_nsigma: float = 3.0
     outlier_iterations: int = 2
-    #: months whose acquisitions are trusted alone on one side of a step (snow-free)
-    snow_free_months: tuple[int, ...] = (6, 7, 8, 9)
+    #: a step needs this many trusted epochs of observation on each side to be supported;
+    #: a step resting on fewer (a change seen only by the first or last acquisition) is never
+    #: confident, and is refitted without them unless it continues supported change
+    min_support_obs: int = 2
+    #: observations closer in time than this count as one epoch of support: strips of
+    #: one day (or one week) can share a cloud, a drift, a matching failure; two
+    #: acquisitions weeks apart cannot share an artefact at the same place
+    support_epoch_days: int = 7
+    #: unsupported steps are kept where they join supported change of the same sign and
+    #: are no larger than this factor times the largest supported |dh| of the connected
+    #: area they join, plus ``unsupported_margin_m``
+    unsupported_magnitude_factor: float = 1.5
+    unsupported_margin_m: float = 1.0
+    #: unsupported steps smaller than this are left alone (they are noise either way)
+    unsupported_min_dh_m: float = 1.0
     #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
     confidence_nsigma: float = 3.0
     confidence_min_obs: int = 4

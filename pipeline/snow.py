@@ -1,0 +1,44 @@
+"""When the ground is snow-free: the day-of-year window an acquisition is trusted in.
+
+Snow sits on the ground in ArcticDEM strips: spring drifts metres deep in April and May,
+and in the High Arctic late-lying snow banks in the lee of valley sides well into July,
+recurring every year at the same places, so the early acquisitions of every summer sit
+higher than the late ones. No bitmask flags it. The snow-free season depends on
+latitude: snow melts out around 1 June at 65 deg N and about five weeks later at 80 deg N,
+and the first lasting snow comes in early October at 65 deg N and early September at 80 deg N
+(a linear fit through the melt-out and onset dates of Arctic tundra stations; e.g.
+Bokhorst et al. 2016, Ambio 45, for the climatology).
+
+An acquisition is *trusted* when it falls inside
+``[melt_out + late_snow_lag_days, snow_onset]``: outside, it is kept at low weight
+(``ChangeConfig.sigma_snow_season_m``) and never counts as support for a step. The series
+itself then decides: an early acquisition that sits above the trusted acquisitions both
+before and after it is rejected by the change model's consensus test
+(:mod:`pipeline.change`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from .config import ChangeConfig
+
+EPOCH = dt.date(2000, 1, 1)
+
+
+def snow_free_window(lat_deg: float, cfg: ChangeConfig) -> tuple[float, float]:
+    """(first, last) day of year on which the ground at ``lat_deg`` is trusted to be
+    snow-free, lee-slope snow banks included."""
+    lat = float(np.clip(lat_deg, 55.0, 85.0))
+    melt = cfg.melt_out_doy_at_60n + cfg.melt_out_days_per_deg * (lat - 60.0)
+    onset = cfg.snow_onset_doy_at_60n - cfg.snow_onset_days_per_deg * (lat - 60.0)
+    return melt + cfg.late_snow_lag_days, onset
+
+
+def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """True for acquisitions (days since 2000-01-01) inside the snow-free window."""
+    first, last = snow_free_window(lat_deg, cfg)
+    doy = np.array([(EPOCH + dt.timedelta(days=int(d))).timetuple().tm_yday for d in np.asarray(dates_days)])
+    return (doy >= first) & (doy <= last)
