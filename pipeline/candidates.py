@@ -35,12 +35,13 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
+from .evidence import FEATURES, cluster_features
 from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
-MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature")
+MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
-           "touches_edge", "criteria", "geometry"]
+           "touches_edge", "criteria", *FEATURES, "geometry"]
 
 
 def empty_candidates() -> gpd.GeoDataFrame:
@@ -70,6 +71,7 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
         "curvature": np.full(shape, np.nan, np.float32),
         "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
         "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.int16),
+        "n_before": np.full(shape, -1, np.int16), "n_after": np.full(shape, -1, np.int16),
     }
     for other in grid.cells_in_bounds(bounds):
         folder = products / "tiles" / other.id
@@ -85,6 +87,8 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
         r0 = int(round((bounds[3] - iy1) / res))
         c0 = int(round((ix0 - bounds[0]) / res))
         for name in MOSAIC_LAYERS:
+            if not (folder / f"{name}.tif").exists():
+                continue  # products of an older version: the layer stays nodata
             with rasterio.open(folder / f"{name}.tif") as src:
                 a = src.read(1, window=from_bounds(ix0, iy0, ix1, iy1, src.transform))
             layers[name][r0 : r0 + a.shape[0], c0 : c0 + a.shape[1]] = a
@@ -128,6 +132,10 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
     t2[m.layers["t2"] == NODATA_DATE] = np.nan
     elev = m.layers["elevation"]
     conf = m.layers["confidence"] == 1
+    if "n_before" in m.layers and "n_after" in m.layers:
+        support = np.minimum(m.layers["n_before"], m.layers["n_after"])
+    else:  # rasters without support counts: every step counts as supported
+        support = np.full(dh.shape, np.iinfo(np.int16).max, np.int16)
     gain_px = np.nan_to_num(dh, nan=0.0) >= cfg.gain_min_dh_m
     reach = int(round(cfg.gain_search_m / res))
     objects = ndimage.find_objects(lab)
@@ -159,6 +167,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
             mine.astype(np.uint8), mask=mine, transform=m.transform @ rasterio.Affine.translation(c0, r0),
             connectivity=8) if v == 1])
         confident = bool(conf[box][mine].any())
+        evidence = cluster_features(d, t2[box], elev[box], conf[box], support[box], mine, gain, res)
         progressive = spread > cfg.min_time_spread_days
         geomorphic = upslope and loss_m3 > gain_m3 and gain_inside <= cfg.max_gain_inside_fraction
         rows.append({
@@ -168,7 +177,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
             "progressive": progressive, "loss_upslope": upslope, "loss_exceeds_gain": loss_m3 > gain_m3,
             "gain_inside_fraction": gain_inside, "geomorphic": geomorphic, "touches_edge": touches,
             "criteria": int(confident) + int(confident and progressive) + int(confident and progressive and geomorphic),
-            "geometry": geom,
+            **evidence, "geometry": geom,
         })
     return gpd.GeoDataFrame(pd.DataFrame(rows, columns=COLUMNS), geometry="geometry", crs=grid.CRS)
 

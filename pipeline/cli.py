@@ -12,6 +12,16 @@ from . import __version__
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    if args.family == "B":
+        from scenes.build import SITES as B_SITES, build
+
+        sites = args.sites or list(B_SITES)
+        print(f"rts synth: family B, {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
+        manifest = build(args.out, seed=args.seed, sites=sites, cells=args.cells, workers=args.workers)
+        print(f"rts synth: {manifest['n_strips']} strips, {manifest['n_slumps']} slump units, "
+              f"{manifest['n_lookalikes']} look-alikes in {manifest['seconds']} s "
+              f"(truth in {Path(args.out) / 'truth'}: evaluation only)")
+        return 0
     from .synth import SITES, generate_sample
 
     sites = args.sites or list(SITES)
@@ -79,6 +89,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
     cfg = load_config(args.config)
+    if args.by_family:
+        return _evaluate_by_family(args, cfg)
     text = "# Evaluation against the sample truth\n"
     for sample, products in zip(args.sample, args.products):
         result = evaluate_products(sample, products)
@@ -101,6 +113,84 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+    return 0
+
+
+def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
+    from .detect import EvidenceDetector
+    from .evidence import MODEL_FILE, EvidenceModel
+    from .families import family_of, report_markdown, score_family
+
+    by: dict[str, list] = {}
+    for s, p in zip(args.sample, args.products):
+        by.setdefault(family_of(s), []).append((s, p))
+    shipped = EvidenceModel.load(args.evidence or MODEL_FILE)
+    text = ("# Evaluation per scene family\n\nFamily A = `pipeline.synth`, family B = the independent `scenes` "
+            "package. *evidence (family left out)* is the evidence classifier trained without the family it is "
+            "scored on: the honest estimate for data the pipeline has never seen. Matching is one-to-one by IoU; "
+            "volumes, sigma coverage and temperature flags are those of the published inventory (its detector).\n")
+    for fam, pairs in sorted(by.items()):
+        dets = {"rules (criteria 1-3)": None}
+        lofo = MODEL_FILE.with_name(f"evidence_without_{fam}.json")
+        if lofo.exists():
+            dets["evidence (family left out)"] = EvidenceDetector(EvidenceModel.load(lofo))
+        dets["evidence (shipped, trained on all families)"] = EvidenceDetector(shipped)
+        if not args.rules_only:
+            from . import maskrcnn
+
+            path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
+            if path is not None:
+                dets["Mask R-CNN"] = maskrcnn.Detector.load(path)
+        rows = score_family([(Path(s), Path(p)) for s, p in pairs], dets, cfg)
+        text += (f"\n## Family {fam}\n\nSamples: " + ", ".join(f"`{s}`" for s, _ in pairs) + "\n\n"
+                 + report_markdown(rows))
+    meta = shipped.meta or {}
+    if meta.get("auto"):
+        text += f"\n`detection.method = \"auto\"` uses **{meta['auto']}**: {meta.get('auto_reason', '')}\n"
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    return 0
+
+
+def _cmd_train_evidence(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .detect import EvidenceDetector
+    from .evidence import MODEL_FILE
+    from .families import family_of, label_candidates, score_family, train_evidence
+
+    if len(args.sample) != len(args.products):
+        raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
+    cfg = load_config(args.config)
+    tables, pairs = {}, {}
+    for s, p in zip(args.sample, args.products):
+        fam = family_of(s)
+        tables.setdefault(fam, []).append(label_candidates(s, p))
+        pairs.setdefault(fam, []).append((Path(s), Path(p)))
+    out = Path(args.out) if args.out else MODEL_FILE
+    held = {}
+    for fam in sorted(tables):
+        others = [t for f, ts in tables.items() if f != fam for t in ts]
+        if not others:
+            continue
+        m = train_evidence(others, l2=args.l2)
+        m.meta["left_out"] = fam
+        m.save(out.with_name(f"evidence_without_{fam}.json"))
+        rows = score_family(pairs[fam], {"rules": None, "evidence": EvidenceDetector(m)}, cfg)
+        held[fam] = {r["method"]: r.get("f1@0.5") for r in rows if r["method"] in ("rules", "evidence")}
+        print(f"rts train-evidence: trained without family {fam}: F1@0.5 on {fam} evidence "
+              f"{held[fam]['evidence']:.2f}, rules {held[fam]['rules']:.2f}")
+    model = train_evidence([t for ts in tables.values() for t in ts], l2=args.l2)
+    if held:
+        wins = all(h["evidence"] >= h["rules"] for h in held.values())
+        model.meta["auto"] = "evidence" if wins else "rules"
+        model.meta["held_out_f1"] = held
+        model.meta["auto_reason"] = ("F1 at IoU >= 0.5 on each family left out of training: " + "; ".join(
+            f"family {f}: evidence {h['evidence']:.2f}, rules {h['rules']:.2f}" for f, h in held.items()))
+    path = model.save(out)
+    print(f"rts train-evidence: {model.meta['n_candidates']} candidates ({model.meta['n_slumps']} slumps) "
+          f"from families {', '.join(model.meta['families'])} -> {path}; auto = {model.meta.get('auto', 'evidence')}")
     return 0
 
 
@@ -181,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(evaluation only) in DIR.")
     s.add_argument("--out", required=True, type=Path, metavar="DIR")
     s.add_argument("--seed", type=int, default=0, help="random seed; the sample is deterministic given it (default 0)")
+    s.add_argument("--family", choices=["A", "B"], default="A",
+                   help="scene family: A = pipeline.synth (default), B = the independent scenes package")
     s.add_argument("--sites", nargs="+", metavar="SITE",
-                   help="sites to generate (default: all of peel, banks, taymyr, yamal)")
+                   help="sites to generate (default all: family A peel, banks, taymyr, yamal; "
+                        "family B eureka, thomsen, tuktoyaktuk, batagay, kolyma)")
     s.add_argument("--cells", type=int, default=2, metavar="N", help="each site is an N x N block of 2 km cells (default 2)")
     s.add_argument("--workers", type=int, default=2, help="processes (one site each; default 2)")
     s.set_defaults(func=_cmd_synth)
@@ -242,7 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rules-only", action="store_true", help="do not run the Mask R-CNN")
     e.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
     e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the tables here")
+    e.add_argument("--by-family", action="store_true",
+                   help="one report per scene family (A, B): rules, the evidence classifier with that family left "
+                        "out of its training and as shipped, the Mask R-CNN, the naive baseline")
+    e.add_argument("--evidence", type=Path, metavar="FILE.json", help="evidence model (default models/evidence.json)")
     e.set_defaults(func=_cmd_evaluate)
+
+    te = sub.add_parser("train-evidence", help="fit the evidence classifier on runs over generated scene families",
+                        description="Label each run's candidates by its sample's truth, fit the evidence classifier "
+                                    "once per family left out (models/evidence_without_<F>.json, scored on that "
+                                    "family against the rules) and once on all families (the shipped model, which "
+                                    "records which detector 'auto' should use).")
+    te.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR")
+    te.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    te.add_argument("--out", type=Path, metavar="FILE.json", help="default models/evidence.json")
+    te.add_argument("--l2", type=float, default=2.0, help="ridge penalty on the standardised coefficients (default 2)")
+    te.add_argument("--config", type=Path, metavar="FILE.toml")
+    te.set_defaults(func=_cmd_train_evidence)
 
     x = sub.add_parser("crossref", help="cross-reference an inventory against a published one (matched/new/missed)",
                        description="Match the polygons of an inventory (any format pipeline.inventories reads: "

@@ -192,8 +192,13 @@ class DetectionConfig:
 
     #: model weights; empty = the weights shipped in ``models/`` (rules alone if none)
     weights_path: str = ""
-    #: "auto" (Mask R-CNN when weights exist, else rules), "maskrcnn" (weights required) or "rules"
+    #: "auto" (the detector recorded best on the held-out scene family in the evidence
+    #: model file), "evidence" (physical-evidence classifier), "maskrcnn" or "rules"
     method: str = "auto"
+    #: evidence model (JSON); empty = ``models/evidence.json``
+    evidence_path: str = ""
+    #: accept candidates with P(slump) at least this; 0 = the model's own threshold
+    evidence_min_probability: float = 0.0
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)

@@ -6,8 +6,16 @@ Two detectors share one output, a GeoDataFrame (EPSG:3413) with the columns
 
 * ``rules``: the reference study's criteria 1-3 (Dai et al. 2025) as computed by
   :mod:`pipeline.candidates`; score 1.0;
+* ``evidence``: candidates holding a confident pixel whose physical evidence
+  (:mod:`pipeline.evidence`: t2 spread and its upslope trend, headwall, rim and ground
+  slope, closed flat-floored basins, elongation, support by epochs on both sides) gives
+  P(slump) >= the model's threshold; score = that probability. The unit is the candidate
+  cluster, the connected active area;
 * ``maskrcnn``: a Mask R-CNN on 3-band chips around the candidates
   (:mod:`pipeline.maskrcnn`), used when weights are available.
+
+``auto`` uses the detector that scored best on the scene family left out of its
+training, as recorded in ``models/evidence.json`` (``meta.auto``).
 
 Polygons are cleaned the same way for both: holes smaller than ``min_hole_m2`` filled,
 slivers narrower than half its square root removed.
@@ -68,6 +76,52 @@ def rule_based(candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDat
     return out[~out.geometry.is_empty].reset_index(drop=True)[DETECTION_COLUMNS]
 
 
+class EvidenceDetector:
+    """Candidates accepted by the evidence classifier (see module docstring)."""
+
+    name = "evidence"
+
+    def __init__(self, model):
+        self.model = model
+
+    def detect(self, mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:
+        if not len(candidates):
+            return empty_detections()
+        p = self.model.probability(candidates)
+        thr = cfg.evidence_min_probability if cfg.evidence_min_probability > 0 else self.model.threshold
+        keep = candidates.confident.astype(bool).to_numpy() & (p >= thr)
+        if not keep.any():
+            return empty_detections()
+        sel = candidates[keep]
+        geoms = [clean_polygon(g, cfg.min_hole_m2) for g in sel.geometry]
+        out = gpd.GeoDataFrame({"detector": "evidence", "detector_score": p[keep],
+                                "criteria": sel.criteria.astype(int).values},
+                               geometry=gpd.GeoSeries(geoms, crs=grid.CRS), crs=grid.CRS)
+        return out[~out.geometry.is_empty].reset_index(drop=True)[DETECTION_COLUMNS]
+
+
+def _evidence_path(cfg: DetectionConfig):
+    from .evidence import MODEL_FILE
+
+    from pathlib import Path
+
+    p = Path(cfg.evidence_path) if cfg.evidence_path else MODEL_FILE
+    return p if p.is_file() else None
+
+
+def auto_choice(cfg: DetectionConfig) -> str:
+    """The detector ``auto`` stands for: the one recorded as best on the held-out family."""
+    import json
+
+    p = _evidence_path(cfg)
+    if p is None:
+        return "maskrcnn"
+    try:
+        return str(json.loads(p.read_text()).get("meta", {}).get("auto", "evidence"))
+    except (OSError, ValueError):
+        return "evidence"
+
+
 def detect_slumps(mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig, model=None) -> gpd.GeoDataFrame:
     """Slumps owned by the mosaic's core cell. ``model`` is a loaded Mask R-CNN detector
     (see :func:`load_detector`); None means the rule-based criteria."""
@@ -82,10 +136,23 @@ def load_detector(cfg: DetectionConfig):
     ``method = "auto"`` uses the weights when present (``weights_path`` or the shipped
     ``models/`` file) and falls back to the rules with a log line otherwise;
     ``"maskrcnn"`` raises if the weights cannot be loaded; ``"rules"`` never loads one."""
-    if cfg.method == "rules":
+    method = cfg.method
+    if method not in ("auto", "evidence", "maskrcnn", "rules"):
+        raise ValueError(f"detection.method must be auto, evidence, maskrcnn or rules, not {method!r}")
+    if method == "auto":
+        method = auto_choice(cfg)
+    if method == "rules":
         return None
-    if cfg.method not in ("auto", "maskrcnn"):
-        raise ValueError(f"detection.method must be auto, maskrcnn or rules, not {cfg.method!r}")
+    if method == "evidence":
+        from .evidence import EvidenceModel
+
+        p = _evidence_path(cfg)
+        if p is None:
+            if cfg.method == "evidence":
+                raise FileNotFoundError(f"detection.method is evidence but no model at {cfg.evidence_path or 'models/'}")
+            log.info("no evidence model; detecting with the rule-based criteria")
+            return None
+        return EvidenceDetector(EvidenceModel.load(p))
     try:
         from . import maskrcnn
     except ImportError as exc:
@@ -105,8 +172,14 @@ def load_detector(cfg: DetectionConfig):
 def detector_id(cfg: DetectionConfig) -> str:
     """Identifies the detector a run would use ("rules" or "maskrcnn:<weights digest>"),
     so that products are recomputed when the weights change."""
-    if cfg.method == "rules":
+    import hashlib
+
+    method = auto_choice(cfg) if cfg.method == "auto" else cfg.method
+    if method == "rules":
         return "rules"
+    if method == "evidence":
+        p = _evidence_path(cfg)
+        return "evidence:" + hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p else "rules"
     try:
         from . import maskrcnn
     except ImportError:
@@ -114,6 +187,4 @@ def detector_id(cfg: DetectionConfig) -> str:
     path = maskrcnn.weights_file(cfg.weights_path)
     if path is None:
         return "rules"
-    import hashlib
-
     return "maskrcnn:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -1,0 +1,179 @@
+"""Each class of look-alike that fooled earlier versions, built by hand: the change model
+and the detector must not turn it into a slump, and must keep the real change beside it."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from rasterio.transform import from_origin
+
+from data_products import grid
+from pipeline.candidates import Mosaic, find_candidates
+from pipeline.change import detect_steps
+from pipeline.config import CandidatesConfig, ChangeConfig
+from pipeline.evidence import MODEL_FILE, EvidenceModel, cluster_features
+
+
+def _days(y, m, d):
+    return (dt.date(y, m, d) - dt.date(2000, 1, 1)).days
+
+
+# two acquisitions a summer, 2012-2021, late July and mid-August (snow-free at 70 N)
+SUMMER = np.array(sorted(_days(y, 7, 25) for y in range(2012, 2022)) + sorted(_days(y, 8, 15) for y in range(2012, 2022)))
+SUMMER.sort()
+
+
+def _stack(dates, n=40, step_at=None, step_m=-5.0, seed=0):
+    """(z, matched): flat ground at 100 m with 0.15 m noise; with ``step_at`` (days), the
+    right half of the block drops by ``step_m`` after that date."""
+    rng = np.random.default_rng(seed)
+    z = 100.0 + rng.normal(0, 0.15, (len(dates), n, n))
+    if step_at is not None:
+        z[np.asarray(dates) > step_at, :, n // 2:] += step_m
+    return z.astype(np.float32), np.ones(z.shape, bool)
+
+
+def _blob(n, r, c, radius):
+    yy, xx = np.mgrid[0:n, 0:n]
+    return np.hypot(yy - r, xx - c) < radius
+
+
+@pytest.mark.parametrize("which", ["first", "last", "two in the middle"])
+@pytest.mark.parametrize("offset_m", [35.0, 6.0, -12.0], ids=["high cloud", "low cloud", "matching pit"])
+def test_a_cloud_in_any_acquisition_leaves_no_change_and_keeps_the_real_step(which, offset_m):
+    z, matched = _stack(SUMMER, step_at=SUMMER[9] + 1)
+    cloud = _blob(40, 20, 10, 8)  # on the stable half
+    idx = {"first": [0], "last": [len(SUMMER) - 1], "two in the middle": [6, 7]}[which]
+    for k in idx:
+        z[k][cloud] += offset_m
+    r = detect_steps(z, matched, SUMMER, ChangeConfig(), lat_deg=70.0)
+    assert np.nanmax(np.abs(r.dh[cloud])) < 1.0
+    assert not (r.confidence[cloud] == 1).any()
+    real = np.zeros((40, 40), bool)
+    real[:, 24:] = True
+    assert np.allclose(np.nanmedian(r.dh[real]), -5.0, atol=0.15)
+    assert (r.t2[real] == SUMMER[10]).mean() > 0.95
+
+
+def test_late_snow_in_every_june_is_not_a_step():
+    junes = np.array([_days(y, 6, 20) for y in range(2012, 2022)])
+    dates = np.sort(np.r_[SUMMER, junes])
+    z, matched = _stack(dates)
+    lee = _blob(40, 20, 20, 12)
+    for k, d in enumerate(dates):
+        if d in junes:
+            z[k][lee] += 1.5  # drifts lying in the lee of the slope every June
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=78.0)
+    assert np.nanmax(np.abs(r.dh[lee])) < 0.5
+    # and the snow-free window rules the June acquisitions out as support at 78 N
+    assert (r.n_before[lee] + r.n_after[lee] <= len(SUMMER)).all()
+
+
+def test_late_snow_does_not_hide_a_real_drop():
+    junes = np.array([_days(y, 6, 20) for y in range(2012, 2022)])
+    dates = np.sort(np.r_[SUMMER, junes])
+    z, matched = _stack(dates, step_at=_days(2016, 9, 1))
+    for k, d in enumerate(dates):
+        if d in junes:
+            z[k][:, :] += 1.0
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=78.0)
+    assert np.allclose(np.nanmedian(r.dh[:, 24:]), -5.0, atol=0.2)
+    assert np.nanmax(np.abs(r.dh[:, :16])) < 0.6
+
+
+def _mosaic(n, dh, t2, elev, support=None):
+    cell = grid.cell_at(0.0, 0.0)
+    conf = np.where(dh <= -1, 1, 0).astype(np.uint8)
+    sup = np.full((n, n), 8, np.int16) if support is None else support
+    return Mosaic(cell, from_origin(0.0, n * 2.0, 2.0, 2.0),
+                  {"dh": dh.astype(np.float32), "t2": t2.astype(np.int32), "confidence": conf,
+                   "elevation": elev.astype(np.float32), "n_before": sup, "n_after": sup}, (slice(0, n), slice(0, n)))
+
+
+def _slope_scene(n=240):
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    before = 100.0 - 0.12 * yy  # north (row 0) is upslope, ~3.4 deg
+    return yy, xx, before
+
+
+def _slump(yy, xx, r, c, radius, depth):
+    """A scar retreating north: deeper and later upslope, a steep headwall."""
+    m = np.hypot((yy - r) * 0.8, xx - c) < radius
+    up = np.clip((r + radius - yy) / (2 * radius), 0, 1)
+    dh = np.where(m, -depth * (0.4 + 0.6 * up), 0.0)
+    t2 = np.where(m, 4000 + (up * 9 * 365).astype(int), 6000)
+    return m, dh, t2
+
+
+def test_two_coalescing_scars_are_one_unit():
+    yy, xx, before = _slope_scene()
+    m1, d1, t1 = _slump(yy, xx, 120, 90, 28, 6.0)
+    m2, d2, t2 = _slump(yy, xx, 125, 140, 26, 5.0)
+    assert ndimage.label(m1 | m2)[1] == 1 and (m1 & ~m2).sum() > 1000 and (m2 & ~m1).sum() > 1000  # merged scars
+    dh = np.minimum(d1, d2)
+    t = np.where(m1, t1, np.where(m2, t2, 6000))
+    found = find_candidates(_mosaic(240, dh, t, before + dh), CandidatesConfig())
+    big = found[found.area_m2 > 1000]
+    assert len(big) == 1
+    assert abs(big.area_m2.iloc[0] - ((dh <= -1).sum() * 4.0)) < 1.0
+
+
+def _lake(yy, xx, r, c, radius, depth):
+    q = np.hypot(yy - r, xx - c) / radius
+    m = q < 1
+    return m, np.where(m, -depth * np.clip(1 - q, 0, 1) ** 0.25, 0.0)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not MODEL_FILE.exists():
+        pytest.skip(f"no evidence model at {MODEL_FILE}")
+    return EvidenceModel.load(MODEL_FILE)
+
+
+def test_a_lake_draining_without_a_water_flag_is_not_a_slump(shipped):
+    n = 240
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    before = 50.0 + 0.002 * xx  # flat lowland
+    lm, ldh = _lake(yy, xx, 120, 120, 45, 2.0)
+    t2 = np.where(lm, 5400, 6000)  # one drainage event: one interval for the whole floor
+    found = find_candidates(_mosaic(n, ldh, t2, before + ldh), CandidatesConfig())
+    assert len(found) == 1
+    assert found.ev_t2_spread_log.iloc[0] < 0.1 and found.ev_ground_slope_deg.iloc[0] < 1.0
+    assert shipped.probability(found)[0] < 0.5
+
+
+def test_a_retreating_scar_on_a_slope_is_a_slump(shipped):
+    yy, xx, before = _slope_scene()
+    m, dh, t2 = _slump(yy, xx, 120, 120, 35, 6.0)
+    debris = (np.hypot(yy - 170, xx - 120) < 12)
+    dh = dh + np.where(debris & ~m, 1.5, 0.0)
+    found = find_candidates(_mosaic(240, dh, t2, before + dh), CandidatesConfig())
+    found = found[found.area_m2 > 1000]
+    assert len(found) == 1
+    row = found.iloc[0]
+    assert row.ev_t2_upslope_corr > 0.8 and row.ev_depth_upslope_corr > 0.8
+    assert shipped.probability(found)[0] >= 0.5
+
+
+def test_an_artefact_blob_supported_by_one_epoch_is_not_a_slump(shipped):
+    yy, xx, before = _slope_scene()
+    m = np.hypot(yy - 120, xx - 120) < 30
+    dh = np.where(m, -8.0, 0.0)
+    t2 = np.where(m, 7000, 6000)
+    support = np.where(m, 1, 8).astype(np.int16)
+    mos = _mosaic(240, dh, t2, before + dh, support)
+    mos.layers["confidence"][m] = 0  # never confident: one epoch on a side
+    found = find_candidates(mos, CandidatesConfig())
+    assert len(found) == 1 and not found.confident.iloc[0]
+    assert found.ev_support_fraction.iloc[0] == 0.0
+
+
+def test_cluster_features_tell_upslope_retreat_from_one_event():
+    yy, xx, before = _slope_scene(120)
+    m, dh, t2 = _slump(yy, xx, 60, 60, 25, 5.0)
+    f = cluster_features(dh, t2.astype(float), before + dh, m, np.full(m.shape, 5), m, np.zeros_like(m), 2.0)
+    assert f["ev_t2_upslope_corr"] > 0.9 and f["ev_headwall_ratio"] > 0.3 and f["ev_support_fraction"] == 1.0
+    f2 = cluster_features(dh, np.where(m, 5000.0, np.nan), before + dh, m, np.full(m.shape, 5), m, np.zeros_like(m), 2.0)
+    assert f2["ev_t2_spread_log"] == 0.0 and f2["ev_t2_upslope_corr"] == 0.0
