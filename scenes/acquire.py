@@ -107,7 +107,7 @@ def render(rng: np.random.Generator, z_true: np.ndarray, res_m: float, x0: float
     ny, nx = z_true.shape
     dx = float(np.clip(rng.normal(0, 2.8), -9, 9))
     dy = float(np.clip(rng.normal(0, 2.8), -9, 9))
-    dz = float(np.clip(rng.normal(0, 2.0), -7, 7))
+    dz = float(np.clip(rng.normal(0, 3.0), -9, 9))
     te, tn = rng.normal(0, 6e-6, 2)
     # a feature at (x, y) appears at (x + dx, y + dy): sample the truth at (x - dx, y - dy)
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)

@@ -141,7 +141,7 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
     attempts = 0
     while k < n_slumps and attempts < 4 * n_slumps:
         attempts += 1
-        area = float(np.clip(rng.lognormal(np.log(9000.0), 0.7), 1500.0, 60000.0))
+        area = float(np.clip(rng.lognormal(np.log(10000.0), 0.6), 3000.0, 60000.0))
         half = int(np.sqrt(area) / res * 1.2) + 6
         pick = _place(rng, hill, occupied, half)
         if pick is None:
@@ -179,7 +179,7 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
     # --------------------------------------------------------------- look-alikes
     lakes_render = []  # (rs, cs, water mask, level sigma, flag prob, until)
     mid = [d for d in dates[1:-1] if thaw_season(d.year, site.lat)[0] <= day(d) <= thaw_season(d.year, site.lat)[1]]
-    for i in range(int(rng.integers(2, 4))):
+    for i in range(int(rng.integers(2, 5))):
         pick = _place(rng, flat, occupied, int(230 / res))
         if pick is None or not mid:
             break
@@ -202,7 +202,7 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
         z0[rs, cs][wm] = float(np.percentile(z0[rs, cs][wm], 15))
         lakes_render.append((rs, cs, wm, 0.3, 0.3 if rng.random() < 0.5 else 0.0, np.inf))
         occupied[rs, cs] = True
-    for i in range(2):
+    for i in range(int(rng.integers(2, 4))):
         pick = _place(rng, hill, occupied, int(170 / res))
         if pick is None:
             break
@@ -214,9 +214,11 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
         b = make_riverbank(rng, f"{site.key}-riverbank-1", pick, float(rng.uniform(0, np.pi)), res, t_first, t_last)
         if add(b):
             looks.append(b)
-    pick = _place(rng, flat | (inner & (slope < 3)), occupied, int(330 / res))
-    if pick is not None:
-        tk = make_thermokarst(rng, f"{site.key}-thermokarst-1", pick, res, t_first, t_last)
+    for i in range(int(rng.integers(1, 3))):
+        pick = _place(rng, flat | (inner & (slope < 3)), occupied, int(330 / res))
+        if pick is None:
+            break
+        tk = make_thermokarst(rng, f"{site.key}-thermokarst-{i + 1}", pick, res, t_first, t_last)
         if add(tk):
             looks.append(tk)
     hot = sorted([s for s in seasons[1:-1]], key=lambda s: -anomalies.get(s[0], 0))[:3]
