@@ -35,7 +35,7 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
-from .evidence import FEATURES, cluster_features
+from .evidence import FEATURES, cluster_features, criteria_features
 from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
 MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
@@ -170,14 +170,15 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
         evidence = cluster_features(d, t2[box], elev[box], conf[box], support[box], mine, gain, res)
         progressive = spread > cfg.min_time_spread_days
         geomorphic = upslope and loss_m3 > gain_m3 and gain_inside <= cfg.max_gain_inside_fraction
+        n_criteria = int(confident) + int(confident and progressive) + int(confident and progressive and geomorphic)
+        evidence.update({k: float(v) for k, v in criteria_features(n_criteria).items()})
         rows.append({
             "cell_id": m.cell.id, "area_m2": float(mine.sum() * px), "loss_m3": loss_m3, "volume_sigma_m3": sigma_m3,
             "gain_m3": gain_m3,
             "max_loss_m": float(-np.nanmin(d[mine])), "time_spread_days": spread, "confident": confident,
             "progressive": progressive, "loss_upslope": upslope, "loss_exceeds_gain": loss_m3 > gain_m3,
             "gain_inside_fraction": gain_inside, "geomorphic": geomorphic, "touches_edge": touches,
-            "criteria": int(confident) + int(confident and progressive) + int(confident and progressive and geomorphic),
-            **evidence, "geometry": geom,
+            "criteria": n_criteria, **evidence, "geometry": geom,
         })
     return gpd.GeoDataFrame(pd.DataFrame(rows, columns=COLUMNS), geometry="geometry", crs=grid.CRS)
 

@@ -199,6 +199,17 @@ class DetectionConfig:
     evidence_path: str = ""
     #: accept candidates with P(slump) at least this; 0 = the model's own threshold
     evidence_min_probability: float = 0.0
+    #: the evidence classifier sees only candidates passing at least this many of the
+    #: reference criteria (2 = a confident pixel and progressive retreat: a scar that grew
+    #: over two or more thaw seasons; one-event losses are detachments, landslides, drainage)
+    evidence_min_criteria: int = 2
+    #: a drained lake, whatever the water flag says: a flat-floored basin (log of the new
+    #: floor's 10-90 % relief over the median depth, each + 0.1 m, at most this) ...
+    lake_max_floor_relief_ratio: float = -0.8
+    #: ... without a change time that grows upslope (Spearman r of t2 against elevation) ...
+    lake_max_t2_upslope_corr: float = 0.3
+    #: ... on flat ground (median slope 8-24 m outside the unit, degrees)
+    lake_max_ground_slope_deg: float = 5.0
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)

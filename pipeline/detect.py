@@ -32,6 +32,7 @@ import shapely
 from data_products import grid
 
 from .config import DetectionConfig
+from .evidence import drained_lake
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ def rule_based(candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDat
 
 
 class EvidenceDetector:
-    """Candidates accepted by the evidence classifier (see module docstring)."""
+    """Candidates accepted by the evidence classifier (:mod:`pipeline.evidence`): those with
+    a confident pixel and progressive retreat (``evidence_min_criteria``), not shaped like a
+    drained lake (:func:`pipeline.evidence.drained_lake`), with P(slump) at the threshold."""
 
     name = "evidence"
 
@@ -89,7 +92,9 @@ class EvidenceDetector:
             return empty_detections()
         p = self.model.probability(candidates)
         thr = cfg.evidence_min_probability if cfg.evidence_min_probability > 0 else self.model.threshold
-        keep = candidates.confident.astype(bool).to_numpy() & (p >= thr)
+        keep = (candidates.confident.astype(bool).to_numpy() & (p >= thr)
+                & (candidates.criteria.astype(int).to_numpy() >= cfg.evidence_min_criteria)
+                & ~drained_lake(candidates, cfg))
         if not keep.any():
             return empty_detections()
         sel = candidates[keep]

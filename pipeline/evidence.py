@@ -34,7 +34,17 @@ FEATURES = (
     "ev_log_area", "ev_max_loss_m", "ev_t2_spread_log", "ev_t2_upslope_corr", "ev_depth_upslope_corr",
     "ev_headwall_ratio", "ev_rim_slope_deg", "ev_ground_slope_deg", "ev_floor_relief_ratio", "ev_closed_rim",
     "ev_elongation", "ev_support_fraction", "ev_confident_fraction", "ev_gain_ratio", "ev_loss_cv",
+    "ev_criterion_2", "ev_criterion_3",
 )
+#: features derived from the candidate's ``criteria`` count (the reference study's criteria
+#: 2, progressive retreat, and 3, loss upslope of and larger than its debris; each needs the ones before)
+CRITERIA_FEATURES = {"ev_criterion_2": 2, "ev_criterion_3": 3}
+
+
+def criteria_features(criteria) -> dict[str, np.ndarray]:
+    """``ev_criterion_2`` / ``ev_criterion_3`` (0 or 1) from the number of criteria passed."""
+    c = np.asarray(criteria, float)
+    return {name: (c >= k).astype(float) for name, k in CRITERIA_FEATURES.items()}
 
 MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "evidence.json"
 
@@ -136,6 +146,20 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
     }
 
 
+def drained_lake(table, cfg) -> np.ndarray:
+    """Candidates that look like a drained lake (a flat-floored basin on flat ground whose
+    loss does not retreat upslope), from the evidence columns alone: never from a water
+    flag, which misses many lakes and no longer marks one once it has drained.
+    ``cfg``: :class:`pipeline.config.DetectionConfig`."""
+    if not len(table):
+        return np.zeros(0, bool)
+    floor = np.asarray(table["ev_floor_relief_ratio"], float)
+    t_up = np.asarray(table["ev_t2_upslope_corr"], float)
+    slope = np.asarray(table["ev_ground_slope_deg"], float)
+    return ((floor <= cfg.lake_max_floor_relief_ratio) & (t_up <= cfg.lake_max_t2_upslope_corr)
+            & (slope <= cfg.lake_max_ground_slope_deg))
+
+
 @dataclass
 class EvidenceModel:
     """A logistic regression P(slump | evidence) on standardised :data:`FEATURES`."""
@@ -149,9 +173,17 @@ class EvidenceModel:
     meta: dict | None = None
 
     def probability(self, table) -> np.ndarray:
-        """P(slump) per row of a frame holding the feature columns (missing -> mean)."""
-        X = np.column_stack([np.asarray(table[f], float) if f in table else np.full(len(table), m)
-                             for f, m in zip(self.features, self.mean)]) if len(table) else np.zeros((0, len(self.features)))
+        """P(slump) per row of a frame holding the feature columns (missing -> mean; the
+        criterion features are derived from ``criteria`` where absent)."""
+        derived = criteria_features(table["criteria"]) if "criteria" in table else {}
+
+        def column(f, m):
+            if f in table:
+                return np.asarray(table[f], float)
+            return derived.get(f, np.full(len(table), m))
+
+        X = np.column_stack([column(f, m) for f, m in zip(self.features, self.mean)]) if len(table) \
+            else np.zeros((0, len(self.features)))
         X = np.where(np.isfinite(X), X, self.mean)
         z = ((X - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))

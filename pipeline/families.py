@@ -28,7 +28,7 @@ import rasterio
 
 from data_products import grid
 
-from .evidence import FEATURES, EvidenceModel, fit
+from .evidence import FEATURES, EvidenceModel, criteria_features, fit
 
 
 def family_of(sample: str | Path) -> str:
@@ -74,18 +74,21 @@ def label_candidates(sample: str | Path, products: str | Path) -> pd.DataFrame:
             best = inter.assign(a=inter.area).groupby(["index", "t"]).a.sum().groupby(level=0).max()
             frac[best.index.to_numpy()] = best.to_numpy() / cands.area.to_numpy()[best.index.to_numpy()]
     out = pd.DataFrame(cands.drop(columns="geometry"))
+    for k, v in criteria_features(out["criteria"]).items():  # runs made before these columns existed
+        if k not in out:
+            out[k] = v
     out["label"] = (frac >= 0.5).astype(int)
     out["family"] = family_of(sample)
     out["sample"] = str(sample)
     return out
 
 
-def train_evidence(tables: list[pd.DataFrame], l2: float = 2.0, only_confident: bool = True) -> EvidenceModel:
-    """The evidence classifier on labelled candidates (only those holding a confident
-    pixel: the others are never detections), each family weighted equally."""
+def train_evidence(tables: list[pd.DataFrame], l2: float = 2.0, min_criteria: int = 1) -> EvidenceModel:
+    """The evidence classifier on labelled candidates passing at least ``min_criteria`` of
+    the reference criteria (1: a confident pixel; candidates without one are never
+    detections), each family weighted equally."""
     df = pd.concat(tables, ignore_index=True)
-    if only_confident:
-        df = df[df.confident.astype(bool)]
+    df = df[df.criteria.astype(int) >= min_criteria]
     df = df.dropna(subset=list(FEATURES), how="all")
     if df.label.nunique() < 2:
         raise ValueError("training the evidence model needs both slumps and non-slumps among the candidates")
