@@ -134,6 +134,15 @@ def complete_seasons(years, record: tuple[str, str] | None) -> list[int]:
     return [int(y) for y in years if first <= pd.Timestamp(int(y), 6, 20) and last >= pd.Timestamp(int(y), 9, 22)]
 
 
+def outline_sigma(volume_m3: float, sigma_m3: float, geom, res: float, band_px: float) -> float:
+    """The volume's 1-sigma (m3) with the outline term added in quadrature: a band of
+    ``band_px`` pixels along the polygon's perimeter at the slump's mean depth
+    (volume / area). The variogram term (:func:`pipeline.volume.volume_and_sigma`) covers
+    the elevation error inside a fixed outline, not where the outline lies."""
+    depth = max(volume_m3, 0.0) / max(geom.area, 1.0)
+    return float(np.hypot(sigma_m3, band_px * res * geom.length * depth))
+
+
 def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, climate: Climate,
              carbon: CarbonDensity, processed_at: pd.Timestamp, record: tuple[str, str] | None = None
              ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
@@ -165,6 +174,7 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         margin = int(round(cfg.quantify.volume_margin_m / res))
         vmask = (ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask) & np.isfinite(dh)
         volume, sigma = volume_and_sigma(dh, vmask, res, vg)
+        sigma = outline_sigma(volume, sigma, geom, res, cfg.quantify.outline_sigma_px)
         # the time of change is only meaningful where the ground really dropped: pixels the
         # polygon holds without a significant loss (filled holes, edges) carry noise dates
         sig = mask & (dh <= cfg.candidates.max_dh_m)

@@ -45,3 +45,19 @@ def test_volume_is_the_loss_inside_the_mask():
     mask = dh < 0
     v, s = volume_and_sigma(dh, mask, 2.0, Variogram(0.01, 0.04, 100.0))
     assert v == 3.0 * 100 * 4.0 and s > 0
+
+
+def test_outline_term_is_a_band_along_the_perimeter_at_mean_depth():
+    """sigma_V adds, in quadrature, the volume of a band_px-wide band along the outline at
+    the slump's mean depth: a 100 m square, 5 m deep (V = 50,000 m3), 2 m pixels, a band of
+    0.12 px -> 0.12 * 2 m * 400 m * 5 m = 480 m3; with a 360 m3 variogram term, 600 m3."""
+    import shapely.geometry
+
+    from pipeline.quantify import outline_sigma
+
+    square = shapely.geometry.box(0, 0, 100, 100)
+    assert abs(outline_sigma(50_000.0, 0.0, square, 2.0, 0.12) - 480.0) < 1e-6
+    assert abs(outline_sigma(50_000.0, 360.0, square, 2.0, 0.12) - 600.0) < 1e-6
+    # no loss, no outline term; no band, the variogram term alone
+    assert outline_sigma(0.0, 360.0, square, 2.0, 0.12) == 360.0
+    assert outline_sigma(50_000.0, 360.0, square, 2.0, 0.0) == 360.0
