@@ -177,3 +177,54 @@ def test_cluster_features_tell_upslope_retreat_from_one_event():
     assert f["ev_t2_upslope_corr"] > 0.9 and f["ev_headwall_ratio"] > 0.3 and f["ev_support_fraction"] == 1.0
     f2 = cluster_features(dh, np.where(m, 5000.0, np.nan), before + dh, m, np.full(m.shape, 5), m, np.zeros_like(m), 2.0)
     assert f2["ev_t2_spread_log"] == 0.0 and f2["ev_t2_upslope_corr"] == 0.0
+
+
+def test_a_lake_that_drains_over_several_seasons_is_still_not_published(shipped):
+    """A lake shrinking over several seasons (progressive, no water flag, the classifier
+    alone might accept it) is recognised by its shape: a flat-floored basin on flat ground
+    whose change time does not grow upslope."""
+    from pipeline.config import DetectionConfig
+    from pipeline.detect import EvidenceDetector
+    from pipeline.evidence import drained_lake
+
+    n = 240
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    before = 50.0 + 0.002 * xx
+    q = np.hypot(yy - 120, xx - 120) / 45
+    lm = q < 1
+    ldh = np.where(lm, -2.5 * np.clip((1 - q) / 0.2, 0, 1), 0.0)  # a shore, then a flat floor
+    rng = np.random.default_rng(0)
+    t2 = np.where(lm, rng.choice([5000, 5400, 5750, 6100], size=lm.shape), 6500)  # years, not by elevation
+    mos = _mosaic(n, ldh, t2, before + ldh)
+    found = find_candidates(mos, CandidatesConfig())
+    assert len(found) == 1 and found.ev_t2_spread_log.iloc[0] > 2.0
+    assert drained_lake(found, DetectionConfig()).all()
+    assert len(EvidenceDetector(shipped).detect(mos, found, DetectionConfig())) == 0
+
+
+def test_a_retreating_scar_is_published_by_the_evidence_detector(shipped):
+    from pipeline.config import DetectionConfig
+    from pipeline.detect import EvidenceDetector
+
+    yy, xx, before = _slope_scene()
+    m, dh, t2 = _slump(yy, xx, 120, 120, 35, 6.0)
+    mos = _mosaic(240, dh, t2, before + dh)
+    found = find_candidates(mos, CandidatesConfig())
+    found = found[found.area_m2 > 1000]
+    out = EvidenceDetector(shipped).detect(mos, found, DetectionConfig())
+    assert len(out) == 1 and (out.detector == "evidence").all() and out.detector_score.iloc[0] >= 0.5
+
+
+def test_auto_uses_the_detector_recorded_best_on_the_family_left_out(shipped):
+    """The shipped model records which detector won on each family left out of training,
+    and ``auto`` follows it (today the evidence classifier)."""
+    from pipeline.config import DetectionConfig
+    from pipeline.detect import EvidenceDetector, auto_choice, load_detector
+
+    meta = shipped.meta
+    assert meta["auto"] in ("evidence", "rules") and set(meta["held_out_f1"]) == {"A", "B"}
+    wins = all(h["evidence"] >= h["rules"] for h in meta["held_out_f1"].values())
+    assert meta["auto"] == ("evidence" if wins else "rules")
+    assert auto_choice(DetectionConfig()) == meta["auto"]
+    if meta["auto"] == "evidence":
+        assert isinstance(load_detector(DetectionConfig()), EvidenceDetector)

@@ -195,7 +195,10 @@ def shipped():
 @pytest.fixture(scope="module")
 def detections(sample, processed_cells, shipped):
     """The Mask R-CNN over the four processed Peel cells, with no network reachable."""
+    import dataclasses
+
     cfg = Config()
+    cfg = dataclasses.replace(cfg, detection=dataclasses.replace(cfg.detection, method="maskrcnn"))
 
     def refuse(*a, **k):
         raise OSError("network access during detection")
