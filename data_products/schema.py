@@ -68,10 +68,11 @@ INVENTORY_COLUMNS: tuple[Column, ...] = (
     Column("carbon_kg_yr", _F, "kg C/yr", "volume_rate_m3_yr times the soil carbon density (default 12 kg C/m3, "
            "Dai et al. 2025, or a gridded soil-carbon raster)."),
     Column("carbon_density_kg_m3", _F, "kg C/m3", "Carbon density used for carbon_kg_yr."),
-    Column("r_temperature", _F, "", "Pearson r of yearly volume loss against summer air temperature "
-           "(>= 3 years), empty when not computable.", nullable=True),
+    Column("r_temperature", _F, "", "Pearson r of the loss rate (m3 per thaw season) against the summer air "
+           "temperature, over the intervals between the cell's DEMs (each at least half a thaw season; at least "
+           "6 intervals); empty when the record does not resolve enough intervals.", nullable=True),
     Column("p_temperature", _F, "", "Two-sided p-value of r_temperature.", nullable=True),
-    Column("temperature_note", pa.string(), "", "Why r_temperature is empty (too few years, outside the climate "
+    Column("temperature_note", pa.string(), "", "Why r_temperature is empty (too few intervals, outside the climate "
            "grid, NaN temperatures, no climate file); empty otherwise.", nullable=True),
     Column("n_years", pa.int32(), "count", "Thaw seasons with a yearly volume (rows in rts_timeseries)."),
     Column("detector", pa.string(), "", "What accepted the slump: 'maskrcnn' or 'rules' (criteria 1-3)."),

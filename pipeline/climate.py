@@ -90,22 +90,6 @@ def summer_temperature(da: xr.DataArray, lat: float, lon: float, months: tuple[i
     return means[counts == len(months)]
 
 
-def temperature_response(yearly_m3: pd.Series, summer_c: pd.Series, min_years: int = 3
-                         ) -> tuple[float, float, int, str]:
-    """Pearson r and p of yearly volume loss against summer temperature.
-
-    Returns (r, p, n_years, reason); r and p are NaN with a reason when fewer than
-    ``min_years`` years have both values, or a series is constant."""
-    both = pd.concat([yearly_m3.rename("v"), summer_c.rename("t")], axis=1).dropna()
-    n = len(both)
-    if n < min_years:
-        return float("nan"), float("nan"), n, f"{n} year(s) with both volume and temperature (need {min_years})"
-    if both.v.nunique() < 2 or both.t.nunique() < 2:
-        return float("nan"), float("nan"), n, "constant series"
-    r, p = stats.pearsonr(both.v, both.t)
-    return float(r), float(p), n, ""
-
-
 def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
     """Thaw season (year) of dates given as days since 2000-01-01: dates before 20 June
     count to the previous year's season."""
@@ -117,19 +101,58 @@ def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
 THAW_SEASON = ((6, 20), (9, 22))  # 20 June - 22 September (Dai et al. 2025)
 
 
-def seasons_covered(t1: float, t2: float, min_fraction: float = 0.25) -> list[int]:
-    """Thaw seasons (20 Jun - 22 Sep) of which at least ``min_fraction`` lies between two
-    dates (days since 2000-01-01), the rule of Dai et al. (2025) for a season to count."""
+def season_coverage(t1: float, t2: float) -> dict[int, float]:
+    """Fraction (0-1) of each thaw season (20 Jun - 22 Sep) lying between two dates (days
+    since 2000-01-01); seasons not touched are left out."""
     a = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t1))
     b = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t2))
     (m0, d0), (m1, d1) = THAW_SEASON
-    out = []
+    out = {}
     for y in range(a.year, b.year + 1):
         s, e = pd.Timestamp(y, m0, d0), pd.Timestamp(y, m1, d1)
         covered = (min(e, b) - max(s, a)).days
-        if covered >= min_fraction * (e - s).days:
-            out.append(y)
+        if covered > 0:
+            out[y] = covered / (e - s).days
     return out
+
+
+def seasons_covered(t1: float, t2: float, min_fraction: float = 0.25) -> list[int]:
+    """Thaw seasons (20 Jun - 22 Sep) of which at least ``min_fraction`` lies between two
+    dates (days since 2000-01-01), the rule of Dai et al. (2025) for a season to count."""
+    return [y for y, c in season_coverage(t1, t2).items() if c >= min_fraction]
+
+
+def interval_temperature_response(intervals: pd.DataFrame, summer_c: pd.Series, min_intervals: int = 6
+                                  ) -> tuple[float, float, int, str]:
+    """Pearson r and p of the loss rate against summer temperature, over the intervals
+    between DEM epochs (:func:`pipeline.volume.interval_losses`).
+
+    An interval's rate is its volume per thaw season (m3 per season-equivalent) and its
+    temperature the mean of the summers it covers, weighted by how much of each thaw season
+    lies inside it: the record's own resolution. A yearly series interpolated across a gap
+    of several summers has as many values as years but no more information than the gap;
+    a sparse record (a High-Arctic site with 6 DEMs resolves 4 intervals) gives no r.
+    (Dai et al. 2025 bin by t2 and average July-August temperature within the bin's median
+    t1-t2 span, the same idea per bin.)
+
+    Returns (r, p, n_intervals, reason); r and p are NaN with a reason when fewer than
+    ``min_intervals`` intervals have both a rate and a temperature, or a series is constant."""
+    x, y = [], []
+    for cov, seasons, vol in zip(intervals.coverage, intervals.seasons, intervals.volume_m3):
+        t = [summer_c.get(yr, np.nan) for yr in cov]
+        if not cov or seasons <= 0 or not np.all(np.isfinite(t)):
+            continue
+        w = np.fromiter(cov.values(), float)
+        x.append(float(np.dot(w, t) / w.sum()))
+        y.append(vol / seasons)
+    n = len(x)
+    if n < min_intervals:
+        return (float("nan"), float("nan"), n,
+                f"the record resolves {n} interval(s) with loss and temperature (need {min_intervals})")
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan"), float("nan"), n, "constant series"
+    r, p = stats.pearsonr(y, x)
+    return float(r), float(p), n, ""
 
 
 def seasons_spanned(t1: float, t2: float, min_fraction: float = 0.25) -> int:

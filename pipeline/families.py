@@ -194,7 +194,7 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
     from .inventories import match_inventories
 
     rows = {lab: [] for lab in detectors}
-    extra = {lab: {"causes": {}, "split": 0, "merged": 0, "vol": [], "temp": []} for lab in detectors}
+    extra = {lab: {"causes": {}, "split": 0, "merged": 0, "vol": [], "temp": [], "with_r": []} for lab in detectors}
     naive = {0.5: [0, 0, 0], 0.1: [0, 0, 0]}
     stable = []
     for sample, products in pairs:
@@ -220,6 +220,7 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
                 for fi, ti in zip(pairs_.found_index, pairs_.reference_index):
                     r, t = inv.iloc[fi], truth.iloc[ti]
                     extra[lab]["vol"].append((r.volume_m3, r.volume_sigma_m3, t.volume_m3))
+                    extra[lab]["with_r"].append(bool(np.isfinite(r.r_temperature)))
                     if np.isfinite(r.r_temperature):
                         extra[lab]["temp"].append(bool(r.r_temperature >= 0.5) == bool(t.temperature_driven))
         for site in sorted(set(truth.site)):
@@ -246,6 +247,8 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
             r["coverage_2sigma"] = float(np.mean(np.abs(err) <= 2 * v[:, 1]))
         if e["temp"]:
             r["temperature_flag_agreement"] = float(np.mean(e["temp"]))
+        if e["with_r"]:
+            r["share_with_r"] = float(np.mean(e["with_r"]))
         r["stable_false_change"] = float(np.mean(stable)) if stable else float("nan")
         out.append(r)
     nr = {"method": "naive newest - oldest"}
@@ -259,7 +262,8 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
 
 REPORT_COLUMNS = ["method", "found", "true", "precision@0.5", "recall@0.5", "f1@0.5", "f1@0.1", "split", "merged",
                   "lookalikes_as_slumps", "fp_causes", "median_abs_volume_error", "total_volume_error",
-                  "coverage_1sigma", "coverage_2sigma", "stable_false_change", "temperature_flag_agreement"]
+                  "coverage_1sigma", "coverage_2sigma", "stable_false_change", "temperature_flag_agreement",
+                  "share_with_r"]
 
 
 def report_markdown(rows: list[dict], columns=REPORT_COLUMNS) -> str:

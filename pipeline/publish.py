@@ -94,8 +94,7 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
         dets = detect_slumps(mosaic, cands, cfg.detection, detector)
         now = pd.Timestamp.now(tz="UTC").floor("s")
         dates = json.loads((products / "tiles" / cell_id / "cell.json").read_text()).get("dates") or []
-        record = (min(dates), max(dates)) if dates else None
-        inv, ts = quantify(mosaic, dets, vg, cfg, climate, CarbonDensity(cfg.quantify), now, record)
+        inv, ts = quantify(mosaic, dets, vg, cfg, climate, CarbonDensity(cfg.quantify), now, dates)
         folder = products / PARTS / cell_id
         writers.write_geoparquet(inv, folder / "slumps.parquet", schema.INVENTORY_COLUMNS, sort=False)
         writers.write_parquet(ts, folder / "timeseries.parquet", schema.TIMESERIES_COLUMNS)

@@ -41,11 +41,11 @@ from .change import NODATA_DATE
 from .climate import (
     ClimateError,
     open_temperature,
+    interval_temperature_response,
     summer_temperature,
-    temperature_response,
 )
 from .config import Config, QuantifyConfig
-from .volume import Variogram, sigma_mean_dh, volume_and_sigma, yearly_loss
+from .volume import Variogram, interval_losses, sigma_mean_dh, volume_and_sigma, yearly_loss
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +124,6 @@ def _date(days: float):
     return None if not np.isfinite(days) else (EPOCH + np.timedelta64(int(days), "D")).astype("datetime64[D]").item()
 
 
-def complete_seasons(years, record: tuple[str, str] | None) -> list[int]:
-    """The thaw seasons (20 Jun - 22 Sep) lying wholly between the first and last DEM of the
-    record (ISO dates); the first and last seasons are usually seen only in part, so their
-    volumes are incomplete. All years when the record is unknown."""
-    if not record:
-        return [int(y) for y in years]
-    first, last = pd.Timestamp(record[0]), pd.Timestamp(record[1])
-    return [int(y) for y in years if first <= pd.Timestamp(int(y), 6, 20) and last >= pd.Timestamp(int(y), 9, 22)]
-
-
 def outline_sigma(volume_m3: float, sigma_m3: float, geom, res: float, band_px: float) -> float:
     """The volume's 1-sigma (m3) with the outline term added in quadrature: a band of
     ``band_px`` pixels along the polygon's perimeter at the slump's mean depth
@@ -144,13 +134,14 @@ def outline_sigma(volume_m3: float, sigma_m3: float, geom, res: float, band_px: 
 
 
 def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, climate: Climate,
-             carbon: CarbonDensity, processed_at: pd.Timestamp, record: tuple[str, str] | None = None
+             carbon: CarbonDensity, processed_at: pd.Timestamp, epochs: list[str] | tuple = ()
              ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Inventory rows and yearly rows for the slumps detected in one cell's mosaic.
 
     ``detections``: polygons (EPSG:3413) with ``detector``, ``detector_score``, ``criteria``.
-    ``record``: the first and last DEM dates of the cell (ISO); r uses only the thaw seasons
-    wholly inside it (:func:`complete_seasons`).
+    ``epochs``: the dates of the cell's DEMs (ISO); r is computed over the intervals
+    between them (:func:`pipeline.volume.interval_losses`,
+    :func:`pipeline.climate.interval_temperature_response`).
     Returns (inventory part as a GeoDataFrame with the schema's columns, time-series part)."""
     res = cfg.grid.resolution_m
     L = mosaic.layers
@@ -160,6 +151,7 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
     t1[L["t1"] == NODATA_DATE] = np.nan
     t2[L["t2"] == NODATA_DATE] = np.nan
     inv_rows, ts_rows = [], []
+    epoch_days = [(pd.Timestamp(d) - pd.Timestamp(EPOCH)).days for d in epochs]
     if len(detections):
         cx = detections.geometry.centroid.x.to_numpy()
         cy = detections.geometry.centroid.y.to_numpy()
@@ -190,10 +182,8 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         if binned > 0:  # the loss of the other pixels is shared in proportion, so years add up to V
             yearly["volume_m3"] *= volume / binned
         summer, note = climate.summer_at(float(lat[k]), float(lon[k]))
-        complete = yearly["volume_m3"].loc[complete_seasons(yearly.index, record)]
-        r, p, _, why = temperature_response(complete, summer, cfg.quantify.min_years)
-        if why and len(complete) < len(yearly):
-            why += " (complete thaw seasons only)"
+        intervals = interval_losses(dh, L["t1"], L["t2"], sig, res, epoch_days, cfg.quantify.min_interval_seasons)
+        r, p, _, why = interval_temperature_response(intervals, summer, cfg.quantify.min_intervals)
         if note:
             why = note
         for year, row in yearly.iterrows():

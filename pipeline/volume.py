@@ -156,6 +156,56 @@ def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray
                         index=pd.Index(idx, dtype=int, name="year"))
 
 
+def interval_losses(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float,
+                    epochs=(), min_seasons: float = 0.5) -> pd.DataFrame:
+    """Volume lost between successive DEM epochs inside ``mask``.
+
+    ``epochs``: dates (days since 2000-01-01) of the record's DEMs; the pixels' own t1 and
+    t2 are added. A pixel lost its ``-dh`` between its t1 and t2; when that span holds more
+    than one interval between epochs, the loss is shared among them by the thaw season
+    (20 Jun - 22 Sep) each covers. Intervals are taken between the earliest t1 and the
+    latest t2 of the pixels, and merged forward until each covers at least ``min_seasons``
+    of thaw season (two DEMs a day apart resolve nothing between them).
+
+    Returns a frame with one row per interval: ``start`` and ``end`` (days since
+    2000-01-01), ``seasons`` (thaw-season equivalents covered), ``coverage`` (season year ->
+    fraction of it covered) and ``volume_m3`` (positive for loss); the volumes add up to
+    the polygon's volume over the pixels with dates.
+    """
+    from .change import NODATA_DATE
+    from .climate import season_coverage
+
+    cols = ["start", "end", "seasons", "coverage", "volume_m3"]
+    ok = mask & np.isfinite(dh) & (t2 != NODATA_DATE) & (t1 != NODATA_DATE) & (t2 > t1)
+    if not ok.any():
+        return pd.DataFrame(columns=cols)
+    a_px, b_px = t1[ok].astype(float), t2[ok].astype(float)
+    lo, hi = a_px.min(), b_px.max()
+    e = np.unique(np.concatenate([a_px, b_px, np.asarray(epochs, float)]))
+    e = e[(e >= lo) & (e <= hi)]
+    cov = [season_coverage(e[k], e[k + 1]) for k in range(len(e) - 1)]
+    w = np.array([sum(c.values()) for c in cov])
+    loss = np.zeros(len(e) - 1)
+    pairs, inverse = np.unique(np.stack([a_px, b_px], axis=1), axis=0, return_inverse=True)
+    px_loss = np.bincount(inverse.ravel(), weights=-dh[ok].astype(float) * res * res, minlength=len(pairs))
+    for (a, b), v in zip(pairs, px_loss):
+        k0, k1 = np.searchsorted(e, a), np.searchsorted(e, b)
+        share = w[k0:k1] if w[k0:k1].sum() > 0 else np.ones(k1 - k0)
+        loss[k0:k1] += v * share / share.sum()
+    rows, acc_v, acc_c, start = [], 0.0, {}, e[0]
+    for k in range(len(e) - 1):
+        acc_v += loss[k]
+        for yr, c in cov[k].items():
+            acc_c[yr] = acc_c.get(yr, 0.0) + c
+        if sum(acc_c.values()) >= min_seasons or k == len(e) - 2:
+            rows.append((start, e[k + 1], sum(acc_c.values()), acc_c, acc_v))
+            acc_v, acc_c, start = 0.0, {}, e[k + 1]
+    if len(rows) > 1 and rows[-1][2] < min_seasons:  # a short tail joins the interval before
+        (s0, _, n0, c0, v0), (_, e1, n1, c1, v1) = rows[-2], rows[-1]
+        rows[-2:] = [(s0, e1, n0 + n1, {yr: c0.get(yr, 0.0) + c1.get(yr, 0.0) for yr in {*c0, *c1}}, v0 + v1)]
+    return pd.DataFrame(rows, columns=cols)
+
+
 def yearly_volumes(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.Series:
     """Volume lost per thaw season (m3, index: season year); see :func:`yearly_loss`."""
     return yearly_loss(dh, t1, t2, mask, res)["volume_m3"]

@@ -342,7 +342,11 @@ def _truth(out, site, block, geo, z0, features, slumps, looks, lakes_render, t_f
             for y, a, b in seasons:
                 inside = sel & (s.t_exc > a - 120) & (s.t_exc <= b + 120)
                 yearly[y] = yearly.get(y, 0.0) + float(s.depth[inside].sum()) * res * res
-        uid = slumps[mem[0]].group if len({slumps[i].group for i in mem}) == 1 else "+".join(names)
+        # a group's name only when the unit holds the whole group: scars planned to coalesce
+        # that stayed apart are separate units, each named by its scars
+        groups = {slumps[i].group for i in mem}
+        whole = len(groups) == 1 and {i for i, s in enumerate(slumps) if s.group in groups} == set(mem)
+        uid = slumps[mem[0]].group if whole else "+".join(names)
         for y, v in yearly.items():
             if v > 0:
                 yearly_rows.append({"slump_id": uid, "year": y, "volume_m3": v})

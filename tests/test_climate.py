@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipeline.climate import (ClimateError, open_temperature, seasons_spanned, summer_temperature,
-                              temperature_response, thaw_season_of)
-from pipeline.volume import yearly_volumes
+from pipeline.climate import (ClimateError, interval_temperature_response, open_temperature, season_coverage,
+                              seasons_spanned, summer_temperature, thaw_season_of)
+from pipeline.volume import interval_losses, yearly_volumes
 
 
 def _era5(tmp_path, time_name="valid_time", freq="MS", periods=48):
@@ -64,13 +64,45 @@ def test_a_slump_outside_the_grid_is_a_clear_error(tmp_path):
         summer_temperature(da, 80.5, 10.0)
 
 
-def test_response_needs_three_years_and_skips_nan_temperatures():
-    v = pd.Series({2015: 100.0, 2016: 200.0, 2017: 300.0, 2018: 250.0})
-    t = pd.Series({2015: 5.0, 2016: 6.0, 2017: np.nan, 2018: 6.5})
-    r, p, n, why = temperature_response(v, t)
-    assert n == 3 and r > 0.9 and why == ""
-    r, p, n, why = temperature_response(v.iloc[:2], t)
-    assert np.isnan(r) and "need 3" in why
+def _day(s: str) -> int:
+    return (pd.Timestamp(s) - pd.Timestamp("2000-01-01")).days
+
+
+def test_interval_losses_follow_the_epochs_and_share_a_gap_by_thaw_season():
+    # epochs mid-summer 2015, 2016, 2016 + 1 day, 2019; one pixel changed 2015-2016, one
+    # between 2016 and 2019 (three seasons' worth), one across the whole record
+    ep = [_day(x) for x in ("2015-08-06", "2016-08-06", "2016-08-07", "2019-08-06")]
+    dh = np.array([[-2.0, -3.0, -4.0]])
+    t1 = np.array([[ep[0], ep[2], ep[0]]])
+    t2 = np.array([[ep[1], ep[3], ep[3]]])
+    iv = interval_losses(dh, t1, t2, np.ones(dh.shape, bool), 2.0, ep, min_seasons=0.5)
+    # the one-day interval is merged forward: two intervals, one season and three seasons
+    assert len(iv) == 2 and iv.start.iloc[0] == ep[0] and iv.end.iloc[-1] == ep[3]
+    assert iv.seasons.iloc[0] == pytest.approx(1.0, abs=0.02) and iv.seasons.iloc[1] == pytest.approx(3.0, abs=0.02)
+    # the whole-record pixel's 16 m3 is shared 1:3; the volumes add up to the total
+    assert iv.volume_m3.iloc[0] == pytest.approx(8 + 16 / 4, rel=0.02)
+    assert iv.volume_m3.sum() == pytest.approx(36.0)
+    assert set(iv.coverage.iloc[1]) == {2016, 2017, 2018, 2019}
+
+
+def test_temperature_response_over_intervals_finds_a_driven_loss_and_needs_enough_intervals():
+    rng = np.random.default_rng(4)
+    summer = pd.Series(rng.normal(8, 1.2, 14), index=range(2008, 2022))
+    ep = [_day(f"{y}-09-25") for y in range(2007, 2021)]
+    # epochs after each thaw season: interval k holds season 2008 + k, whose loss rate
+    # follows its summer temperature plus noise
+    years = list(range(2008, 2021))
+    rate = [200 + 80 * (summer[y] - 8) + rng.normal(0, 10) for y in years]
+    cov = [season_coverage(ep[k], ep[k + 1]) for k in range(len(years))]
+    iv = pd.DataFrame({"seasons": [sum(c.values()) for c in cov], "coverage": cov,
+                       "volume_m3": [r * sum(c.values()) for r, c in zip(rate, cov)]})
+    r, p, n, why = interval_temperature_response(iv, summer, 6)
+    assert n == len(years) and r > 0.9 and p < 0.001 and why == ""
+    # an interval whose summers have no temperature is left out; too few give no r
+    r, p, n, why = interval_temperature_response(iv.iloc[:5], summer, 6)
+    assert np.isnan(r) and n == 5 and "need 6" in why
+    r, p, n, why = interval_temperature_response(iv, summer.drop([2010]), 6)
+    assert n == len(years) - 1
 
 
 def test_thaw_seasons_and_yearly_binning():

@@ -289,12 +289,3 @@ def test_stac_bbox_crosses_the_antimeridian_west_to_east():
     west, south, east, north = _lonlat_bbox((-2.0e6, 1.9e6, -1.9e6, 2.0e6))  # Chukotka / Bering Strait
     assert west > 170 and east < -170 and 60 < south < north < 70
     assert _lonlat_bbox((-1e5, -1e5, 1e5, 1e5))[3] == 90.0  # the pole inside: all longitudes
-
-
-def test_only_thaw_seasons_wholly_inside_the_record_enter_the_temperature_response():
-    from pipeline.quantify import complete_seasons
-
-    # first DEM mid-July 2011, last early July 2022: 2011 and 2022 are seen only in part
-    assert complete_seasons(range(2011, 2023), ("2011-07-15", "2022-07-05")) == list(range(2012, 2022))
-    assert complete_seasons([2015], ("2015-06-01", "2015-10-01")) == [2015]
-    assert complete_seasons([2011, 2012], None) == [2011, 2012]
