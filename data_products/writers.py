@@ -51,9 +51,52 @@ def atomic_path(path: str | Path):
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is only on disk once
+    the directory itself is synced); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | Path, length: int = 16) -> str:
+    """Hex SHA-256 of a file's bytes (first ``length`` characters), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def files_intact(folder: str | Path, checksums: dict | None) -> str:
+    """Check files against recorded checksums (name -> :func:`file_sha256`): "" when all
+    are there and match, else what is wrong (the first problem found)."""
+    if not checksums:
+        return "no checksums recorded"
+    for name, digest in checksums.items():
+        p = Path(folder) / name
+        if not p.is_file():
+            return f"{p}: missing"
+        try:
+            actual = file_sha256(p, len(digest))
+        except OSError as exc:
+            return f"{p}: unreadable ({exc})"
+        if actual != digest:
+            return f"{p}: checksum {actual} does not match the recorded {digest} (truncated or replaced)"
+    return ""
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import rasterio
 from pyproj import Transformer
 
-from data_products import grid
+from data_products import grid, writers
 
 from .change import NODATA_DATE, ChangeResult, detect_steps
 from .config import Config
@@ -187,6 +187,7 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
             dst.set_band_description(1, desc)
             dst.update_tags(cell_id=result.cell_id, units=desc.rsplit(", ", 1)[-1])
         os.replace(tmp, folder / f"{name}.tif")
+    writers.fsync_dir(folder)
     meta = {
         "cell_id": result.cell_id, "status": result.status, "bounds_3413": cell.bounds,
         "strips": result.strips, "dates": result.dates, "coregistration": result.coreg_table(),
@@ -195,8 +196,9 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
         "config_digest": cfg.dem_digest(), "inputs_digest": inputs_digest,
         "processed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "date_encoding": "t1/t2: days since 2000-01-01",
+        # checked before the rasters are reused (a truncated raster behind a valid cell.json
+        # makes the cell run again)
+        "files": {f"{name}.tif": writers.file_sha256(folder / f"{name}.tif") for name in arrays},
     }
-    tmp = folder / f".cell.json.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, default=float))
-    os.replace(tmp, folder / "cell.json")
+    writers.write_text(folder / "cell.json", json.dumps(meta, indent=1, default=float))
     return folder

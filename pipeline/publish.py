@@ -47,13 +47,7 @@ YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
 
 
 def _file_digest(path: str | Path | None) -> str:
-    if not path or not Path(path).exists():
-        return "none"
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return writers.file_sha256(path) if path and Path(path).exists() else "none"
 
 
 def _cell_digest(products: Path, cell_id: str) -> str:
@@ -74,11 +68,30 @@ def part_digest(products: Path, cell: grid.Cell, cfg: Config, detector_id: str, 
     return h.hexdigest()[:16]
 
 
-def recorded_part_digest(products: Path, cell_id: str) -> str | None:
+PART_FILES = ("slumps.parquet", "timeseries.parquet", CANDIDATES)
+
+
+def read_part_meta(products: Path, cell_id: str) -> tuple[dict | None, str]:
+    """A cell's ``part.json`` and "" when the part is whole (every file it lists there and
+    matching its checksum), else (None, what is wrong)."""
+    folder = Path(products) / PARTS / cell_id
     try:
-        return json.loads((products / PARTS / cell_id / "part.json").read_text()).get("digest")
-    except (OSError, json.JSONDecodeError):
-        return None
+        meta = json.loads((folder / "part.json").read_text())
+    except FileNotFoundError:
+        return None, "no part published"
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"{folder / 'part.json'} unreadable ({exc})"
+    problem = writers.files_intact(folder, meta.get("files"))
+    return (None, problem) if problem else (meta, "")
+
+
+def recorded_part_digest(products: Path, cell_id: str) -> str | None:
+    """The digest a whole part recorded; None (the part is recomputed) when it is missing,
+    unreadable or a file of it is missing or altered."""
+    meta, problem = read_part_meta(products, cell_id)
+    if meta is None and problem != "no part published":
+        log.warning("%s: part of %s is recomputed", problem, cell_id)
+    return meta.get("digest") if meta else None
 
 
 def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climate: Climate, digest: str) -> dict:
@@ -104,6 +117,7 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
         writers.write_json(folder / "part.json", {
             "cell_id": cell_id, "digest": digest, "n_slumps": len(inv), "n_candidates": len(cands),
             "volume_m3": float(inv.volume_m3.sum()), "seconds": round(seconds, 3),
+            "files": {name: writers.file_sha256(folder / name) for name in PART_FILES},
             "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
                                                            "range_m": vg.range_m},
         })
@@ -127,7 +141,10 @@ def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]
         if cid not in live:
             continue  # its DEM products were removed: its slumps go too
         try:
-            meta[cid] = json.loads(pj.read_text())
+            m, problem = read_part_meta(products, cid)
+            if m is None:
+                raise ValueError(problem)
+            meta[cid] = m
             inv.append(gpd.read_parquet(pj.parent / "slumps.parquet"))
             ts.append(pd.read_parquet(pj.parent / "timeseries.parquet"))
             if (pj.parent / CANDIDATES).exists():
@@ -172,6 +189,10 @@ def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
                 err = "unknown"
             row.update(status="failed", error=f"slump stage: {err} (the previous slumps stay published)")
         part = parts_meta.get(cell.id)
+        if not part and row["status"] in ("ok", "too_few_dems") and meta_path.exists():
+            # DEM rasters without a whole slump part: never "ok" with no slumps
+            _, problem = read_part_meta(products, cell.id)
+            row.update(status="failed", error=f"slump stage: {problem or 'part unreadable'} (rerun to recompute)")
         if part:
             row.update(n_slumps=int(part["n_slumps"]), volume_m3=float(part["volume_m3"]))
             row["seconds"] = (row["seconds"] or 0.0) + float(part.get("seconds", 0.0))

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 import uuid
@@ -27,13 +28,13 @@ from tqdm import tqdm
 
 from data_products import grid, writers
 
-from .cell import process_cell, write_cell_rasters
+from .cell import RASTER_SPECS, process_cell, write_cell_rasters
 from .config import Config
 from .detect import detector_id, load_detector
 from .publish import (
-    _file_digest,
     assemble,
     part_digest,
+    read_part_meta,
     recorded_part_digest,
     slump_cell,
 )
@@ -97,15 +98,36 @@ def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
 
 
 def _recorded_digest(meta_path: Path) -> str | None:
-    """The inputs digest a published cell recorded; None when absent or unreadable
-    (an unreadable record means the cell is processed again)."""
+    """The inputs digest a published cell recorded; None when absent, unreadable, or when
+    a raster it lists is missing or does not match its checksum: the cell is processed again."""
     if not meta_path.exists():
         return None
     try:
-        return json.loads(meta_path.read_text()).get("inputs_digest")
+        meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("%s is unreadable (%s); the cell is processed again", meta_path, exc)
         return None
+    problem = writers.files_intact(meta_path.parent, meta["files"]) if meta.get("files") else _rasters_readable(
+        meta_path.parent)
+    if problem:
+        log.warning("%s; the cell is processed again", problem)
+        return None
+    return meta.get("inputs_digest")
+
+
+def _rasters_readable(folder: Path) -> str:
+    """For cells written before checksums were recorded: "" when every raster decodes in
+    full, else the first problem."""
+    import rasterio
+
+    for name in RASTER_SPECS:
+        p = folder / f"{name}.tif"
+        try:
+            with rasterio.open(p) as src:
+                src.read(1)
+        except Exception as exc:  # missing, truncated, not a GeoTIFF
+            return f"{p}: unreadable ({type(exc).__name__}: {exc})"
+    return ""
 
 
 def run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest: str) -> dict:
@@ -155,11 +177,19 @@ def slump_task(cell_id: str, out: Path, cfg: Config, climate_path: str | None, d
                detector_key: str = "", climate_key: str = "") -> dict:
     """The slump stage of one cell (a task: runs in any worker process); never raises."""
     with cell_log(out, cell_id):
+        log.info("slump stage of %s", cell_id)
         try:
-            detector, climate = _stage_context(cfg, climate_path, detector_key, climate_key)
+            with _STAGE_CONTEXT_LOCK:  # threads of one worker load the detector and climate once
+                detector, climate = _stage_context(cfg, climate_path, detector_key, climate_key)
         except Exception as exc:
             return {"cell_id": cell_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
-        return slump_cell(out, cell_id, cfg, detector, climate, digest)
+        r = slump_cell(out, cell_id, cfg, detector, climate, digest)
+        log.info("slump stage of %s: %s, %s slumps in %.1f s %s", cell_id, r["status"], r.get("n_slumps", 0),
+                 r["seconds"], r.get("error") or "")
+        return r
+
+
+_STAGE_CONTEXT_LOCK = threading.Lock()
 
 
 def live_cells(out: Path) -> list[str]:
@@ -175,38 +205,84 @@ def live_cells(out: Path) -> list[str]:
     return sorted(ids)
 
 
+class LockTimeout(RuntimeError):
+    """Another run holds the products folder for longer than the lock timeout."""
+
+
 @contextlib.contextmanager
-def products_lock(out: Path):
-    """An exclusive lock on the products folder for publishing (one run or job worker at a
-    time assembles the products; the DEM stage of other cells may go on meanwhile)."""
+def products_lock(out: Path, timeout_s: float = 3600.0, poll_s: float = 1.0):
+    """An exclusive lock on the products folder for a whole run (DEM stage, slump stage,
+    publishing): a second run or job worker on the same folder waits, saying which process
+    holds it, and gives up with :class:`LockTimeout` after ``timeout_s`` (0: at once). The
+    DEM stage of one run never swaps rasters under another's slump stage. The lock is
+    ``fcntl.flock`` on ``PRODUCTS/.publish.lock``, released by the kernel if the holder dies."""
     import fcntl
 
     Path(out).mkdir(parents=True, exist_ok=True)
-    with open(Path(out) / ".publish.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    path = Path(out) / ".publish.lock"
+    with open(path, "a+") as fh:
+        t0, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                waited = time.monotonic() - t0
+                if waited >= timeout_s:
+                    raise LockTimeout(f"{out} is in use by {holder} (waited {waited:.0f} s; lock {path}); "
+                                      "try again when it has finished") from None
+                if not told:
+                    print(f"rts run: waiting for {holder} to finish with {out} (up to {timeout_s:.0f} s)", flush=True)
+                    told = True
+                time.sleep(min(poll_s, max(timeout_s - waited, 0.01)))
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename} since "
+                 f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+        fh.flush()
         try:
             yield
         finally:
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_LOG_LEVEL_LOCK = threading.Lock()
+_LOG_LEVEL_USERS = [0, logging.NOTSET]  # tasks inside cell_log, the root level before the first
 
 
 @contextlib.contextmanager
 def cell_log(out: Path, cell_id: str):
-    """Log records of the task go to ``PRODUCTS/logs/<cell>.log`` too (appended)."""
+    """Log records of the task go to ``PRODUCTS/logs/<cell>.log`` too (appended): only the
+    records of the thread running the task, so that a worker running several cells at once
+    (``dask worker --nthreads 2``) keeps each cell's lines in its own log. The root level is
+    raised to INFO while any task runs and restored after the last."""
     folder = Path(out) / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / f"{cell_id}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    me = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == me)
     root = logging.getLogger()
-    old = root.level
+    with _LOG_LEVEL_LOCK:
+        if _LOG_LEVEL_USERS[0] == 0:
+            _LOG_LEVEL_USERS[1] = root.level
+            root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+        _LOG_LEVEL_USERS[0] += 1
     root.addHandler(handler)
-    root.setLevel(min(old, logging.INFO) if old else logging.INFO)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(old)
         handler.close()
+        with _LOG_LEVEL_LOCK:
+            _LOG_LEVEL_USERS[0] -= 1
+            if _LOG_LEVEL_USERS[0] == 0:
+                root.setLevel(_LOG_LEVEL_USERS[1])
 
 
 class Executor:
@@ -294,6 +370,19 @@ class Executor:
         return results
 
 
+def _verified(out: Path, result: dict, digests: dict[str, str]) -> dict:
+    """A slump-stage result that says "ok" only if its whole part, with the digest it was
+    asked for, is on disk; otherwise a failure naming what is missing (recomputed next run)."""
+    if result.get("status") != "ok":
+        return result
+    meta, problem = read_part_meta(out, result["cell_id"])
+    if meta is None or meta.get("digest") != digests.get(result["cell_id"]):
+        problem = problem or "the part on disk is not the one this run computed"
+        log.error("slump stage of %s reported ok but %s", result["cell_id"], problem)
+        return dict(result, status="failed", error=f"part not published: {problem}")
+    return result
+
+
 class Cancelled(RuntimeError):
     """The run was asked to stop (a cancelled reprocessing job)."""
 
@@ -301,12 +390,13 @@ class Cancelled(RuntimeError):
 def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
         bbox: tuple[float, float, float, float] | None = None, climate: str | Path | None = None,
         workers: int = 1, scheduler: str | None = None, force: bool = False, progress: bool = True,
-        on_progress=None) -> dict:
+        on_progress=None, lock_timeout_s: float = 3600.0) -> dict:
     """Run the pipeline over every cell the strips cover (or ``tiles``, or the cells meeting
     ``bbox``, EPSG:3413 m): the DEM stage per cell, then the slump stage per cell, then
     publish. ``on_progress(fraction, message)`` is called after each cell; if it returns
     False the run stops after the cells in flight (:class:`Cancelled`). Returns a summary,
-    also written to ``PRODUCTS/run_summary.json``."""
+    also written to ``PRODUCTS/run_summary.json``. The products folder is locked for the
+    whole run (:func:`products_lock`; a second run waits up to ``lock_timeout_s``)."""
     out = Path(out).resolve()  # workers of a remote scheduler have their own working directory
     t0 = time.time()
     load_detector(cfg.detection)  # fails now, not after the DEM stage, if the configured weights are missing
@@ -325,6 +415,12 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         cells = [c for c in cells if c.bounds[0] < xmax and c.bounds[2] > xmin
                  and c.bounds[1] < ymax and c.bounds[3] > ymin]
     out.mkdir(parents=True, exist_ok=True)
+    with products_lock(out, lock_timeout_s):
+        return _run_locked(out, strips, cells, cfg, climate, workers, scheduler, force, progress, on_progress, t0)
+
+
+def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, scheduler, force, progress, on_progress,
+                t0: float) -> dict:
     jobs, skipped = [], []
     for c in cells:
         mine = _strips_for(c, strips)
@@ -357,18 +453,18 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
         # slump stage: every published cell whose part is out of date (its own or a neighbour's
         # rasters changed, or the configuration, detector or climate did)
         climate_path = str(Path(climate).resolve()) if climate else None
-        det_id, clim_id = detector_id(cfg.detection), _file_digest(climate_path)
-        with products_lock(out):
-            stage = []
-            for cid in live_cells(out):
-                d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
-                if force or recorded_part_digest(out, cid) != d:
-                    stage.append((cid, out, cfg, climate_path, d, det_id, clim_id))
-            slump_results = ex.map(slump_task, stage, "slump stage", progress, report("slump stage", 0.15, 0.8),
-                                   stopped)
-            if stop["requested"]:
-                raise Cancelled(f"stopped in the slump stage after {len(slump_results)} of {len(stage)} cells")
-            published = assemble(out, cfg)
+        det_id, clim_id = detector_id(cfg.detection), (writers.file_sha256(climate_path) if climate_path and Path(climate_path).exists() else "none")
+        stage = []
+        for cid in live_cells(out):
+            d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)
+            if force or recorded_part_digest(out, cid) != d:
+                stage.append((cid, out, cfg, climate_path, d, det_id, clim_id))
+        slump_results = ex.map(slump_task, stage, "slump stage", progress, report("slump stage", 0.15, 0.8),
+                               stopped)
+        if stop["requested"]:
+            raise Cancelled(f"stopped in the slump stage after {len(slump_results)} of {len(stage)} cells")
+        slump_results = [_verified(out, r, {j[0]: j[4] for j in stage}) for r in slump_results]
+        published = assemble(out, cfg)
 
     failed = [r for r in results if r["status"] in ("failed", "no_data")]
     failed += [dict(r, error="slump stage: " + r["error"]) for r in slump_results if r["status"] == "failed"]

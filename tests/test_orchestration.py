@@ -195,9 +195,17 @@ def test_two_workers_on_one_queue_run_each_job_once(sample, up_to_date, tmp_path
     assert len(gpd.read_parquet(products / schema.INVENTORY)) > 0
 
 
-def test_a_run_on_a_separately_started_dask_scheduler(sample, up_to_date, tmp_path):
+@pytest.mark.parametrize("n_workers,n_threads", [(1, 2), (2, 1)])
+def test_a_run_on_a_separately_started_dask_scheduler_gives_the_in_process_products(
+        sample, up_to_date, tmp_path, n_workers, n_threads):
+    """One worker of two threads (``dask worker``'s habit) and two worker processes both
+    publish what an in-process run does, every cell "ok" with its part, each cell's log
+    holding only its own lines."""
     out, manifest = sample
     cells = manifest["sites"][0]["cells"]
+    ref = tmp_path / "ref"
+    shutil.copytree(up_to_date / "tiles", ref / "tiles")
+    run(out / "stac" / "catalog.json", ref, Config(), tiles=cells, progress=False)
     products = tmp_path / "p"
     shutil.copytree(up_to_date / "tiles", products / "tiles")
     bindir = Path(sys.executable).parent
@@ -211,13 +219,14 @@ def test_a_run_on_a_separately_started_dask_scheduler(sample, up_to_date, tmp_pa
         while not sf.exists() and time.time() < deadline:
             time.sleep(0.2)
         address = json.loads(sf.read_text())["address"]
-        procs += [subprocess.Popen([str(bindir / "dask"), "worker", "--scheduler-file", str(sf), "--nthreads", "1",
-                                    "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+        procs += [subprocess.Popen([str(bindir / "dask"), "worker", "--scheduler-file", str(sf), "--nthreads",
+                                    str(n_threads), "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=Path(__file__).resolve().parents[1]) for _ in range(n_workers)]
         from dask.distributed import Client
 
         with Client(address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
+            c.wait_for_workers(n_workers, timeout=60)
         r = subprocess.run(RTS + ["run", "--strips", str(out / "stac" / "catalog.json"), "--out", str(products),
                                   "--scheduler", address, "--tiles", *cells], capture_output=True, text=True,
                            timeout=600)
@@ -225,6 +234,15 @@ def test_a_run_on_a_separately_started_dask_scheduler(sample, up_to_date, tmp_pa
         assert f"Dask scheduler {address}" in r.stdout
         summary = json.loads((products / "run_summary.json").read_text())
         assert summary["slump_cells"] == 4 and summary["failed"] == 0 and summary["slumps"] > 0
+        _same_products(ref, products)
+        tiles = gpd.read_parquet(products / schema.TILES).set_index("tile_id")
+        parts = {c: json.loads((products / "parts" / c / "part.json").read_text())["n_slumps"] for c in cells}
+        assert (tiles.loc[cells, "status"] == "ok").all()
+        assert tiles.loc[cells, "n_slumps"].to_dict() == parts
+        for c in cells:
+            text = (products / "logs" / f"{c}.log").read_text()
+            assert f"slump stage of {c}: ok" in text
+            assert not [o for o in cells if o != c and o in text], f"{c}.log holds other cells' lines"
     finally:
         for p in procs:
             try:
