@@ -46,28 +46,81 @@ def open_temperature(path: str | Path) -> xr.DataArray:
         ds = xr.open_dataset(path)
     except Exception as exc:  # netCDF4/h5 errors vary
         raise ClimateError(f"{path}: not a readable NetCDF file ({exc})") from None
-    if "t2m" in ds.data_vars:
-        da = ds["t2m"]
-        units = str(da.attrs.get("units", "K"))
-        if units.strip().upper() in ("K", "KELVIN"):
-            da = da - 273.15
-    elif "tmp" in ds.data_vars:
-        da = ds["tmp"]
+    if "t2m" in ds.data_vars or "tmp" in ds.data_vars:
+        name = "t2m" if "t2m" in ds.data_vars else "tmp"
+        da = _to_celsius(ds[name], name, path)
     else:
         raise ClimateError(f"{path}: no temperature variable (expected ERA5 't2m' or CRU TS 'tmp'; "
                            f"found {', '.join(map(str, ds.data_vars)) or 'none'})")
     t, la, lo = _pick(ds, _TIME, "time", path), _pick(ds, _LAT, "latitude", path), _pick(ds, _LON, "longitude", path)
+    for c in (la, lo):
+        if ds[c].ndim != 1:
+            raise ClimateError(f"{path}: '{c}' is {ds[c].ndim}-D (a curvilinear or projected grid); "
+                               "regrid to a regular latitude/longitude grid (e.g. `cdo remapbil`) first")
+    if t not in da.dims and t in da.coords and da[t].ndim == 0:  # one time step, kept as a scalar coordinate
+        da = da.expand_dims(t)
+    if t not in da.dims:
+        raise ClimateError(f"{path}: '{da.name}' has no '{t}' dimension (dims {', '.join(map(str, da.dims))})")
     extra = [d for d in da.dims if d not in (t, la, lo)]
     for d in extra:  # ensemble 'number', 'expver' and the like
         da = da.isel({d: 0})
-    da = da.rename({t: "time", la: "lat", lo: "lon"}).transpose("time", "lat", "lon")
+    # cfgrib writes both 'valid_time' (what the value is for) and 'time' (the forecast's
+    # reference time): the reference time goes, so that the renaming does not clash
+    clash = [n for n, src in (("time", t), ("lat", la), ("lon", lo)) if n != src and n in da.coords]
+    da = da.drop_vars(clash).rename({t: "time", la: "lat", lo: "lon"}).transpose("time", "lat", "lon")
     if da.sizes["lat"] < 1 or da.sizes["lon"] < 1 or da.sizes["time"] < 1:
         raise ClimateError(f"{path}: empty temperature grid")
     da = da.assign_coords(lon=((da.lon + 180.0) % 360.0) - 180.0).sortby("lon").sortby("lat")
-    times = pd.DatetimeIndex(da.time.values)
+    times = _datetimes(da.time.values, path)
+    da = da.assign_coords(time=times)
     if len(times) > 1 and (times[1:] - times[:-1]).min() < pd.Timedelta(days=27):  # hourly/daily: monthly means
         da = da.resample(time="MS").mean()
     return da
+
+
+_KELVIN = {"k", "kelvin", "kelvins", "deg k", "degk", "degrees k", "degrees kelvin"}
+_CELSIUS = {"degc", "deg c", "celsius", "degrees celsius", "degree celsius", "°c", "c", "degrees c", "deg_c"}
+_FAHRENHEIT = {"degf", "deg f", "fahrenheit", "degrees fahrenheit", "°f", "f", "degrees f"}
+PLAUSIBLE_C = (-90.0, 60.0)  # monthly-mean 2 m air temperature anywhere on Earth (deg C)
+
+
+def _to_celsius(da: xr.DataArray, name: str, path: Path) -> xr.DataArray:
+    """``da`` in degrees C from its ``units`` attribute (K, degC or degF in their usual
+    spellings); a missing or unknown unit, or values outside :data:`PLAUSIBLE_C` after
+    conversion, is an error naming the file (never a silent assumption)."""
+    units = da.attrs.get("units")
+    if not isinstance(units, str) or not units.strip():
+        raise ClimateError(f"{path}: '{name}' has no units attribute; expected K or degC (set it, e.g. "
+                           f"`ncatted -a units,{name},o,c,K {path.name}`)")
+    u = units.strip().lower()
+    if u in _KELVIN:
+        out = da - 273.15
+    elif u in _CELSIUS:
+        out = da
+    elif u in _FAHRENHEIT:
+        out = (da - 32.0) * (5.0 / 9.0)
+    else:
+        raise ClimateError(f"{path}: '{name}' has units '{units}'; expected K, degC or degF")
+    lo, hi = float(out.min(skipna=True)), float(out.max(skipna=True))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ClimateError(f"{path}: '{name}' has no finite values")
+    if lo < PLAUSIBLE_C[0] or hi > PLAUSIBLE_C[1]:
+        raise ClimateError(f"{path}: '{name}' in '{units}' gives {lo:.1f} to {hi:.1f} deg C, outside the plausible "
+                           f"{PLAUSIBLE_C[0]:.0f} to {PLAUSIBLE_C[1]:.0f} deg C (wrong units attribute?)")
+    return out.assign_attrs(units="degC")
+
+
+def _datetimes(values, path: Path) -> pd.DatetimeIndex:
+    """Timestamps of the time axis; non-standard calendars (``noleap``, ``360_day``, read by
+    xarray as cftime objects) are mapped to the same year, month, day (capped at 28) and
+    hour, which is all a monthly summer mean needs."""
+    if np.issubdtype(np.asarray(values).dtype, np.datetime64):
+        return pd.DatetimeIndex(values)
+    try:
+        return pd.DatetimeIndex([pd.Timestamp(int(v.year), int(v.month), min(int(v.day), 28), int(v.hour))
+                                 for v in values])
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ClimateError(f"{path}: time values are not dates ({exc})") from None
 
 
 def summer_temperature(da: xr.DataArray, lat: float, lon: float, months: tuple[int, ...] = (7, 8),

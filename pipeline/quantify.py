@@ -84,6 +84,10 @@ def load_climate(path: str | Path | None, months: tuple[int, ...] = (7, 8)) -> C
     except ClimateError as exc:
         log.error("temperature response skipped: %s", exc)
         return Climate(None, str(exc), months)
+    except Exception as exc:  # anything else a malformed file raises: the run still goes on
+        msg = f"{path}: unusable climate file ({type(exc).__name__}: {exc})"
+        log.error("temperature response skipped: %s", msg)
+        return Climate(None, msg, months)
     return Climate(da, "", months)
 
 

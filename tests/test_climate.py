@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +117,80 @@ def test_thaw_seasons_and_yearly_binning():
     t2 = np.array([[d("2015-08-15")] * 2, [d("2016-08-01"), d("2016-08-01")]])
     y = yearly_volumes(dh, t1, t2, np.ones(dh.shape, bool), 2.0)
     assert y.to_dict() == {2015: 16.0, 2016: 16.0}
+
+
+def _t2m_file(tmp_path, data_k, units, name="t2m.nc", calendar=None, curvilinear=False):
+    times = pd.date_range("2015-01-01", periods=24, freq="MS")
+    lat, lon = np.array([68.0, 68.25]), np.array([-135.0, -134.75])
+    vals = np.broadcast_to(np.asarray(data_k, float)[:, None, None], (24, 2, 2)).astype(np.float32)
+    attrs = {} if units is None else {"units": units}
+    if curvilinear:
+        la2, lo2 = np.meshgrid(lat, lon, indexing="ij")
+        ds = xr.Dataset({"t2m": (("time", "y", "x"), vals, attrs)},
+                        coords={"time": times, "latitude": (("y", "x"), la2), "longitude": (("y", "x"), lo2)})
+    else:
+        ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), vals, attrs)},
+                        coords={"time": times, "latitude": lat, "longitude": lon})
+    enc = {}
+    if calendar:
+        enc = {"time": {"calendar": calendar, "units": "days since 2000-01-01"}}
+    p = tmp_path / name
+    ds.to_netcdf(p, encoding=enc)
+    return p
+
+
+def _seasonal_k(n=24):
+    m = np.arange(n) % 12 + 1
+    return 260.0 + 15 * np.cos(2 * np.pi * (m - 7.5) / 12)
+
+
+@pytest.mark.parametrize("units,scale", [("K", lambda k: k), ("deg K", lambda k: k),
+                                         ("degC", lambda k: k - 273.15), ("degrees Celsius", lambda k: k - 273.15),
+                                         ("degF", lambda k: (k - 273.15) * 9 / 5 + 32)])
+def test_temperature_units_are_read_from_the_file_in_their_usual_spellings(tmp_path, units, scale):
+    k = _seasonal_k()
+    da = open_temperature(_t2m_file(tmp_path, scale(k), units))
+    assert float(da.isel(lat=0, lon=0).max()) == pytest.approx(k.max() - 273.15, abs=1e-3)
+
+
+@pytest.mark.parametrize("units,match", [(None, "no units attribute"), ("furlongs", "units 'furlongs'"),
+                                         ("degC", "outside the plausible")])
+def test_missing_unknown_or_implausible_units_are_an_error_naming_the_file(tmp_path, units, match):
+    p = _t2m_file(tmp_path, _seasonal_k(), units)  # Kelvin values: labelled degC they are implausible
+    with pytest.raises(ClimateError, match=match) as err:
+        open_temperature(p)
+    assert str(p) in str(err.value)
+
+
+def test_a_noleap_calendar_gives_the_same_summers(tmp_path):
+    k = _seasonal_k()
+    std = summer_temperature(open_temperature(_t2m_file(tmp_path, k, "K", "std.nc")), 68.0, -135.0)
+    nol = summer_temperature(open_temperature(_t2m_file(tmp_path, k, "K", "noleap.nc", calendar="noleap")), 68.0, -135.0)
+    assert list(std.index) == list(nol.index) == [2015, 2016]
+    assert np.allclose(std.values, nol.values)
+
+
+def test_a_curvilinear_grid_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(ClimateError, match="curvilinear.*regrid"):
+        open_temperature(_t2m_file(tmp_path, _seasonal_k(), "K", curvilinear=True))
+
+
+def test_an_unusable_climate_file_never_stops_the_run(tmp_path):
+    from pipeline.quantify import load_climate
+
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"\x89HDF\r\n garbage")
+    clim = load_climate(bad)
+    s, note = clim.summer_at(68.0, -135.0)
+    assert s.empty and str(bad) in note
+
+
+SHARED_ERA5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "era5"
+
+
+@pytest.mark.skipif(not (SHARED_ERA5 / "test_single.nc").exists(), reason="../shared/data/era5 not present")
+def test_a_real_cfgrib_netcdf_with_valid_time_and_time_reads():
+    # cfgrib keeps the reference 'time' beside 'valid_time' and one step as a scalar coordinate
+    da = open_temperature(SHARED_ERA5 / "test_single.nc")
+    assert da.dims == ("time", "lat", "lon") and da.sizes["time"] == 1
+    assert -60 < float(da.min()) < float(da.max()) < 45
