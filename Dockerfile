@@ -12,4 +12,4 @@ RUN make setup PY=python3
 ENV PATH="/app/.venv/bin:${PATH}"
 EXPOSE 8501
 VOLUME ["/products"]
-CMD ["rts", "dashboard", "--products", "/products", "--port", "8501", "--headless"]
+CMD ["rts", "dashboard", "--products", "/products", "--port", "8501", "--address", "0.0.0.0"]

@@ -111,14 +111,18 @@ def main(argv=None) -> int:
     pairs = pd.DataFrame(_pair_bench(sample, args.pairs))
     stage = _stage_bench(sample)
     baseline = None
-    if args.baseline_ref:
+    if args.baseline_ref:  # alternate the two versions and keep each one's fastest run
         wt = (work / "baseline").resolve()
         if wt.exists():
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], check=False, capture_output=True)
         subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.baseline_ref], check=True,
                        capture_output=True)
         try:
-            baseline = _stage_bench(sample, wt)
+            for _ in range(2):
+                b = _stage_bench(sample, wt)
+                baseline = b if baseline is None or b["seconds"] < baseline["seconds"] else baseline
+                c = _stage_bench(sample)
+                stage = c if c["seconds"] < stage["seconds"] else stage
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], check=False, capture_output=True)
     sites = [s["site"] for s in json.loads((sample / "sample.json").read_text())["sites"]]
@@ -144,7 +148,8 @@ def main(argv=None) -> int:
               f"{stage['timings'].get('change', 0):.1f} | {stage['timings'].get('terrain', 0):.1f} | "
               f"{stage['pixel_obs_per_s']:.3g} | {stage['decode_pixel_obs_per_s']:.3g} | {stage['peak_rss_mb']:.0f} | "
               f"{stage['rmse_h']:.3f} / {stage['rmse_z']:.3f} |", "",
-              *([f"Baseline `{args.baseline_ref}` on the same cell in the same run: {baseline['seconds']:.1f} s "
+              *([f"Baseline `{args.baseline_ref}` on the same cell in the same run (the two versions alternated, "
+                 f"fastest of each): {baseline['seconds']:.1f} s "
                  f"(coregister {baseline['timings'].get('coregister', 0):.1f}, change "
                  f"{baseline['timings'].get('change', 0):.1f}, peak RSS {baseline['peak_rss_mb']:.0f} MB); this "
                  f"version takes {stage['seconds'] / baseline['seconds']:.2f}x its time.", ""] if baseline else []),

@@ -39,8 +39,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     summary = run(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, climate=args.climate,
-                  workers=args.workers, scheduler=args.scheduler, force=args.force)
-    return 0 if summary["failed"] == 0 or summary["done"] > 0 else 1
+                  workers=args.workers, scheduler=args.scheduler, force=args.force, lock_timeout_s=args.lock_timeout)
+    # 0: every cell published; 3: some cells failed (named above and in run_summary.json),
+    # the others published; 1: nothing could be processed; 2: a usage or input error
+    if summary["failed"] == 0:
+        return 0
+    return 3 if summary["done"] > 0 or summary["skipped"] > 0 else 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -247,12 +251,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
+    from dashboard.auth import configured_token, is_loopback
+
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     products = Path(args.products).resolve()
+    token = configured_token()  # a set but unusable token is an error here (fail closed)
+    if not is_loopback(args.address) and token is None and not args.no_token:
+        raise ValueError(f"--address {args.address} is reachable from the network: set RTS_DASHBOARD_TOKEN "
+                         "(at least 16 characters) so that only its holders can submit or cancel reprocessing, "
+                         "or pass --no-token to allow anyone")
+    # always headless: Streamlit's first-run e-mail prompt would otherwise wait on stdin
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-           "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false",
-           "--server.enableStaticServing", "true", "--", "--products", str(products)]
-    print(f"rts dashboard: http://localhost:{args.port}  (products: {products})", flush=True)
+           "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer", "--server.enableStaticServing", "true", "--", "--products",
+           str(products)]
+    host = "localhost" if is_loopback(args.address) else args.address
+    print(f"rts dashboard: http://{host}:{args.port}  (products: {products})", flush=True)
     return subprocess.call(cmd)
 
 
@@ -294,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", metavar="ADDR", help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, "
                                                        "else a LocalCluster of --workers processes)")
     r.add_argument("--force", action="store_true", help="reprocess cells whose outputs exist")
+    r.add_argument("--lock-timeout", type=float, default=3600.0, metavar="S",
+                   help="wait this long for another run on the same PRODUCTS folder to finish (default 3600; "
+                        "0: refuse at once)")
     r.set_defaults(func=_cmd_run)
 
     j = sub.add_parser("jobs", help="the reprocessing queue in the products folder: submit, list, show, cancel, work",
@@ -388,7 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="start the web dashboard on a products folder")
     d.add_argument("--products", default="products", metavar="PRODUCTS")
     d.add_argument("--port", type=int, default=8501)
-    d.add_argument("--headless", action="store_true", help="do not open a browser")
+    d.add_argument("--headless", action="store_true", help="accepted for compatibility: the dashboard never opens a "
+                                                            "browser or prompts; open the printed address")
+    d.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only). Any other address needs "
+                        "RTS_DASHBOARD_TOKEN or --no-token")
+    d.add_argument("--no-token", action="store_true",
+                   help="allow reprocessing without a token on a network address (anyone who can reach it)")
     d.set_defaults(func=_cmd_dashboard)
     return p
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,10 @@ class GridConfig:
     resolution_m: float = 2.0
     cell_size_m: float = 2000.0
 
+    def __post_init__(self) -> None:
+        if not self.resolution_m > 0:
+            raise ValueError(f"resolution_m must be positive, got {self.resolution_m!r}")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -307,13 +312,40 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}.{key}: expected a table")
             kwargs[key] = _build(type(default), value, f"{where}.{key}")
         elif isinstance(default, tuple):
-            kwargs[key] = tuple(value)
-        elif isinstance(default, bool) or not isinstance(default, (int, float)):
-            kwargs[key] = value
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}.{key}: expected a list like {list(default)!r}, got {value!r}")
+            kwargs[key] = tuple(_scalar(default[0], v, f"{where}.{key}") if default else v for v in value)
         else:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
-            kwargs[key] = type(default)(value)
+            kwargs[key] = _scalar(default, value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _scalar(default: Any, value: Any, where: str) -> Any:
+    """``value`` checked against the type of ``default``: a bool is true or false (never the
+    string "false"), an int an integer, a float a finite number; a setting whose default is
+    positive cannot be negative (sizes, counts, resolutions)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if default > 0 and value < 0:
+            raise ConfigError(f"{where}: must not be negative (default {default!r}), got {value!r}")
+        return type(default)(value)
+    return value
     return cls(**kwargs)
 
 
@@ -323,9 +355,11 @@ def load_config(path: str | Path | None = None) -> Config:
         return Config()
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8 TOML) file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return _build(Config, values, str(path))

@@ -41,6 +41,7 @@ from .publish import (
 from .quantify import load_climate
 from .sources import (
     Strip,
+    StripFootprintError,
     StripReadError,
     cells_for_strips,
     discover_strips,
@@ -61,14 +62,18 @@ def inputs_digest(strips: list[Strip], cfg: Config) -> str:
 def footprints(strips: list[Strip]) -> list[Strip]:
     """The strips with their EPSG:3413 bounds filled in (read once from each header when the
     source gave none); a strip whose header cannot be read keeps None and is reported, with
-    its reason, by the cell that reads it."""
+    its reason, by the cell that reads it. A footprint that cannot be a strip's (NaN,
+    inverted, larger than any strip, outside the Arctic) leaves the strip out, with a warning
+    naming its file: one broken STAC item never plans millions of cells."""
     out = []
     for s in strips:
-        if s.bounds is None:
-            try:
-                s = dataclasses.replace(s, bounds=strip_bounds(s))
-            except StripReadError as exc:
-                log.warning("footprint unknown, the strip is offered to every cell: %s", exc)
+        try:
+            s = dataclasses.replace(s, bounds=strip_bounds(s))
+        except StripFootprintError as exc:  # NaN, inverted or continent-sized: never planned
+            log.warning("strip left out: %s", exc)
+            continue
+        except StripReadError as exc:
+            log.warning("footprint unknown, the strip is offered to every cell: %s", exc)
         out.append(s)
     return out
 

@@ -404,22 +404,54 @@ def _open(path: str, what: str = "strip"):
         raise StripReadError(f"{path}: cannot open {what} ({_describe(exc)})") from exc
 
 
+#: the largest footprint side a strip may have (m): ArcticDEM strips are ~17 km wide and at
+#: most a few hundred km long; anything larger is a broken header or STAC item
+MAX_STRIP_EXTENT_M = 500_000.0
+#: |x|, |y| of EPSG:3413 coordinates north of ~40 deg N (m)
+MAX_POLAR_COORD_M = 6_000_000.0
+
+
+class StripFootprintError(StripReadError):
+    """A strip's footprint (header or STAC item) is not finite, not ordered, or not a strip's size."""
+
+
+def check_bounds(b, where: str) -> tuple[float, float, float, float]:
+    """``b`` (xmin, ymin, xmax, ymax, EPSG:3413 m) if it can be a strip's footprint, else
+    :class:`StripFootprintError` naming ``where`` and the problem."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in b)
+    except (TypeError, ValueError):
+        raise StripFootprintError(f"{where}: footprint {b!r} is not four numbers") from None
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        raise StripFootprintError(f"{where}: footprint {b} is not finite")
+    if not (x0 < x1 and y0 < y1):
+        raise StripFootprintError(f"{where}: footprint {b} is empty or inverted (need xmin < xmax, ymin < ymax)")
+    if max(x1 - x0, y1 - y0) > MAX_STRIP_EXTENT_M:
+        raise StripFootprintError(f"{where}: footprint {x1 - x0:.0f} x {y1 - y0:.0f} m is larger than any strip "
+                                  f"({MAX_STRIP_EXTENT_M:.0f} m); broken header or STAC item")
+    if max(abs(x0), abs(x1), abs(y0), abs(y1)) > MAX_POLAR_COORD_M:
+        raise StripFootprintError(f"{where}: footprint {b} lies outside the Arctic in EPSG:3413")
+    return x0, y0, x1, y1
+
+
 def strip_bounds(strip: Strip) -> tuple[float, float, float, float]:
-    """The strip's EPSG:3413 bounding box (from its metadata, else from the DEM header)."""
+    """The strip's EPSG:3413 bounding box (from its metadata, else from the DEM header),
+    checked with :func:`check_bounds`."""
     if strip.bounds is not None:
-        return strip.bounds
+        return check_bounds(strip.bounds, f"{strip.dem} (STAC item or index footprint)")
     with _open(strip.dem) as src:
         if src.crs is None:
             raise StripReadError(f"{strip.dem}: DEM has no CRS")
         b = tuple(src.bounds)
         if src.crs == _CRS_3413:
-            return b  # type: ignore[return-value]
+            return check_bounds(b, f"{strip.dem} (header)")
         from rasterio.warp import transform_bounds
 
         try:
-            return tuple(transform_bounds(src.crs, _CRS_3413, *b, densify_pts=21))  # type: ignore[return-value]
+            b = tuple(transform_bounds(src.crs, _CRS_3413, *b, densify_pts=21))
         except _RASTER_ERRORS as exc:
             raise StripReadError(f"{strip.dem}: cannot transform bounds to EPSG:3413 ({_describe(exc)})") from exc
+        return check_bounds(b, f"{strip.dem} (header)")
 
 
 def cells_for_strips(strips: Iterable[Strip], *, warn: WarnFn | None = None) -> list[grid.Cell]:

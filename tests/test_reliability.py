@@ -115,3 +115,93 @@ def test_writes_are_atomic_and_synced(tmp_path):
     assert json.loads(target.read_text()) == {"a": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert writers.files_intact(tmp_path, {"x.json": writers.file_sha256(target)}) == ""
+
+
+@pytest.mark.parametrize("bounds,match", [((float("nan"), 0, 1, 1), "not finite"),
+                                          ((0, 0, float("inf"), 1), "not finite"),
+                                          ((10, 0, 0, 10), "inverted"),
+                                          ((-4e6, -4e6, 4e6, 4e6), "larger than any strip"),
+                                          ((7e6, 0, 7.01e6, 1e4), "outside the Arctic")])
+def test_a_broken_footprint_leaves_out_that_strip_only_with_its_file_named(sample_strips, bounds, match, caplog):
+    import dataclasses
+
+    from pipeline.run import footprints
+    from pipeline.sources import StripFootprintError, strip_bounds
+
+    bad = dataclasses.replace(sample_strips[0], bounds=bounds)
+    with pytest.raises(StripFootprintError, match=match):
+        strip_bounds(bad)
+    with caplog.at_level(logging.WARNING):
+        kept = footprints([bad, *sample_strips[1:4]])
+    assert [s.dem for s in kept] == [s.dem for s in sample_strips[1:4]]
+    assert str(bad.dem) in caplog.text and match in caplog.text
+
+
+@pytest.mark.parametrize("text,match", [
+    ('[coreg]\nsecond_pass = "false"\n', "expected true or false"),
+    ("[quantify]\nmin_intervals = 6.5\n", "expected an integer"),
+    ("[quantify]\noutline_sigma_px = nan\n", "finite"),
+    ("[grid]\nresolution_m = -2.0\n", "must not be negative"),
+    ("[grid]\nresolution_m = 0.0\n", "resolution_m must be positive"),
+    ("[quantify]\nsummer_months = 7\n", "expected a list"),
+    ("[quantify]\nsummer_months = [7.5, 8]\n", "expected an integer"),
+])
+def test_a_mistyped_configuration_stops_before_starting_with_one_clear_line(tmp_path, text, match):
+    from pipeline.config import ConfigError, load_config
+
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(p)
+    assert str(p) in str(err.value)
+
+
+def test_a_binary_configuration_file_is_a_clear_error(tmp_path):
+    from pipeline.config import ConfigError, load_config
+
+    p = tmp_path / "x.toml"
+    p.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a text"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("env,match", [({"RTS_DASHBOARD_TOKEN": ""}, "empty"),
+                                       ({"RTS_DASHBOARD_TOKEN": "short"}, "at least 16")])
+def test_a_set_but_unusable_token_fails_closed(env, match):
+    from dashboard.auth import TokenError, configured_token
+
+    with pytest.raises(TokenError, match=match):
+        configured_token(env)
+
+
+def test_token_sources_and_malformed_secrets():
+    from dashboard.auth import TokenError, configured_token
+
+    good = "x" * 24
+    assert configured_token({}) is None
+    assert configured_token({"RTS_DASHBOARD_TOKEN": good}) == good
+    assert configured_token({}, lambda: {"RTS_DASHBOARD_TOKEN": good}) == good
+    assert configured_token({}, lambda: {}) is None
+    with pytest.raises(TokenError, match="must be a string"):
+        configured_token({}, lambda: {"RTS_DASHBOARD_TOKEN": 12345678901234567})
+
+    def broken():
+        raise ValueError("Expected '=' after a key in a key/value pair (at line 1)")
+
+    with pytest.raises(TokenError, match="cannot be read"):
+        configured_token({}, broken)
+
+
+def test_the_dashboard_refuses_a_network_address_without_a_token(monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.delenv("RTS_DASHBOARD_TOKEN", raising=False)
+    assert main(["dashboard", "--products", "p", "--address", "0.0.0.0"]) == 2
+    assert "RTS_DASHBOARD_TOKEN" in capsys.readouterr().err
+
+
+def test_loopback_addresses():
+    from dashboard.auth import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")

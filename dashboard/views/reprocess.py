@@ -9,13 +9,13 @@ anything is written: invalid cell ids or boxes give a message and queue nothing.
 from __future__ import annotations
 
 import hmac
-import os
 import re
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import state
+from dashboard.auth import TokenError, configured_token
 from data_products.catalog import QueryError, parse_bbox
 from data_products.grid import TileIdError, parse_cell_id
 
@@ -35,16 +35,6 @@ try:
 except ImportError as exc:
     st.error(f"The job queue (data_products.queue) is not available in this installation: {exc}")
     st.stop()
-
-
-def configured_token() -> str | None:
-    tok = os.environ.get("RTS_DASHBOARD_TOKEN")
-    if tok:
-        return tok
-    try:
-        return st.secrets.get("RTS_DASHBOARD_TOKEN") or None
-    except Exception:  # no secrets file
-        return None
 
 
 @st.cache_resource(show_spinner=False)
@@ -70,7 +60,11 @@ def parse_cells(text: str) -> tuple[list[str], list[str]]:
     return sorted(set(ids)), errors
 
 
-token = configured_token()
+try:
+    token = configured_token(secrets=lambda: st.secrets)
+except TokenError as exc:  # fail closed: a broken token disables submitting, it never opens the page
+    st.error(f"Reprocessing is disabled: {exc}")
+    st.stop()
 mode = st.radio("Choose cells by", ["Cell ids", "Box (EPSG:3413 m)", "The map's focus box"], horizontal=True,
                 key="w_rp_mode")
 with st.form("submit_job", clear_on_submit=False):
