@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,20 @@ from data_products.catalog import (
 )
 
 DEFAULT_COLOR = "volume_m3"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+MAX_MESSAGES = 3  # at most this many messages about one input
+
+
+def plain(text: object, max_chars: int = 300) -> str:
+    """``text`` safe to pass to ``st.error``/``st.warning`` (which render Markdown): every
+    Markdown and HTML character escaped, so user input never becomes a link or markup;
+    shortened to ``max_chars``."""
+    t = str(text)
+    if len(t) > max_chars:
+        t = t[: max_chars - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", t).replace("\n", " ")
 
 
 def products_dir() -> Path:
@@ -75,7 +90,7 @@ def require_catalog() -> Catalog:
     """The catalog, or an error message and the end of this page's run."""
     cat, err = catalog()
     if cat is None:
-        st.error(err)
+        st.error(plain(err))
         st.info("Start the dashboard on a products folder: `rts dashboard --products DIR` "
                 "(a folder written by `rts run`, e.g. after `make pipeline`).")
         st.stop()
@@ -184,8 +199,8 @@ def sidebar_filters(cat: Catalog) -> Filters:
     """
     f = current_filters()
     ss = st.session_state
-    for e in ss.pop("url_errors", []) or []:
-        st.sidebar.warning(e)
+    for e in (ss.pop("url_errors", []) or [])[:MAX_MESSAGES]:
+        st.sidebar.warning(plain(e))
     regions = cat.regions()
     yr = cat.year_range() or (2012, 2022)
     seed = {
@@ -212,13 +227,13 @@ def sidebar_filters(cat: Catalog) -> Filters:
         sb.slider("Active in thaw seasons", lo, hi, key="w_years")
     sb.multiselect("Size class (area)", list(SIZE_CLASSES), key="w_sizes", placeholder="all sizes")
     c1, c2 = sb.columns(2)
-    c1.text_input("Volume min (m³)", key="w_vmin")
-    c2.text_input("Volume max (m³)", key="w_vmax")
+    c1.text_input("Volume min (m³)", key="w_vmin", max_chars=200)
+    c2.text_input("Volume max (m³)", key="w_vmax", max_chars=200)
     sb.slider("r with summer temperature", -1.0, 1.0, step=0.05, key="w_r",
               help="Pearson r of yearly volume against summer temperature; narrowing it hides slumps without r.")
     sb.slider("Detector score at least", 0.0, 1.0, step=0.05, key="w_score")
-    sb.text_input("Search id", key="w_search", placeholder="RTS_-0245678_+0012345 or a cell id")
-    sb.text_input("Box xmin,ymin,xmax,ymax (EPSG:3413 m)", key="w_bbox")
+    sb.text_input("Search id", key="w_search", placeholder="RTS_-0245678_+0012345 or a cell id", max_chars=200)
+    sb.text_input("Box xmin,ymin,xmax,ymax (EPSG:3413 m)", key="w_bbox", max_chars=200)
     if sb.button("Reset filters"):
         for k in list(seed):
             ss.pop(k, None)

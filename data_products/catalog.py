@@ -106,6 +106,29 @@ def connect(spatial: bool = True, threads: int = 2, memory_limit: str = "1GB"):
     return con
 
 
+_PUBLISHED_SUFFIXES = {".parquet", ".csv", ".json", ".md", ".tif"}
+
+
+def _published(parts: tuple[str, ...]) -> bool:
+    """Whether a products-relative path is a published file: a product at the top level,
+    under ``stac/``, or a cell's raster or ``cell.json`` under ``tiles/<cell id>/``; never
+    hidden or temporary files, the job queue, logs, parts or run records."""
+    if not parts or any(x.startswith(".") or x.endswith((".tmp", ".part")) for x in parts):
+        return False
+    if Path(parts[-1]).suffix not in _PUBLISHED_SUFFIXES:
+        return False
+    if len(parts) == 1:
+        return not parts[0].startswith(("jobs", "run_summary"))
+    if parts[0] == "stac":
+        return True
+    if parts[0] == "tiles" and len(parts) == 3:
+        try:
+            return grid.parse_cell_id(parts[1]).id == parts[1] and parts[2] != "failure.json"
+        except ValueError:
+            return False
+    return False
+
+
 def _quote(s: str) -> str:
     """A trusted string (a path of this installation) as the body of a SQL string literal."""
     return str(s).replace("'", "''")
@@ -303,7 +326,7 @@ class Catalog:
             if not f.is_file():
                 continue
             try:
-                self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{_quote(f)}')")
+                self._view(view, f)
                 self.con.execute(f"SELECT * FROM {view} LIMIT 0").fetchall()
             except Exception as exc:
                 if view == "inventory":
@@ -346,6 +369,25 @@ class Catalog:
             return (w + " AND " if w else " WHERE ") + clause, p + [xmin, ymin, xmax, ymax]
         return where(f, alias)
 
+    def _view(self, view: str, f: Path) -> None:
+        """A view on one Parquet file. DuckDB reads ``*``, ``?`` and ``[`` in a path as a
+        glob, so a folder whose name holds them could make it read other files: such a
+        file is read through a link to it from a private temporary folder instead."""
+        matched = [r[0] for r in self.con.execute("SELECT file FROM glob(?)", [str(f)]).fetchall()]
+        if matched != [str(f)]:
+            import atexit
+            import shutil
+            import tempfile
+
+            if getattr(self, "_links", None) is None:
+                self._links = tempfile.mkdtemp(prefix="rts_catalog_")
+                atexit.register(shutil.rmtree, self._links, True)
+            link = Path(self._links) / f"{view}.parquet"
+            if not link.exists():
+                link.symlink_to(f)
+            f = link
+        self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{_quote(f)}')")
+
     def path(self, relative: str) -> Path:
         """A file inside the products folder named by a user; QueryError if it is not one."""
         rel = str(relative or "")
@@ -356,6 +398,10 @@ class Catalog:
             raise QueryError(f"{rel[:80]!r} is outside the products folder")
         if not target.is_file():
             raise QueryError(f"{rel[:80]!r} is not a file in the products folder")
+        parts = target.relative_to(self.products).parts
+        if not _published(parts):
+            raise QueryError(f"{rel[:80]!r} is not a published product file (the queue, logs, run records, "
+                             "temporary and hidden files are not offered)")
         return target
 
     def tile_raster(self, tile_id: str, name: str) -> Path | None:

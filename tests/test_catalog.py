@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 
 import geopandas as gpd
 import numpy as np
@@ -237,3 +238,29 @@ def test_tiles_and_rasters(cat, products):
     tid = next(p.name for p in (products / "tiles").iterdir())
     assert cat.tile_raster(tid, "dh").name == "dh.tif"
     assert cat.tile_raster(tid, "curvature") is None  # absent file: None, not an error
+
+
+def test_only_published_files_are_offered_for_download(cat, products):
+    tid = cat.tiles().tile_id.iloc[0]
+    for name in ["jobs.sqlite", "logs/x.log", ".publish.lock", ".rts_inventory.parquet.ab12cd34.tmp",
+                 "run_summary.json", "parts/x/part.json"]:
+        p = products / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("internal")
+        with pytest.raises(QueryError, match="not a published product file"):
+            cat.path(name)
+    assert cat.path(schema.TILES).name == schema.TILES
+    if (products / "tiles" / tid / "dh.tif").exists():
+        assert cat.path(f"tiles/{tid}/dh.tif").name == "dh.tif"
+
+
+def test_glob_characters_in_the_products_path_never_read_another_folder(products, tmp_path):
+    # "p[12]" as a glob matches the folders p1 and p2; the catalog must read only "p[12]" itself
+    real = tmp_path / "p[12]"
+    shutil.copytree(products, real, ignore=shutil.ignore_patterns("tiles"))
+    decoy = tmp_path / "p1"
+    shutil.copytree(products, decoy, ignore=shutil.ignore_patterns("tiles"))
+    inv = gpd.read_parquet(decoy / schema.INVENTORY)
+    inv.iloc[:10].to_parquet(decoy / schema.INVENTORY, schema_version="1.1.0", write_covering_bbox=True)
+    c = Catalog(real)
+    assert c.count() == N

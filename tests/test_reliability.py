@@ -205,3 +205,12 @@ def test_loopback_addresses():
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+
+
+def test_user_text_is_never_rendered_as_markdown():
+    from dashboard.state import plain
+
+    out = plain("URL parameter ignored: vmin=[x](http://evil.example) <b>hi</b> *b*")
+    assert "[x](" not in out and "<b>" not in out and "*b*" not in out
+    assert out.replace("\\", "") == "URL parameter ignored: vmin=[x](http://evil.example) <b>hi</b> *b*"
+    assert len(plain("y" * 5000)) <= 300

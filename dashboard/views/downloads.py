@@ -51,14 +51,14 @@ for name in names:
 
 with st.expander("Another file of the products folder"):
     rel = st.text_input("Path relative to the products folder", placeholder="tiles/<cell id>/dh.tif",
-                        key="w_other_file")
+                        key="w_other_file", max_chars=300)
     if rel.strip():
         try:
             p = cat.path(rel.strip())
             st.download_button(f"Download {p.name}", data=lambda p=p: p.read_bytes(), file_name=p.name,
                                key="dl_other", on_click="ignore")
         except QueryError as exc:
-            st.error(f"{exc}. Only files inside the products folder can be downloaded.")
+            st.error(state.plain(f"{exc}. Only published files inside the products folder can be downloaded."))
 
 st.subheader("STAC collection")
 try:

@@ -77,12 +77,12 @@ elif view == "Focus box":
     if "w_focus" not in ss:
         ss["w_focus"] = _fmt_box(ss.get("focus_box"))
     text = st.text_input("Focus box xmin,ymin,xmax,ymax (EPSG:3413 m)", key="w_focus",
-                         placeholder="-2500000,-20000,-2480000,0")
+                         placeholder="-2500000,-20000,-2480000,0", max_chars=200)
     box = None
     try:
         box = parse_bbox(text) if text.strip() else None
     except QueryError as exc:
-        st.error(f"{exc}. The previous focus box stays.")
+        st.error(state.plain(f"{exc}. The previous focus box stays."))
     box = box or ss.get("focus_box")
     if box is None and sel_row is not None:
         box = _around(sel_row["wkb"])

@@ -71,16 +71,16 @@ with st.form("submit_job", clear_on_submit=False):
     tiles = bbox = None
     if mode == "Cell ids":
         text = st.text_area("Cell ids (one per line or comma-separated)", placeholder="41_16_1_1_02_05",
-                            key="w_rp_cells")
+                            key="w_rp_cells", max_chars=50_000)
     elif mode == "Box (EPSG:3413 m)":
-        text = st.text_input("xmin,ymin,xmax,ymax", placeholder="-2450000,-250000,-2440000,-240000", key="w_rp_box")
+        text = st.text_input("xmin,ymin,xmax,ymax", placeholder="-2450000,-250000,-2440000,-240000", key="w_rp_box", max_chars=200)
     else:
         fb = ss.get("focus_box")
         text = ",".join(f"{v:.0f}" for v in fb) if fb else ""
         st.write(f"Focus box: `{text}`" if fb else "No focus box yet: set one on the Map page (View → Focus box).")
     force = st.checkbox("Force (recompute cells whose inputs did not change)", key="w_rp_force")
     who = st.text_input("Your name or e-mail (optional, recorded with the job)", max_chars=120, key="w_rp_who")
-    given = st.text_input("Access token", type="password", key="w_rp_token") if token else ""
+    given = st.text_input("Access token", type="password", key="w_rp_token", max_chars=200) if token else ""
     submitted = st.form_submit_button("Submit job", type="primary")
 
 if submitted:
@@ -102,8 +102,8 @@ if submitted:
         except QueryError as exc:
             problems.append(str(exc))
     if problems:
-        for p in problems:
-            st.error(p)
+        for p in problems[: state.MAX_MESSAGES]:
+            st.error(state.plain(p))
         st.warning("Nothing was queued.")
     else:
         try:
@@ -158,7 +158,7 @@ with st.expander("Cancel a job"):
         st.caption("No pending or running job.")
     else:
         jid = st.selectbox("Job", [j.id for j in active], format_func=lambda i: f"job {i}", key="w_rp_cancel")
-        tok2 = st.text_input("Access token", type="password", key="w_rp_token2") if token else ""
+        tok2 = st.text_input("Access token", type="password", key="w_rp_token2", max_chars=200) if token else ""
         if st.button("Cancel job"):
             if token and not hmac.compare_digest(str(tok2).encode(), token.encode()):
                 st.error("The access token is missing or wrong: nothing was cancelled.")
@@ -167,4 +167,4 @@ with st.expander("Cancel a job"):
                     j = queue.cancel(jid)
                     st.success(f"Job {j.id}: {j.status}{' (cancel requested)' if j.status == 'running' else ''}.")
                 except QueueError as exc:
-                    st.error(str(exc))
+                    st.error(state.plain(exc))

@@ -21,20 +21,20 @@ state.current_filters()
 st.title("Slump")
 sel = state.selected_slump()
 typed = st.text_input("Slump id", value=sel or "", placeholder="RTS_-0245678_+0012345",
-                      help="Pick one on the Map page, or type its id.")
+                      help="Pick one on the Map page, or type its id.", max_chars=80)
 if typed.strip() and typed.strip() != sel:
     try:
         sel = check_rts_id(typed)
         state.select_slump(sel)
     except QueryError as exc:
-        st.error(f"{exc}. Nothing changed.")
+        st.error(state.plain(f"{exc}. Nothing changed."))
 if not sel:
     st.info("No slump selected: click one on the Map page (in a focus box), pick one in its table, or type an id.")
     st.stop()
 
 row = cat.slump(sel)
 if row is None:
-    st.warning(f"{sel} is not in this inventory (it may have been removed by a rerun).")
+    st.warning(state.plain(f"{sel} is not in this inventory (it may have been removed by a rerun)."))
     st.stop()
 state.filters_to_query(state.current_filters(), state.color_by(), sel)
 
