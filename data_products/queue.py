@@ -278,10 +278,14 @@ class JobQueue:
     """The job queue stored in ``<products_dir>/jobs.sqlite`` (created when absent).
 
     ``lease_s`` is how long a claimed job stays the worker's without a heartbeat; a worker
-    should heartbeat several times per lease. Raises QueueError when the file exists but is
+    should heartbeat several times per lease. A job whose lease expires (its worker died) goes
+    back to *pending* until it has been claimed ``max_attempts`` times, then fails. Raises QueueError when the file exists but is
     not a queue database (or is corrupt, or was written by a newer schema)."""
 
-    def __init__(self, products_dir, *, lease_s: float = 60.0):
+    def __init__(self, products_dir, *, lease_s: float = 60.0, max_attempts: int = 2):
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise QueueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
+        self.max_attempts = max_attempts
         try:
             lease_s = float(lease_s)
         except (TypeError, ValueError):
@@ -602,11 +606,17 @@ class JobQueue:
 
     def _reap(self, con) -> list[int]:
         t, now = _now()
-        rows = con.execute("SELECT id, worker, heartbeat_at, cancel_requested, log_tail FROM jobs "
+        rows = con.execute("SELECT id, worker, heartbeat_at, cancel_requested, log_tail, attempts FROM jobs "
                            "WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires < ?) "
                            "ORDER BY id", (t,)).fetchall()
-        for jid, w, hb, cancel, tail in rows:
+        for jid, w, hb, cancel, tail, attempts in rows:
             reason = f"worker {w} stopped heartbeating at {_iso(hb) or 'an unknown time'} (lease expired)"
+            if not cancel and int(attempts) < self.max_attempts:  # another worker may try again
+                msg = f"{reason}; queued again (attempt {int(attempts) + 1} of {self.max_attempts})"
+                con.execute("UPDATE jobs SET status = 'pending', worker = NULL, lease_expires = NULL, "
+                            "message = ?, log_tail = ? WHERE id = ?",
+                            (msg, _append_log(tail, f"{now} {msg}"), jid))
+                continue
             status = "cancelled" if cancel else "failed"
             con.execute("UPDATE jobs SET status = ?, finished_at = ?, lease_expires = NULL, message = ?, "
                         "log_tail = ? WHERE id = ?",

@@ -26,6 +26,9 @@ from .run import Cancelled, run
 
 log = logging.getLogger(__name__)
 
+#: consecutive queue errors a worker rides out (with backoff) before it stops
+MAX_QUEUE_ERRORS = 10
+
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -107,15 +110,30 @@ def work(products: str | Path, strips: str, climate: str | None, cfg: Config, *,
     n = 0
     worker = worker_name()
     print(f"rts jobs work: {worker} serving {queue.path}", flush=True)
+    errors = 0
     while max_jobs is None or n < max_jobs:
-        jid = work_one(queue, strips, climate, cfg, workers=workers, scheduler=scheduler, worker=worker,
-                       progress=progress)
+        try:
+            jid = work_one(queue, strips, climate, cfg, workers=workers, scheduler=scheduler, worker=worker,
+                           progress=progress)
+            errors = 0
+        except QueueError as exc:  # a busy or briefly unavailable queue: wait and try again
+            errors += 1
+            if errors > MAX_QUEUE_ERRORS:
+                raise
+            wait = min(poll_s * 2 ** (errors - 1), 60.0)
+            print(f"rts jobs work: queue error ({exc}); retrying in {wait:.0f} s "
+                  f"({errors} of {MAX_QUEUE_ERRORS})", flush=True)
+            time.sleep(wait)
+            continue
         if jid is None:
             if once:
                 break
             time.sleep(poll_s)
             continue
         n += 1
-        job = queue.get(jid)
-        print(f"rts jobs work: job {jid} {job.status}: {job.message}", flush=True)
+        try:
+            job = queue.get(jid)
+            print(f"rts jobs work: job {jid} {job.status}: {job.message}", flush=True)
+        except QueueError as exc:
+            print(f"rts jobs work: job {jid} ran; its state could not be read back ({exc})", flush=True)
     return n

@@ -192,14 +192,14 @@ def test_cancel_running_seen_by_heartbeat(q):
 
 
 def test_dead_worker_reaped_as_failed(tmp_path):
-    q = JobQueue(tmp_path, lease_s=0.5)
+    q = JobQueue(tmp_path, lease_s=0.5, max_attempts=1)
     j = q.submit(tiles=[A])
     k = q.submit(tiles=[B])
     assert q.claim("worker-7").id == j.id        # ... and then the worker dies: no heartbeat
     assert q.reap() == []                        # lease still valid
     time.sleep(0.7)
     assert q.reap() == [j.id]
-    dead = JobQueue(tmp_path).get(j.id)
+    dead = JobQueue(tmp_path, max_attempts=1).get(j.id)
     assert dead.status == "failed" and dead.finished_at
     assert dead.message.startswith("worker worker-7 stopped heartbeating at ")
     assert dead.message.endswith("(lease expired)") and dead.message in dead.log_tail
@@ -212,6 +212,23 @@ def test_dead_worker_reaped_as_failed(tmp_path):
     time.sleep(0.7)
     assert q.get(k.id).status == "failed"
     assert q.list(status="running") == []
+
+
+def test_a_reaped_job_is_retried_then_fails_for_good(tmp_path):
+    q = JobQueue(tmp_path, lease_s=0.3, max_attempts=2)
+    j = q.submit(tiles=[A])
+    assert q.claim("w1").id == j.id          # the first worker dies
+    time.sleep(0.5)
+    assert q.reap() == [j.id]
+    again = q.get(j.id)
+    assert again.status == "pending" and again.worker in (None, "") and "attempt 2 of 2" in again.message
+    second = q.claim("w2")
+    assert second.id == j.id and second.attempts == 2
+    time.sleep(0.5)                            # ... and so does the second
+    assert q.reap() == [j.id]
+    assert q.get(j.id).status == "failed"
+    with pytest.raises(QueueError, match="max_attempts"):
+        JobQueue(tmp_path, max_attempts=0)
 
 
 def _worker(products, name, out):
@@ -324,3 +341,21 @@ def test_one_queue_shared_by_threads(tmp_path):
     assert sorted(claimed) == ids
     q2 = pickle.loads(pickle.dumps(q))  # a queue handle can be sent to another process
     assert q2.counts()["done"] == 12
+
+
+def test_a_worker_rides_out_a_transient_queue_error(tmp_path, monkeypatch):
+    from pipeline import jobs
+    from pipeline.config import Config
+
+    calls = {"n": 0}
+
+    def flaky(queue, *a, **k):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise QueueError("the job queue stayed locked by another process")
+        return None  # then: nothing pending
+
+    monkeypatch.setattr(jobs, "work_one", flaky)
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    assert jobs.work(tmp_path, "strips", None, Config(), once=True, poll_s=0.01) == 0
+    assert calls["n"] == 3
