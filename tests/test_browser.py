@@ -24,6 +24,8 @@ from data_products import schema
 from data_products.synthetic import generate_products
 from tests.conftest import validate_geoparquet
 
+if chromium_path() is None and os.environ.get("RTS_REQUIRE_BROWSER") == "1":  # CI: a missing browser fails
+    raise RuntimeError("RTS_REQUIRE_BROWSER=1 but /usr/bin/chromium is absent (apt-get install -y chromium)")
 pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="/usr/bin/chromium is absent (Debian package 'chromium'; .ci/run installs it)")
 

@@ -214,3 +214,36 @@ def test_user_text_is_never_rendered_as_markdown():
     assert "[x](" not in out and "<b>" not in out and "*b*" not in out
     assert out.replace("\\", "") == "URL parameter ignored: vmin=[x](http://evil.example) <b>hi</b> *b*"
     assert len(plain("y" * 5000)) <= 300
+
+
+def test_a_crash_between_the_inventory_and_time_series_renames_is_seen_and_heals(published, monkeypatch):
+    from pipeline import publish
+    from pipeline.publish import verify_published
+
+    out, products, cells = published
+    assert verify_published(products) == ""
+    # a new part for a cell with slumps (new processing times), then publishing dies right
+    # after the inventory was renamed
+    tiles = gpd.read_parquet(products / schema.TILES)
+    busy = tiles[tiles.n_slumps > 0].tile_id.iloc[0]
+    (products / "parts" / busy / "part.json").unlink()
+    real = writers.write_parquet
+
+    def crash(frame, path, *a, **k):
+        if Path(path).name == schema.TIMESERIES:
+            raise KeyboardInterrupt("killed")
+        return real(frame, path, *a, **k)
+
+    monkeypatch.setattr(publish.writers, "write_parquet", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(out / "stac" / "catalog.json", products, Config(), tiles=cells, progress=False)
+    monkeypatch.setattr(publish.writers, "write_parquet", real)
+    assert "does not match the recorded" in verify_published(products)  # the reader can tell
+    assert not list(products.glob(".*.tmp"))
+    run(out / "stac" / "catalog.json", products, Config(), tiles=cells, progress=False)
+    assert verify_published(products) == ""
+    inv = gpd.read_parquet(products / schema.INVENTORY)
+    import pandas as pd
+
+    ts = pd.read_parquet(products / schema.TIMESERIES)
+    assert set(ts.rts_id) <= set(inv.rts_id) and len(inv)
