@@ -37,7 +37,7 @@ from data_products.catalog import (
 DEFAULT_COLOR = "volume_m3"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]()<>~$#|])")
 MAX_MESSAGES = 3  # at most this many messages about one input
 
 
@@ -48,7 +48,9 @@ def plain(text: object, max_chars: int = 300) -> str:
     t = str(text)
     if len(t) > max_chars:
         t = t[: max_chars - 1] + "…"
-    return _MD_SPECIAL.sub(r"\\\1", t).replace("\n", " ")
+    # brackets, parentheses, emphasis, code, HTML, maths and headings escaped; "://" broken so
+    # that no bare URL is turned into a link
+    return _MD_SPECIAL.sub(r"\\\1", t).replace("://", ":\\/\\/").replace("\n", " ")
 
 
 def products_dir() -> Path:

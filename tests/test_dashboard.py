@@ -238,7 +238,8 @@ def test_reprocess_box_validation(app, products):
 
 def test_reprocess_requires_the_token_when_configured(app, products, monkeypatch):
     q = _queue(products)
-    monkeypatch.setenv("RTS_DASHBOARD_TOKEN", "s3cret")
+    good = "s3cret-s3cret-s3cret-24c"
+    monkeypatch.setenv("RTS_DASHBOARD_TOKEN", good)
     n0 = len(q.list(limit=1000))
     at = app("views/reprocess.py")
     at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
@@ -246,9 +247,16 @@ def test_reprocess_requires_the_token_when_configured(app, products, monkeypatch
     _submit(at)
     assert any("token" in e.value for e in at.error) and len(q.list(limit=1000)) == n0
     at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
-    at.text_input(key="w_rp_token").input("s3cret")
+    at.text_input(key="w_rp_token").input(good)
     _submit(at)
     assert any("queued" in s.value for s in at.success) and len(q.list(limit=1000)) == n0 + 1
+
+
+def test_a_too_short_token_disables_reprocessing_instead_of_opening_it(app, products, monkeypatch):
+    monkeypatch.setenv("RTS_DASHBOARD_TOKEN", "s3cret")
+    at = app("views/reprocess.py")
+    assert any("Reprocessing is disabled" in e.value and "at least 16" in e.value for e in at.error)
+    assert not [b for b in at.button if b.label == "Submit job"]
 
 
 # --------------------------------------------------------------------------- bad products folder
