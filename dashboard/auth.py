@@ -64,3 +64,33 @@ def is_loopback(address: str) -> bool:
             return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(address, None))
         except OSError:
             return False
+
+
+class Throttle:
+    """Wrong-token guesses, counted for the whole dashboard process: after ``max_failures``
+    within ``window_s`` seconds every check is refused until the window has passed, so a
+    token cannot be guessed by reloading the page. Thread-safe (one instance per server)."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 60.0, clock=None):
+        import threading
+        import time
+
+        self.max_failures, self.window_s = max_failures, window_s
+        self.clock = clock or time.monotonic
+        self.failures: list[float] = []
+        self.lock = threading.Lock()
+
+    def check(self, given, token: str) -> tuple[bool, str]:
+        """(True, "") when ``given`` is the token; (False, why) otherwise."""
+        import hmac
+
+        with self.lock:
+            now = self.clock()
+            self.failures = [t for t in self.failures if now - t < self.window_s]
+            if len(self.failures) >= self.max_failures:
+                wait = self.window_s - (now - self.failures[0])
+                return False, f"Too many wrong tokens: try again in {wait:.0f} s."
+            if isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode()):
+                return True, ""
+            self.failures.append(now)
+            return False, "The access token is missing or wrong."

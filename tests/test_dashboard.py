@@ -234,6 +234,22 @@ def test_reprocess_box_validation(app, products):
     at.text_input(key="w_rp_box").input("1,2,nan,4")
     _submit(at)
     assert at.error and len(q.list(limit=1000)) == n0
+    at.text_input(key="w_rp_box").input("-2000000,-1000000,-1000000,0")  # 1,000 km on a side
+    _submit(at)
+    assert any("500 km" in e.value for e in at.error) and len(q.list(limit=1000)) == n0
+
+
+def test_reprocess_limits_pending_jobs_and_hides_names_without_the_token(app, products):
+    q = _queue(products)
+    for i in range(25):
+        q.submit(tiles=[f"36_25_2_1_{i + 1:02d}_01"], submitted_by="alice@example.org")
+    at = app("views/reprocess.py")
+    at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
+    _submit(at)
+    assert any("already waiting" in e.value for e in at.error)
+    assert all("alice" not in str(df.value) for df in at.dataframe)
+    for j in q.list(status="pending", limit=100):
+        q.cancel(j.id)
 
 
 def test_reprocess_requires_the_token_when_configured(app, products, monkeypatch):

@@ -247,3 +247,18 @@ def test_a_crash_between_the_inventory_and_time_series_renames_is_seen_and_heals
 
     ts = pd.read_parquet(products / schema.TIMESERIES)
     assert set(ts.rts_id) <= set(inv.rts_id) and len(inv)
+
+
+def test_wrong_token_guesses_are_throttled():
+    from dashboard.auth import Throttle
+
+    now = [0.0]
+    th = Throttle(max_failures=3, window_s=60, clock=lambda: now[0])
+    good = "g" * 20
+    assert th.check(good, good) == (True, "")
+    for _ in range(3):
+        assert th.check("guess", good)[0] is False
+    ok, why = th.check(good, good)  # even the right token waits out the window
+    assert not ok and "Too many wrong tokens" in why
+    now[0] = 61.0
+    assert th.check(good, good) == (True, "")

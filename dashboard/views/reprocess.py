@@ -8,18 +8,19 @@ anything is written: invalid cell ids or boxes give a message and queue nothing.
 
 from __future__ import annotations
 
-import hmac
 import re
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.auth import TokenError, configured_token
+from dashboard.auth import Throttle, TokenError, configured_token
 from data_products.catalog import QueryError, parse_bbox
 from data_products.grid import TileIdError, parse_cell_id
 
 MAX_CELLS = 2_000
+MAX_BOX_SIDE_M = 500_000.0  # a job's box: at most 500 km on a side (about 62,500 cells)
+MAX_PENDING_JOBS = 20
 ss = st.session_state
 state.current_filters()
 
@@ -35,6 +36,11 @@ try:
 except ImportError as exc:
     st.error(f"The job queue (data_products.queue) is not available in this installation: {exc}")
     st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def _throttle() -> Throttle:
+    return Throttle()
 
 
 @st.cache_resource(show_spinner=False)
@@ -85,8 +91,18 @@ with st.form("submit_job", clear_on_submit=False):
 
 if submitted:
     problems = []
-    if token and not hmac.compare_digest(str(given).encode(), token.encode()):
-        problems.append("The access token is missing or wrong: nothing was submitted.")
+    ok, why = _throttle().check(given, token) if token else (True, "")
+    if ok and token:
+        ss["rp_authorised"] = True
+    try:
+        pending = queue.counts().get("pending", 0)
+    except QueueError:
+        pending = 0
+    if not ok:
+        problems.append(f"{why} Nothing was submitted.")
+    elif pending >= MAX_PENDING_JOBS:
+        problems.append(f"{pending} jobs are already waiting (at most {MAX_PENDING_JOBS}): try again when some "
+                        "have run.")
     elif mode == "Cell ids":
         tiles, errs = parse_cells(text)
         problems += errs
@@ -99,6 +115,9 @@ if submitted:
             bbox = parse_bbox(text)
             if bbox is None:
                 problems.append("Give a box xmin,ymin,xmax,ymax in EPSG:3413 metres.")
+            elif max(bbox[2] - bbox[0], bbox[3] - bbox[1]) > MAX_BOX_SIDE_M:
+                problems.append(f"At most {MAX_BOX_SIDE_M / 1000:,.0f} km on a side a job; split larger areas.")
+                bbox = None
         except QueryError as exc:
             problems.append(str(exc))
     if problems:
@@ -118,9 +137,12 @@ if submitted:
 
 
 def _jobs_frame(jobs) -> pd.DataFrame:
+    """The queue as a table; who submitted a job only for a session that gave the token."""
+    names = bool(token) and ss.get("rp_authorised", False)
     return pd.DataFrame([{"job": j.id, "status": j.status, "cells": j.describe(), "force": j.force,
                           "progress": float(j.progress or 0.0), "message": (j.message or "")[:200],
-                          "worker": j.worker or "", "submitted by": getattr(j, "submitted_by", "") or "",
+                          "worker": j.worker or "",
+                          **({"submitted by": getattr(j, "submitted_by", "") or ""} if names else {}),
                           "created": j.created_at, "finished": j.finished_at or ""} for j in jobs])
 
 
@@ -154,14 +176,18 @@ job_monitor()
 
 with st.expander("Cancel a job"):
     active = [j for j in queue.list(status=["pending", "running"], limit=100)]
-    if not active:
+    if not token:
+        st.caption("Cancelling from this page needs an access token (set RTS_DASHBOARD_TOKEN when starting the "
+                   "dashboard); on the server, `rts jobs cancel ID` works.")
+    elif not active:
         st.caption("No pending or running job.")
     else:
         jid = st.selectbox("Job", [j.id for j in active], format_func=lambda i: f"job {i}", key="w_rp_cancel")
         tok2 = st.text_input("Access token", type="password", key="w_rp_token2", max_chars=200) if token else ""
         if st.button("Cancel job"):
-            if token and not hmac.compare_digest(str(tok2).encode(), token.encode()):
-                st.error("The access token is missing or wrong: nothing was cancelled.")
+            ok, why = _throttle().check(tok2, token)
+            if not ok:
+                st.error(f"{why} Nothing was cancelled.")
             else:
                 try:
                     j = queue.cancel(jid)
