@@ -351,21 +351,56 @@ def _discover_stac_file(path: str, warn: WarnFn) -> list[Strip]:
     if isinstance(obj, pystac.Item):
         items = [obj]
     elif isinstance(obj, pystac.Catalog):
-        items = obj.get_items(recursive=True)
+        items = _catalog_items(obj, warn)
     else:
         raise StripReadError(f"{path}: a STAC {type(obj).__name__}, not a catalog or collection")
     out = []
     for item in items:
-        s = _strip_from_item(item, warn)
+        s = _safe_strip_from_item(item, warn)
         if s is not None:
             out.append(s)
     return out
 
 
+def _catalog_items(catalog, warn: WarnFn, depth: int = 0):
+    """The items of a static catalog and its children, one link at a time: an item or
+    child that is missing or malformed is skipped with a warning naming its file, never
+    aborting the others (``Catalog.get_items`` stops at the first bad one)."""
+    root = catalog.get_root()
+    for link in catalog.get_links("item"):
+        try:
+            yield link.resolve_stac_object(root=root).target
+        except Exception as exc:  # JSON, schema or I/O errors vary
+            warn(f"skipping STAC item {link.get_absolute_href() or link.href}: {_describe(exc)}")
+    if depth > 20:
+        return
+    for link in catalog.get_links("child"):
+        try:
+            child = link.resolve_stac_object(root=root).target
+        except Exception as exc:
+            warn(f"skipping STAC catalog {link.get_absolute_href() or link.href}: {_describe(exc)}")
+            continue
+        yield from _catalog_items(child, warn, depth + 1)
+
+
+def _safe_strip_from_item(item, warn: WarnFn) -> Strip | None:
+    try:
+        return _strip_from_item(item, warn)
+    except Exception as exc:  # a malformed item costs that item only
+        warn(f"skipping STAC item {getattr(item, 'id', '?')}: {_describe(exc)}")
+        return None
+
+
+STAC_API_TIMEOUT_S = (10.0, 60.0)
+
+
 def _discover_stac_api(url, collections, bbox, datetime, max_items, warn: WarnFn) -> list[Strip]:
     from pystac_client import Client
 
-    client = Client.open(url)
+    try:  # a hung API must not hang the run: every request has a timeout (connect, read; s)
+        client = Client.open(url, timeout=STAC_API_TIMEOUT_S)
+    except Exception as exc:
+        raise StripReadError(f"{url}: STAC API not reachable ({_describe(exc)})") from exc
     search = client.search(
         collections=list(collections) if collections else None,
         bbox=list(bbox) if bbox else None,
@@ -373,10 +408,13 @@ def _discover_stac_api(url, collections, bbox, datetime, max_items, warn: WarnFn
         max_items=max_items,
     )
     out = []
-    for item in search.items():
-        s = _strip_from_item(item, warn)
-        if s is not None:
-            out.append(s)
+    try:
+        for item in search.items():
+            s = _safe_strip_from_item(item, warn)
+            if s is not None:
+                out.append(s)
+    except Exception as exc:  # timeouts and HTTP errors while paging
+        raise StripReadError(f"{url}: STAC API search failed after {len(out)} items ({_describe(exc)})") from exc
     return out
 
 

@@ -290,3 +290,41 @@ def test_the_products_do_not_depend_on_the_order_cells_run_in(processed_cells, t
     a = gpd.read_parquet(folders[0] / schema.INVENTORY).sort_values("rts_id")
     b = gpd.read_parquet(folders[1] / schema.INVENTORY).sort_values("rts_id")
     assert ((a.volume_m3.to_numpy() - b.volume_m3.to_numpy()) == 0).all()
+
+
+def test_a_malformed_stac_item_costs_that_item_only(sample, tmp_path, caplog):
+    from pipeline.sources import discover_strips
+
+    out, _ = sample
+    stac = tmp_path / "stac"
+    shutil.copytree(out / "stac", stac)
+    # the catalog's hrefs to the strips are relative: keep them resolvable
+    for p in (out / "stac").parent.iterdir():
+        if p.name != "stac" and not (tmp_path / p.name).exists():
+            (tmp_path / p.name).symlink_to(p)
+    all_items = sorted(stac.rglob("*.json"))
+    items = [p for p in all_items if json.loads(p.read_text()).get("type") == "Feature"]
+    n = len(discover_strips(str(stac / "catalog.json")))
+    assert n == len(items) > 2
+    items[0].write_text('{"type": "Feature", "id": ')  # truncated JSON
+    with caplog.at_level(logging.WARNING):
+        strips = discover_strips(str(stac / "catalog.json"), warn=logging.getLogger("t").warning)
+    assert len(strips) == n - 1
+    assert items[0].name in caplog.text
+
+
+def test_a_hung_stac_api_times_out_with_a_message_naming_it(monkeypatch):
+    import socket
+
+    from pipeline import sources
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)  # accepts, never answers
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/stac"
+    monkeypatch.setattr(sources, "STAC_API_TIMEOUT_S", (1.0, 1.0))
+    try:
+        with pytest.raises(sources.StripReadError, match="127.0.0.1"):
+            sources._discover_stac_api(url, None, None, None, 10, lambda m: None)
+    finally:
+        srv.close()
