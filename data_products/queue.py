@@ -71,7 +71,7 @@ from pathlib import Path
 from data_products import grid
 from data_products.schema import QUEUE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: leases on the monotonic clock (lease_mono, boot_id)
 APPLICATION = "rts-volumetrics job queue"
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -131,6 +131,28 @@ class Job:
         d = asdict(self)
         d["bbox"] = list(self.bbox) if self.bbox is not None else None
         return d
+
+
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux), so that a monotonic lease from before a reboot
+    counts as expired; None elsewhere (leases then fall back to the wall clock)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+_BOOT_ID = _boot_id()
+# a running job's lease has passed: on this boot by the monotonic clock (a wall-clock step
+# neither reaps a live worker nor keeps a dead one); from another boot always (its worker
+# died with it); without a monotonic lease (rows of schema 1) by the wall clock
+_EXPIRED = ("status = 'running' AND ((boot_id IS NOT NULL AND boot_id = ? AND lease_mono < ?) "
+            "OR (boot_id IS NOT NULL AND boot_id <> ?) "
+            "OR ((boot_id IS NULL OR lease_mono IS NULL) AND (lease_expires IS NULL OR lease_expires < ?)))")
+
+
+def _expired_args() -> tuple:
+    return (_BOOT_ID or "", time.monotonic(), _BOOT_ID or "", time.time())
 
 
 def _now() -> tuple[float, str]:
@@ -251,7 +273,9 @@ CREATE TABLE jobs (
     attempts         INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     heartbeat_at     REAL,              -- unix seconds
-    lease_expires    REAL,              -- unix seconds, running jobs only
+    lease_expires    REAL,              -- unix seconds, running jobs only (shown, and the fallback)
+    lease_mono       REAL,              -- CLOCK_MONOTONIC seconds of this boot: immune to clock steps
+    boot_id          TEXT,              -- the boot the monotonic lease belongs to
     CHECK ((tiles IS NULL) <> (bbox IS NULL))
 );
 CREATE INDEX jobs_status ON jobs (status, id);
@@ -410,7 +434,12 @@ class JobQueue:
         if v > SCHEMA_VERSION:
             raise QueueError(f"{self.path} was written by a newer version of the queue (schema {v}; "
                              f"this code knows {SCHEMA_VERSION}): upgrade the software")
-        # v < SCHEMA_VERSION: migrations go here when the schema changes.
+        if v < 2:  # schema 1 -> 2: monotonic leases (old rows keep their wall-clock lease)
+            cols = {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
+            for col, typ in (("lease_mono", "REAL"), ("boot_id", "TEXT")):
+                if col not in cols:
+                    con.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -532,8 +561,9 @@ class JobQueue:
             t, now = _now()
             con.execute(
                 "UPDATE jobs SET status = 'running', worker = ?, started_at = ?, heartbeat_at = ?, "
-                "lease_expires = ?, attempts = attempts + 1, progress = 0, message = 'started' "
-                "WHERE id = ? AND status = 'pending'", (w, now, t, t + self.lease_s, r[0]))
+                "lease_expires = ?, lease_mono = ?, boot_id = ?, attempts = attempts + 1, progress = 0, "
+                "message = 'started' WHERE id = ? AND status = 'pending'",
+                (w, now, t, t + self.lease_s, time.monotonic() + self.lease_s, _BOOT_ID, r[0]))
             r = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (r[0],)).fetchone()
         return _row_to_job(r)
 
@@ -556,8 +586,8 @@ class JobQueue:
             if r is None or r[0] != "running" or r[1] != w:
                 return False
             t, _ = _now()
-            sets = ["heartbeat_at = ?", "lease_expires = ?"]
-            args: list = [t, t + self.lease_s]
+            sets = ["heartbeat_at = ?", "lease_expires = ?", "lease_mono = ?", "boot_id = ?"]
+            args: list = [t, t + self.lease_s, time.monotonic() + self.lease_s, _BOOT_ID]
             if progress is not None:
                 sets.append("progress = ?")
                 args.append(progress)
@@ -589,7 +619,7 @@ class JobQueue:
                 message = f"cancelled on request{': ' + str(message) if message else ''}"
             else:
                 status = "done" if ok else "failed"
-            sets = "status = ?, finished_at = ?, heartbeat_at = ?, lease_expires = NULL, message = ?"
+            sets = "status = ?, finished_at = ?, heartbeat_at = ?, lease_expires = NULL, lease_mono = NULL, message = ?"
             args = [status, now, t, _clip(message, MAX_MESSAGE_CHARS)]
             if status == "done":
                 sets += ", progress = 1"
@@ -607,18 +637,17 @@ class JobQueue:
     def _reap(self, con) -> list[int]:
         t, now = _now()
         rows = con.execute("SELECT id, worker, heartbeat_at, cancel_requested, log_tail, attempts FROM jobs "
-                           "WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires < ?) "
-                           "ORDER BY id", (t,)).fetchall()
+                           f"WHERE {_EXPIRED} ORDER BY id", _expired_args()).fetchall()
         for jid, w, hb, cancel, tail, attempts in rows:
             reason = f"worker {w} stopped heartbeating at {_iso(hb) or 'an unknown time'} (lease expired)"
             if not cancel and int(attempts) < self.max_attempts:  # another worker may try again
                 msg = f"{reason}; queued again (attempt {int(attempts) + 1} of {self.max_attempts})"
-                con.execute("UPDATE jobs SET status = 'pending', worker = NULL, lease_expires = NULL, "
+                con.execute("UPDATE jobs SET status = 'pending', worker = NULL, lease_expires = NULL, lease_mono = NULL, "
                             "message = ?, log_tail = ? WHERE id = ?",
                             (msg, _append_log(tail, f"{now} {msg}"), jid))
                 continue
             status = "cancelled" if cancel else "failed"
-            con.execute("UPDATE jobs SET status = ?, finished_at = ?, lease_expires = NULL, message = ?, "
+            con.execute("UPDATE jobs SET status = ?, finished_at = ?, lease_expires = NULL, lease_mono = NULL, message = ?, "
                         "log_tail = ? WHERE id = ?",
                         (status, now, reason, _append_log(tail, f"{now} {reason}"), jid))
         return [r[0] for r in rows]
@@ -627,8 +656,7 @@ class JobQueue:
         """Reap from a read call only when an expired lease exists (a cheap read first);
         a read-only products folder just skips it."""
         with self._connect() as con:
-            due = con.execute("SELECT 1 FROM jobs WHERE status = 'running' AND "
-                              "(lease_expires IS NULL OR lease_expires < ?) LIMIT 1", (time.time(),)).fetchone()
+            due = con.execute(f"SELECT 1 FROM jobs WHERE {_EXPIRED} LIMIT 1", _expired_args()).fetchone()
         if due:
             try:
                 self.reap()

@@ -28,7 +28,7 @@ def test_creates_folder_and_wal_db(tmp_path):
     con = sqlite3.connect(q.path)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert dict(con.execute("SELECT key, value FROM meta"))["schema_version"] == "1"
+        assert dict(con.execute("SELECT key, value FROM meta"))["schema_version"] == "2"
     finally:
         con.close()
 
@@ -359,3 +359,33 @@ def test_a_worker_rides_out_a_transient_queue_error(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
     assert jobs.work(tmp_path, "strips", None, Config(), once=True, poll_s=0.01) == 0
     assert calls["n"] == 3
+
+
+def test_a_wall_clock_step_neither_reaps_a_live_worker_nor_a_reboot_keeps_a_dead_one(tmp_path, monkeypatch):
+    from data_products import queue as qmod
+
+    q = JobQueue(tmp_path, lease_s=30)
+    j = q.submit(tiles=[A])
+    assert q.claim("w1").id == j.id
+    real_time = qmod.time.time
+    monkeypatch.setattr(qmod.time, "time", lambda: real_time() + 7200)  # NTP jumps two hours ahead
+    assert q.reap() == [] and q.get(j.id).status == "running"
+    monkeypatch.setattr(qmod.time, "time", real_time)
+    monkeypatch.setattr(qmod, "_BOOT_ID", "another-boot")  # the machine rebooted: the worker is gone
+    assert q.reap() == [j.id] and q.get(j.id).status == "pending"
+
+
+def test_a_schema_1_queue_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    q = JobQueue(tmp_path)
+    j = q.submit(tiles=[A])
+    q.close()
+    con = sqlite3.connect(tmp_path / "jobs.sqlite")
+    con.execute("ALTER TABLE jobs DROP COLUMN lease_mono")
+    con.execute("ALTER TABLE jobs DROP COLUMN boot_id")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    q2 = JobQueue(tmp_path)
+    assert q2.get(j.id).status == "pending" and q2.claim("w").id == j.id
