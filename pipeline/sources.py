@@ -84,6 +84,21 @@ except Exception:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: GDAL settings for strips read over HTTP(S) or S3 (``/vsicurl/``, ``/vsis3/``), applied
+#: unless the environment sets them: a server that hangs or drops connections costs that
+#: strip (an error naming the URL) after bounded retries, instead of hanging the cell; no
+#: directory listing per file; a block cache so headers are fetched once.
+GDAL_REMOTE_DEFAULTS = {
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "2",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "VSI_CACHE": "TRUE",
+}
+for _k, _v in GDAL_REMOTE_DEFAULTS.items():
+    os.environ.setdefault(_k, _v)
+
 WarnFn = Callable[[str], None]
 
 #: errors raised by GDAL/rasterio on unreadable, corrupt or truncated files

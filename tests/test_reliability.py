@@ -328,3 +328,23 @@ def test_a_hung_stac_api_times_out_with_a_message_naming_it(monkeypatch):
             sources._discover_stac_api(url, None, None, None, 10, lambda m: None)
     finally:
         srv.close()
+
+
+def test_a_strip_server_that_never_answers_costs_that_strip_with_its_url_named(monkeypatch):
+    import socket
+
+    from pipeline import sources
+
+    assert sources.GDAL_REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]  # bounded by default
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
+    monkeypatch.setenv("GDAL_HTTP_CONNECTTIMEOUT", "1")
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    url = f"/vsicurl/http://127.0.0.1:{srv.getsockname()[1]}/SETSM_s2s041_WV01_20150708_1020010041D5EE00_1020010043B85600_2m_lsf_seg1_dem.tif"
+    try:
+        with pytest.raises(sources.StripReadError, match="127.0.0.1"):
+            sources._open(url)
+    finally:
+        srv.close()
