@@ -44,13 +44,41 @@ def configured_token(environ=None, secrets=None) -> str | None:
     try:
         values = secrets()
         present = NAME in values
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # a secrets file that does not parse
-        if "No secrets" in str(exc) or "not found" in str(exc).lower():
+    except Exception as exc:  # Streamlit raises a FileNotFoundError subclass for both cases
+        if _no_secrets(exc):
             return None
         raise TokenError(f"secrets file: cannot be read ({type(exc).__name__}: {exc})") from None
     return check_token(values[NAME], "secrets") if present else None
+
+
+def _no_secrets(exc: Exception) -> bool:
+    """Whether ``exc`` says there is no secrets file at all (not that one is broken)."""
+    return getattr(exc, "error_id", None) == "no-secrets-found" or "no secrets" in str(exc).lower()
+
+
+def secrets_files(cwd=None) -> list:
+    """The secrets files Streamlit reads (global, then the project's), for the command line."""
+    from pathlib import Path
+
+    return [Path.home() / ".streamlit" / "secrets.toml", Path(cwd or Path.cwd()) / ".streamlit" / "secrets.toml"]
+
+
+def file_secrets(paths) -> dict:
+    """The merged contents of the secrets files that exist; TokenError for one that does not parse."""
+    import tomllib
+
+    out: dict = {}
+    found = False
+    for p in paths:
+        if p.is_file():
+            found = True
+            try:
+                out.update(tomllib.loads(p.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+                raise TokenError(f"{p}: cannot be read ({exc})") from None
+    if not found:
+        raise FileNotFoundError("No secrets files found")
+    return out
 
 
 def is_loopback(address: str) -> bool:

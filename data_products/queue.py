@@ -21,7 +21,8 @@ State machine of a job
                |  |  \\
    finish(ok)  |  |   \\ lease expired (worker stopped heartbeating): reap
                v  v    v
-            done  failed   (failed, message 'worker <w> stopped heartbeating at <t> (lease expired)';
+            done  failed   (back to pending while attempts < max_attempts, then failed with the
+                            message 'worker <w> stopped heartbeating at <t> (lease expired)';
                             cancelled instead if a cancel had been requested)
 
 ``done``, ``failed`` and ``cancelled`` are final: nothing moves a job out of them.
@@ -39,8 +40,10 @@ State machine of a job
 - **cancel** moves a pending job straight to *cancelled*; for a running job it only sets a
   flag, which the worker sees through ``heartbeat`` (False) or ``is_cancel_requested``;
   the worker then stops and calls ``finish``, which records *cancelled*.
-- **reap** ends every running job whose lease expired (its worker died or hung): *failed*
-  with the reason, so no job stays *running* forever. ``claim`` reaps first, and ``list``
+- **reap** handles every running job whose lease expired (its worker died or hung): it goes
+  back to *pending* for another worker while it has been claimed fewer than ``max_attempts``
+  times (the reaping queue's setting, default 2), else *failed* with the reason, so no job
+  stays *running* forever. ``claim`` reaps first, and ``list``
   / ``get`` reap too when they see an expired lease, so the dashboard shows the truth even
   when no worker is running.
 
@@ -49,7 +52,8 @@ and process, in autocommit mode between calls, so no lock is held between calls)
 ``JobQueue`` may be shared between threads, pickled to other processes, and any number of
 processes may open the same file. Like every SQLite database in WAL mode, the file must be
 on a local file system (not NFS/SMB) and all processes must run on the same machine; leases
-compare wall-clock times of that machine.
+run on that machine's monotonic clock (tagged with its boot id), so wall-clock steps do not
+move them.
 Besides ``jobs.sqlite`` SQLite keeps ``jobs.sqlite-wal`` and ``jobs.sqlite-shm`` next to it
 while the queue is in use; they belong to the queue, not to the data products.
 """
@@ -628,9 +632,10 @@ class JobQueue:
         return _row_to_job(r)
 
     def reap(self) -> list[int]:
-        """End every running job whose lease expired (its worker died or hung): *failed* with
-        the message 'worker <w> stopped heartbeating at <time> (lease expired)', or
-        *cancelled* if a cancel had been requested. Returns their ids."""
+        """Every running job whose lease expired (its worker died or hung) goes back to
+        *pending* while it has been claimed fewer than ``max_attempts`` times, else ends
+        *failed* with the message 'worker <w> stopped heartbeating at <time> (lease expired)',
+        or *cancelled* if a cancel had been requested. Returns their ids."""
         with self._write() as con:
             return self._reap(con)
 

@@ -86,6 +86,9 @@ def files_intact(folder: str | Path, checksums: dict | None) -> str:
     are there and match, else what is wrong (the first problem found)."""
     if not checksums:
         return "no checksums recorded"
+    if not isinstance(checksums, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                  for k, v in checksums.items()):
+        return f"{folder}: the recorded checksums are malformed"
     for name, digest in checksums.items():
         p = Path(folder) / name
         if not p.is_file():

@@ -251,11 +251,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
-    from dashboard.auth import configured_token, is_loopback
+    from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
 
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     products = Path(args.products).resolve()
-    token = configured_token()  # a set but unusable token is an error here (fail closed)
+    # the environment or Streamlit's secrets files; a set but unusable token is an error (fail closed)
+    token = configured_token(secrets=lambda: file_secrets(secrets_files()))
     if not is_loopback(args.address) and token is None and not args.no_token:
         raise ValueError(f"--address {args.address} is reachable from the network: set RTS_DASHBOARD_TOKEN "
                          "(at least 16 characters) so that only its holders can submit or cancel reprocessing, "

@@ -78,9 +78,10 @@ def open_temperature(path: str | Path) -> xr.DataArray:
     return da
 
 
-_KELVIN = {"k", "kelvin", "kelvins", "deg k", "degk", "degrees k", "degrees kelvin"}
-_CELSIUS = {"degc", "deg c", "celsius", "degrees celsius", "degree celsius", "°c", "c", "degrees c", "deg_c"}
-_FAHRENHEIT = {"degf", "deg f", "fahrenheit", "degrees fahrenheit", "°f", "f", "degrees f"}
+_KELVIN = {"k", "kelvin", "kelvins", "deg k", "degk", "degrees k", "degree k", "degrees kelvin"}
+_CELSIUS = {"degc", "deg c", "celsius", "degrees celsius", "degree celsius", "°c", "c", "degrees c", "degree c"}
+_FAHRENHEIT = {"degf", "deg f", "fahrenheit", "degrees fahrenheit", "degree fahrenheit", "°f", "f", "degrees f",
+               "degree f"}
 PLAUSIBLE_C = (-90.0, 60.0)  # monthly-mean 2 m air temperature anywhere on Earth (deg C)
 
 
@@ -92,7 +93,7 @@ def _to_celsius(da: xr.DataArray, name: str, path: Path) -> xr.DataArray:
     if not isinstance(units, str) or not units.strip():
         raise ClimateError(f"{path}: '{name}' has no units attribute; expected K or degC (set it, e.g. "
                            f"`ncatted -a units,{name},o,c,K {path.name}`)")
-    u = units.strip().lower()
+    u = " ".join(units.strip().lower().replace("_", " ").split())
     if u in _KELVIN:
         out = da - 273.15
     elif u in _CELSIUS:

@@ -323,6 +323,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+#: settings that may be negative although their default is positive (correlations, ratios)
+SIGNED_SUFFIXES = ("_corr", "_ratio", "_r")
+
+
 def _scalar(default: Any, value: Any, where: str) -> Any:
     """``value`` checked against the type of ``default``: a bool is true or false (never the
     string "false"), an int an integer, a float a finite number; a setting whose default is
@@ -342,11 +346,10 @@ def _scalar(default: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         if isinstance(default, int) and not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if default > 0 and value < 0:
+        if default > 0 and value < 0 and not where.rsplit(".", 1)[-1].endswith(SIGNED_SUFFIXES):
             raise ConfigError(f"{where}: must not be negative (default {default!r}), got {value!r}")
         return type(default)(value)
     return value
-    return cls(**kwargs)
 
 
 def load_config(path: str | Path | None = None) -> Config:

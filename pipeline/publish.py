@@ -81,6 +81,8 @@ def read_part_meta(products: Path, cell_id: str) -> tuple[dict | None, str]:
         return None, "no part published"
     except (OSError, json.JSONDecodeError) as exc:
         return None, f"{folder / 'part.json'} unreadable ({exc})"
+    if not isinstance(meta, dict):
+        return None, f"{folder / 'part.json'} is not a JSON object"
     problem = writers.files_intact(folder, meta.get("files"))
     return (None, problem) if problem else (meta, "")
 

@@ -112,8 +112,19 @@ def _recorded_digest(meta_path: Path) -> str | None:
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("%s is unreadable (%s); the cell is processed again", meta_path, exc)
         return None
-    problem = writers.files_intact(meta_path.parent, meta["files"]) if meta.get("files") else _rasters_readable(
-        meta_path.parent)
+    if not isinstance(meta, dict):
+        log.warning("%s is not a JSON object; the cell is processed again", meta_path)
+        return None
+    if meta.get("files"):
+        problem = writers.files_intact(meta_path.parent, meta["files"])
+    else:  # written before checksums: decode once, then record them so that this happens once
+        problem = _rasters_readable(meta_path.parent)
+        if not problem:
+            meta["files"] = {f"{n}.tif": writers.file_sha256(meta_path.parent / f"{n}.tif") for n in RASTER_SPECS}
+            try:
+                writers.write_json(meta_path, meta)
+            except OSError as exc:
+                log.warning("%s: could not record raster checksums (%s)", meta_path, exc)
     if problem:
         log.warning("%s; the cell is processed again", problem)
         return None

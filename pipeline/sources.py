@@ -93,11 +93,11 @@ GDAL_REMOTE_DEFAULTS = {
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "2",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "VSI_CACHE": "TRUE",
 }
 for _k, _v in GDAL_REMOTE_DEFAULTS.items():
     os.environ.setdefault(_k, _v)
+_REMOTE_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "http://", "https://", "s3://")
 
 WarnFn = Callable[[str], None]
 
@@ -452,6 +452,9 @@ def _describe(exc: BaseException) -> str:
 
 def _open(path: str, what: str = "strip"):
     try:
+        if str(path).startswith(_REMOTE_PREFIXES):  # no directory listing per remote file
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN=os.environ.get("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")):
+                return rasterio.open(path)
         return rasterio.open(path)
     except _RASTER_ERRORS as exc:
         raise StripReadError(f"{path}: cannot open {what} ({_describe(exc)})") from exc

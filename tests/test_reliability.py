@@ -348,3 +348,51 @@ def test_a_strip_server_that_never_answers_costs_that_strip_with_its_url_named(m
             sources._open(url)
     finally:
         srv.close()
+
+
+def test_a_broken_secrets_file_fails_closed_even_as_streamlit_reports_it(tmp_path):
+    from dashboard.auth import TokenError, configured_token, file_secrets
+
+    class StreamlitSecretNotFoundError(FileNotFoundError):  # what Streamlit raises for both cases
+        pass
+
+    def broken():
+        raise StreamlitSecretNotFoundError("Error parsing secrets file at /x/.streamlit/secrets.toml")
+
+    def absent():
+        raise StreamlitSecretNotFoundError("No secrets found. Valid paths for a secrets.toml file ...")
+
+    with pytest.raises(TokenError):
+        configured_token({}, broken)
+    assert configured_token({}, absent) is None
+    bad = tmp_path / "secrets.toml"
+    bad.write_text('RTS_DASHBOARD_TOKEN = "unterminated')
+    with pytest.raises(TokenError):
+        configured_token({}, lambda: file_secrets([bad]))
+    assert configured_token({}, lambda: file_secrets([tmp_path / "none.toml"])) is None
+
+
+@pytest.mark.parametrize("units", ["degree_Celsius", "degrees_C", "degrees_K", "K"])
+def test_cf_unit_spellings(tmp_path, units):
+    import numpy as np
+    import xarray as xr
+
+    from pipeline.climate import open_temperature
+
+    k = 260.0 + 15 * np.cos(2 * np.pi * (np.arange(24) % 12 + 1 - 7.5) / 12)
+    vals = k - 273.15 if "C" in units else k
+    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), np.broadcast_to(vals[:, None, None], (24, 2, 2)),
+                             {"units": units})},
+                    coords={"time": __import__("pandas").date_range("2015-01-01", periods=24, freq="MS"),
+                            "latitude": [68.0, 68.25], "longitude": [-135.0, -134.75]})
+    ds.to_netcdf(tmp_path / "t.nc")
+    assert float(open_temperature(tmp_path / "t.nc").max()) == pytest.approx(k.max() - 273.15, abs=1e-3)
+
+
+def test_malformed_checksum_records_never_raise(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"x")
+    assert "malformed" in writers.files_intact(tmp_path, ["a.tif"])
+    assert "malformed" in writers.files_intact(tmp_path, {"a.tif": 5})
+    (tmp_path / "parts" / "c").mkdir(parents=True)
+    (tmp_path / "parts" / "c" / "part.json").write_text("[1, 2]")
+    assert read_part_meta(tmp_path, "c") == (None, f"{tmp_path / 'parts' / 'c' / 'part.json'} is not a JSON object")
