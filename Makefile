@@ -31,6 +31,7 @@ dashboard: setup
 run: pipeline dashboard
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: setup

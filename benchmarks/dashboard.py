@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
+METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+                  ".find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
 
 
 def _write_bench(out: Path, n: int, timeseries: bool) -> dict:

@@ -81,7 +81,8 @@ def run(work: Path, sample: Path) -> str:
                      f"{r['cells_per_hour']:.0f} | {r['cells_per_hour'] / rows[0]['cells_per_hour']:.2f}x |")
     slow = rows[1]["per_cell"] / rows[0]["per_cell"]
     lines += ["", f"Each worker is single-threaded (one core busy per cell). With two cells at once each takes "
-              f"{slow:.1f}x as long as alone, so this 2-core machine gains {rows[1]['cells_per_hour'] / rows[0]['cells_per_hour']:.2f}x "
+              f"{slow:.1f}x as long as alone, so this 2-core machine gains "
+              f"{rows[1]['cells_per_hour'] / rows[0]['cells_per_hour']:.2f}x "
               "from its second worker: the DEM stage streams large arrays (a cell's stack is ~17 x 10^6 "
               "float32 pixels per array) and two of them share one memory bus and cache. The wall time of the "
               "2-worker run includes starting the Dask cluster (~3 s). On a cluster, cells are independent "

@@ -307,8 +307,9 @@ class JobQueue:
 
     ``lease_s`` is how long a claimed job stays the worker's without a heartbeat; a worker
     should heartbeat several times per lease. A job whose lease expires (its worker died) goes
-    back to *pending* until it has been claimed ``max_attempts`` times, then fails. Raises QueueError when the file exists but is
-    not a queue database (or is corrupt, or was written by a newer schema)."""
+    back to *pending* until it has been claimed ``max_attempts`` times, then fails. Raises
+    QueueError when the file exists but is not a queue database (or is corrupt, or was written
+    by a newer schema)."""
 
     def __init__(self, products_dir, *, lease_s: float = 60.0, max_attempts: int = 2):
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:

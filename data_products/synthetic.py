@@ -341,7 +341,7 @@ def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None
         t2 = np.full((h, w), -9999, dtype="int32")
         xmin, ymin, xmax, ymax = cell.bounds
         sub = inv.cx[xmin - 500:xmax + 500, ymin - 500:ymax + 500]
-        for g, mean_dh, f, l in zip(sub.geometry, sub.mean_dh_m, sub.first_change, sub.last_change):
+        for g, mean_dh, first, last in zip(sub.geometry, sub.mean_dh_m, sub.first_change, sub.last_change):
             m = rasterize([(g, 1)], out_shape=(h, w), transform=tr, fill=0, dtype="uint8").astype(bool)
             if not m.any():
                 continue
@@ -349,8 +349,8 @@ def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None
             # distance along the slump's long axis: headwall (late t2, deep) to toe (early t2, shallow)
             d = (cols - cols.min()) / max(1, cols.max() - cols.min())
             dh[rows, cols] = (2.0 * mean_dh * (0.3 + 0.7 * d)).astype("float32")
-            d0 = (f - dt.date(2000, 1, 1)).days
-            d1 = (l - dt.date(2000, 1, 1)).days
+            d0 = (first - dt.date(2000, 1, 1)).days
+            d1 = (last - dt.date(2000, 1, 1)).days
             t2[rows, cols] = (d0 + d * (d1 - d0)).astype("int32")
         folder = out / "tiles" / tid
         folder.mkdir(parents=True, exist_ok=True)

@@ -64,12 +64,9 @@ def fsync_dir(folder: str | Path) -> None:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):  # some file systems cannot sync a directory
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
 def file_sha256(path: str | Path, length: int = 16) -> str:

@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0, help="torch / data-order / augmentation seed (default 0)")
     t.add_argument("--workers", type=int, default=2, help="processes for sample generation and the DEM stage")
-    t.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1: on a shared 2-core machine a second thread mostly spins)")
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (default 1: on a shared 2-core machine a second thread mostly spins)")
     t.add_argument("--out", type=Path, default=Path("models/rts_maskrcnn.pt"), metavar="FILE.pt")
     t.add_argument("--log", type=Path, metavar="FILE.json", help="training log (default next to the weights)")
     t.set_defaults(func=_cmd_train)

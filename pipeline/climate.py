@@ -34,7 +34,8 @@ def _pick(ds: xr.Dataset, names: tuple[str, ...], what: str, path: Path) -> str:
     for n in names:
         if n in ds.variables:
             return n
-    raise ClimateError(f"{path}: no {what} coordinate (looked for {', '.join(names)}; found {', '.join(map(str, ds.variables))})")
+    raise ClimateError(f"{path}: no {what} coordinate (looked for {', '.join(names)}; "
+                       f"found {', '.join(map(str, ds.variables))})")
 
 
 def open_temperature(path: str | Path) -> xr.DataArray:

@@ -373,7 +373,8 @@ def bundle_adjust(n: int, pairs: list[PairFit], cfg: CoregConfig) -> BundleResul
     while True:
         sub = [remap(p) for p in good]
         sol = {c: _solve(len(used_idx), sub, c, cfg.prior_sigma_m) for c in ("dx", "dy", "dz")}
-        res = np.array([[getattr(p, c) - (sol[c][q.j] - sol[c][q.i]) for c in ("dx", "dy", "dz")] for p, q in zip(good, sub)])
+        res = np.array([[getattr(p, c) - (sol[c][q.j] - sol[c][q.i]) for c in ("dx", "dy", "dz")]
+                        for p, q in zip(good, sub)])
         if len(good) < 3:
             break
         mag = np.hypot(np.hypot(res[:, 0], res[:, 1]), res[:, 2])

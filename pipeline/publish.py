@@ -46,10 +46,6 @@ REGION_SUMMARY_CSV = "rts_region_summary.csv"
 YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
 
 
-def _file_digest(path: str | Path | None) -> str:
-    return writers.file_sha256(path) if path and Path(path).exists() else "none"
-
-
 def _cell_digest(products: Path, cell_id: str) -> str:
     try:
         return json.loads((products / "tiles" / cell_id / "cell.json").read_text()).get("inputs_digest") or "?"

@@ -469,7 +469,8 @@ def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, schedul
         # slump stage: every published cell whose part is out of date (its own or a neighbour's
         # rasters changed, or the configuration, detector or climate did)
         climate_path = str(Path(climate).resolve()) if climate else None
-        det_id, clim_id = detector_id(cfg.detection), (writers.file_sha256(climate_path) if climate_path and Path(climate_path).exists() else "none")
+        det_id = detector_id(cfg.detection)
+        clim_id = writers.file_sha256(climate_path) if climate_path and Path(climate_path).exists() else "none"
         stage = []
         for cid in live_cells(out):
             d = part_digest(out, grid.parse_cell_id(cid), cfg, det_id, clim_id)

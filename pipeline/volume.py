@@ -42,7 +42,8 @@ class Variogram:
 
 
 def empirical_variogram(dh: np.ndarray, stable: np.ndarray, res: float, *, max_lag_m: float = 600.0,
-                        n_pairs: int = 200_000, n_bins: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        n_pairs: int = 200_000, n_bins: int = 20, seed: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Semivariance of dh between random pairs of stable pixels, binned by distance.
 
     Returns (bin centres m, semivariance m2, pair counts). Pairs are drawn around random

@@ -164,7 +164,8 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
             off = 0.55 * width + rng.uniform(5, 25)
             r2 = int(round(r - off * np.sin(side) / res))
             c2 = int(round(c + off * np.cos(side) / res))
-            s2 = make_slump(rng, f"{site.key}-scar-{k + 1:02d}b", (r2, c2), ang + rng.normal(0, 0.15), area * rng.uniform(0.5, 1.0),
+            s2 = make_slump(rng, f"{site.key}-scar-{k + 1:02d}b", (r2, c2), ang + rng.normal(0, 0.15),
+                            area * rng.uniform(0.5, 1.0),
                             hw * rng.uniform(0.7, 1.2), res, seasons, anomalies, t_first, temperature_driven=driven,
                             style="active", group=group)
             if _fits(s2, (ny, nx)):
@@ -227,7 +228,8 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
         if pick is None or not hot:
             break
         y, a, bnd = hot[i % len(hot)]
-        dtc = make_detachment(rng, f"{site.key}-detachment-{i + 1}", pick, float(upslope[pick]), res, float(rng.uniform(a, bnd)))
+        dtc = make_detachment(rng, f"{site.key}-detachment-{i + 1}", pick, float(upslope[pick]), res,
+                              float(rng.uniform(a, bnd)))
         if add(dtc):
             looks.append(dtc)
 

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="/usr/bin/chromium is absent (Debian package 'chromium'; .ci/run installs it)")
 
 N = 2_000
-METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
+METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+                  ".find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 

@@ -24,8 +24,8 @@ def _all_candidates(processed_cells):
 def test_rule_based_candidates_find_the_slumps_and_reject_single_event_lookalikes(sample, processed_cells):
     out, manifest = sample
     site = manifest["sites"][0]["site"]
-    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site").reset_index(drop=True)
-    looks = gpd.read_parquet(out / "truth" / "lookalikes.parquet").query("site == @site").reset_index(drop=True)
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query(f"site == {site!r}").reset_index(drop=True)
+    looks = gpd.read_parquet(out / "truth" / "lookalikes.parquet").query(f"site == {site!r}").reset_index(drop=True)
     cands = _all_candidates(processed_cells)
     c1 = cands[cands.criteria >= 1].reset_index(drop=True)
     c123 = cands[cands.criteria >= 3].reset_index(drop=True)
@@ -43,7 +43,7 @@ def test_rule_based_candidates_find_the_slumps_and_reject_single_event_lookalike
 def test_a_slump_on_a_cell_edge_is_found_once_and_whole(sample, processed_cells):
     out, manifest = sample
     site = manifest["sites"][0]["site"]
-    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site and crosses_cell_edge")
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query(f"site == {site!r} and crosses_cell_edge")
     assert len(truth)
     cands = _all_candidates(processed_cells)
     for geom in truth.geometry:
@@ -86,7 +86,7 @@ def test_criteria_on_constructed_clusters():
 def test_candidate_volumes_match_the_truth_within_their_stated_uncertainty(sample, processed_cells):
     out, manifest = sample
     site = manifest["sites"][0]["site"]
-    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query("site == @site").reset_index(drop=True)
+    truth = gpd.read_parquet(out / "truth" / "slumps.parquet").query(f"site == {site!r}").reset_index(drop=True)
     cands = _all_candidates(processed_cells)
     found = cands[cands.criteria >= 3].reset_index(drop=True)
     pairs, _ = match_inventories(found, truth, min_iou=0.5)

@@ -26,11 +26,26 @@ def test_toml_overrides_and_changes_the_digest(tmp_path):
     ("[corg]\n", "unknown key 'corg'"),
     ("[coreg]\nmax_iterations = 'many'\n", "expected a number"),
     ("[coreg\n", "not valid TOML"),
+    ('[coreg]\nsecond_pass = "false"\n', "expected true or false"),  # a string is not a bool
+    ("[quantify]\nmin_intervals = 6.5\n", "expected an integer"),
+    ("[quantify]\noutline_sigma_px = nan\n", "finite"),
+    ("[grid]\nresolution_m = -2.0\n", "must not be negative"),
+    ("[grid]\nresolution_m = 0.0\n", "resolution_m must be positive"),
+    ("[quantify]\nsummer_months = 7\n", "expected a list"),
+    ("[quantify]\nsummer_months = [7.5, 8]\n", "expected an integer"),
 ])
 def test_bad_config_files_fail_with_the_file_and_the_problem(tmp_path, text, match):
     f = tmp_path / "bad.toml"
     f.write_text(text)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(f)
+    assert str(f) in str(err.value)
+
+
+def test_a_binary_configuration_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a text"):
         load_config(f)
 
 

@@ -42,6 +42,16 @@ def _stamp(products: Path, sample_dir: Path, cells: list[str]) -> None:
         path.write_text(json.dumps(meta))
 
 
+def published_copy(processed_cells, sample_dir: Path, products: Path, cells: list[str]) -> Path:
+    """``products`` with the conftest DEM stage of ``cells`` copied in (up to date for
+    ``rts run``) and then published by ``rts run`` (the slump stage and assembly)."""
+    for cid in cells:
+        shutil.copytree(processed_cells.products / "tiles" / cid, products / "tiles" / cid)
+    _stamp(products, sample_dir, cells)
+    run(sample_dir / "stac" / "catalog.json", products, Config(), tiles=cells, progress=False)
+    return products
+
+
 @pytest.fixture(scope="module")
 def up_to_date(sample, processed_cells, tmp_path_factory):
     """A products folder whose four Peel cells are up to date for ``rts run`` (DEM stage
@@ -71,11 +81,7 @@ def test_a_killed_run_resumes_to_the_products_of_an_uninterrupted_one(sample, pr
     out, _ = sample
     cells = list(processed_cells)[:2]
     # reference: the uninterrupted result for these two cells (their DEM stage as in conftest)
-    ref = tmp_path / "ref"
-    for cid in cells:
-        shutil.copytree(processed_cells.products / "tiles" / cid, ref / "tiles" / cid)
-    _stamp(ref, out, cells)
-    run(out / "stac" / "catalog.json", ref, Config(), tiles=cells, progress=False)
+    ref = published_copy(processed_cells, out, tmp_path / "ref", cells)
 
     products = tmp_path / "killed"
     cmd = RTS + ["run", "--strips", str(out / "stac" / "catalog.json"), "--out", str(products), "--tiles", *cells]

@@ -79,7 +79,8 @@ with st.form("submit_job", clear_on_submit=False):
         text = st.text_area("Cell ids (one per line or comma-separated)", placeholder="41_16_1_1_02_05",
                             key="w_rp_cells", max_chars=50_000)
     elif mode == "Box (EPSG:3413 m)":
-        text = st.text_input("xmin,ymin,xmax,ymax", placeholder="-2450000,-250000,-2440000,-240000", key="w_rp_box", max_chars=200)
+        text = st.text_input("xmin,ymin,xmax,ymax", placeholder="-2450000,-250000,-2440000,-240000", key="w_rp_box",
+                             max_chars=200)
     else:
         fb = ss.get("focus_box")
         text = ",".join(f"{v:.0f}" for v in fb) if fb else ""

@@ -100,7 +100,8 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     bx1 = max(c.bounds[2] for c in block)
     by1 = max(c.bounds[3] for c in block)
     res = grid.RESOLUTION_M
-    g = Grid(bx0 - MARGIN_M, by1 + MARGIN_M, res, int((by1 - by0 + 2 * MARGIN_M) / res), int((bx1 - bx0 + 2 * MARGIN_M) / res))
+    g = Grid(bx0 - MARGIN_M, by1 + MARGIN_M, res, int((by1 - by0 + 2 * MARGIN_M) / res),
+             int((bx1 - bx0 + 2 * MARGIN_M) / res))
     m = int(MARGIN_M / res)
     block_win = (m, g.ny - m, m, g.nx - m)
 
@@ -216,7 +217,8 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
             dx_m=float(np.clip(rng.normal(0, 2.5), -8, 8)), dy_m=float(np.clip(rng.normal(0, 2.5), -8, 8)),
             dz_m=float(np.clip(rng.normal(0, 2.5), -8, 8)),
             tilt_e=float(rng.normal(0, 5e-6)), tilt_n=float(rng.normal(0, 5e-6)), center_x=cx, center_y=cy,
-            noise_sigma_m=float(rng.uniform(0.1, 0.25)), snow=d.month <= 5, partial=bool(rng.random() < 0.25) and 0 < k < len(dates) - 1,
+            noise_sigma_m=float(rng.uniform(0.1, 0.25)), snow=d.month <= 5,
+            partial=bool(rng.random() < 0.25) and 0 < k < len(dates) - 1,
             n_clouds=n_clouds, n_clouds_flagged=int(rng.integers(0, n_clouds + 1)),
             xmin=g.x0 + win[2] * res, xmax=g.x0 + win[3] * res, ymin=g.y1 - win[1] * res, ymax=g.y1 - win[0] * res,
         )
@@ -234,7 +236,8 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     z_last = surface_at(z0, features, t_last)
     true_dh = (z_last - z_first)[r0:r1, c0:c1]
     btransform = from_origin(bx0, by1, res, res)
-    klass = np.zeros(z0.shape, np.uint8)  # 0 stable, 1 slump active, 2 slump debris, 3 drained lake, 4 slide, 5 thermokarst, 6 water
+    # 0 stable, 1 slump active, 2 slump debris, 3 drained lake, 4 slide, 5 thermokarst, 6 water
+    klass = np.zeros(z0.shape, np.uint8)
     season = np.zeros(z0.shape, np.int16)
     change_time = np.full(z0.shape, np.nan, np.float32)
     for wb in water:
@@ -339,6 +342,10 @@ benchmarks compare the pipeline's products against it.
 """
 
 
+def _site_line(k, r: dict) -> str:
+    return f"  site {k}: {r['n_strips']} strips, {len(r['_slumps'])} slumps ({r['seconds']} s)"
+
+
 def generate_sample(out: str | Path, seed: int = 0, sites: list[str] | None = None, cells: int = 2,
                     workers: int = 2, log=print) -> dict:
     """Generate the sample region into ``out`` (replacing what is there). Returns the manifest."""
@@ -360,11 +367,11 @@ def generate_sample(out: str | Path, seed: int = 0, sites: list[str] | None = No
             futs = [pool.submit(generate_site, out, SITES[k], seed, cells, indices[k]) for k in keys]
             for k, f in zip(keys, futs):
                 results.append(f.result())
-                log(f"  site {k}: {results[-1]['n_strips']} strips, {len(results[-1]['_slumps'])} slumps ({results[-1]['seconds']} s)")
+                log(_site_line(k, results[-1]))
     else:
         for k in keys:
             results.append(generate_site(out, SITES[k], seed, cells, indices[k]))
-            log(f"  site {k}: {results[-1]['n_strips']} strips, {len(results[-1]['_slumps'])} slumps ({results[-1]['seconds']} s)")
+            log(_site_line(k, results[-1]))
 
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
