@@ -129,6 +129,25 @@ def _published(parts: tuple[str, ...]) -> bool:
     return False
 
 
+def published_file(products: Path, relative: str) -> Path:
+    """The published file ``relative`` names inside the (resolved) ``products`` folder;
+    QueryError if it names anything else: an absolute path, a way out of the folder, a
+    missing file, or one that is not published (:func:`_published`)."""
+    products = Path(products).resolve()
+    rel = str(relative or "")
+    if not rel or "\x00" in rel or rel.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", rel):
+        raise QueryError(f"{rel[:80]!r}: give a path relative to the products folder")
+    target = (products / rel).resolve()
+    if target != products and products not in target.parents:
+        raise QueryError(f"{rel[:80]!r} is outside the products folder")
+    if not target.is_file():
+        raise QueryError(f"{rel[:80]!r} is not a file in the products folder")
+    if not _published(target.relative_to(products).parts):
+        raise QueryError(f"{rel[:80]!r} is not a published product file (the queue, logs, run records, "
+                         "temporary and hidden files are not offered)")
+    return target
+
+
 def _quote(s: str) -> str:
     """A trusted string (a path of this installation) as the body of a SQL string literal."""
     return str(s).replace("'", "''")
@@ -389,19 +408,7 @@ class Catalog:
 
     def path(self, relative: str) -> Path:
         """A file inside the products folder named by a user; QueryError if it is not one."""
-        rel = str(relative or "")
-        if not rel or "\x00" in rel or rel.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", rel):
-            raise QueryError(f"{rel[:80]!r}: give a path relative to the products folder")
-        target = (self.products / rel).resolve()
-        if target != self.products and self.products not in target.parents:
-            raise QueryError(f"{rel[:80]!r} is outside the products folder")
-        if not target.is_file():
-            raise QueryError(f"{rel[:80]!r} is not a file in the products folder")
-        parts = target.relative_to(self.products).parts
-        if not _published(parts):
-            raise QueryError(f"{rel[:80]!r} is not a published product file (the queue, logs, run records, "
-                             "temporary and hidden files are not offered)")
-        return target
+        return published_file(self.products, relative)
 
     def tile_raster(self, tile_id: str, name: str) -> Path | None:
         """``tiles/<tile_id>/<name>.tif`` for a valid cell id, or None when absent."""

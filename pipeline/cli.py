@@ -253,7 +253,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
 
-    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    # the ASGI entry: the app plus a route that streams product files from disk
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "asgi.py"
     products = Path(args.products).resolve()
     # the environment or Streamlit's secrets files; a set but unusable token is an error (fail closed)
     token = configured_token(secrets=lambda: file_secrets(secrets_files()))

@@ -154,6 +154,30 @@ def test_download_yields_a_valid_geoparquet(page, server, tmp_path, shots):
     _shot(page, shots, "downloads")
 
 
+def test_full_product_files_stream_from_disk_by_signed_links(page, server, products):
+    """The Downloads page links each full product to /files/<path> (dashboard.files): the bytes
+    come straight from the file, a Range request gets just that range, a forged link 403."""
+    import urllib.error
+    import urllib.request
+
+    page.goto(server + "/downloads")
+    wait_for_app(page)
+    links = page.locator("a[href*='/files/']")
+    links.first.wait_for(timeout=60_000)
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    href = next(h for h in hrefs if f"/files/{schema.INVENTORY}?" in h)
+    url = href if href.startswith("http") else server + href
+    want = (products[0] / schema.INVENTORY).read_bytes()
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.read() == want
+    req = urllib.request.Request(url, headers={"Range": "bytes=4-99"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 206 and r.read() == want[4:100]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.rsplit("sig=", 1)[0] + "sig=" + "0" * 64, timeout=30)
+    assert e.value.code == 403
+
+
 def test_reprocess_submission_appears_in_the_queue(page, server, products, shots):
     pytest.importorskip("data_products.queue")
     from data_products.queue import JobQueue

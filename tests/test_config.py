@@ -28,7 +28,8 @@ def test_toml_overrides_and_changes_the_digest(tmp_path):
     ("[coreg\n", "not valid TOML"),
     ('[coreg]\nsecond_pass = "false"\n', "expected true or false"),  # a string is not a bool
     ("[quantify]\nmin_intervals = 6.5\n", "expected an integer"),
-    ("[quantify]\noutline_sigma_px = nan\n", "finite"),
+    ("[quantify]\noutline_sigma_m = nan\n", "finite"),
+    ("[quantify]\nelevation_sigma_scale = -0.1\n", "must not be negative"),
     ("[grid]\nresolution_m = -2.0\n", "must not be negative"),
     ("[grid]\nresolution_m = 0.0\n", "resolution_m must be positive"),
     ("[quantify]\nsummer_months = 7\n", "expected a list"),

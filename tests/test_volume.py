@@ -47,17 +47,28 @@ def test_volume_is_the_loss_inside_the_mask():
     assert v == 3.0 * 100 * 4.0 and s > 0
 
 
-def test_outline_term_is_a_band_along_the_perimeter_at_mean_depth():
-    """sigma_V adds, in quadrature, the volume of a band_px-wide band along the outline at
-    the slump's mean depth: a 100 m square, 5 m deep (V = 50,000 m3), 2 m pixels, a band of
-    0.12 px -> 0.12 * 2 m * 400 m * 5 m = 480 m3; with a 360 m3 variogram term, 600 m3."""
+def test_outline_term_is_a_band_along_the_perimeter_at_the_rim_depth():
+    """sigma_V adds, in quadrature to the scaled elevation term, a band outline_sigma_m wide
+    along the perimeter at the rim's depth: a 100 m square scar of 2 m pixels, 5 m deep at
+    its rim and 9 m inside it -> rim depth 5 m (the two pixels inside the edge), outline term
+    1 m * 400 m * 5 m = 2000 m3; an elevation term of 15,000 m3 scaled by 0.1 gives 1500 m3,
+    so sigma_V = 2500 m3."""
     import shapely.geometry
 
-    from pipeline.quantify import outline_sigma
+    from pipeline.config import QuantifyConfig
+    from pipeline.quantify import rim_depth, volume_sigma
 
+    dh = np.zeros((70, 70), np.float32)
+    mask = np.zeros(dh.shape, bool)
+    mask[10:60, 10:60] = True
+    dh[mask] = -5.0
+    dh[12:58, 12:58] = -9.0
+    assert rim_depth(dh, mask) == 5.0
     square = shapely.geometry.box(0, 0, 100, 100)
-    assert abs(outline_sigma(50_000.0, 0.0, square, 2.0, 0.12) - 480.0) < 1e-6
-    assert abs(outline_sigma(50_000.0, 360.0, square, 2.0, 0.12) - 600.0) < 1e-6
-    # no loss, no outline term; no band, the variogram term alone
-    assert outline_sigma(0.0, 360.0, square, 2.0, 0.12) == 360.0
-    assert outline_sigma(50_000.0, 360.0, square, 2.0, 0.0) == 360.0
+    cfg = QuantifyConfig(outline_sigma_m=1.0, elevation_sigma_scale=0.1)
+    assert abs(volume_sigma(15_000.0, square.length, 5.0, cfg) - 2500.0) < 1e-6
+    # a rim that did not drop adds nothing; no band, the scaled elevation term alone
+    assert rim_depth(np.where(mask, 1.0, 0.0), mask) == 0.0
+    assert volume_sigma(15_000.0, square.length, 0.0, cfg) == 1500.0
+    assert abs(volume_sigma(15_000.0, square.length, 5.0, QuantifyConfig(outline_sigma_m=0.0,
+                                                                           elevation_sigma_scale=1.0)) - 15_000.0) < 1e-6

@@ -1,5 +1,6 @@
 """Downloads page: the current selection as GeoParquet and CSV, the full product files, the STAC
-collection and the data dictionary. Only files inside the products folder are served."""
+collection and the data dictionary. Only published files inside the products folder are served;
+under ``rts dashboard`` they stream from disk through signed links (:mod:`dashboard.files`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import files, state
 from data_products import schema
 from data_products.catalog import QueryError
 
@@ -32,6 +33,20 @@ else:
     st.caption("GeoParquet 1.1 (WKB, bbox covering column, EPSG:3413); CSV with the outline as WKT in "
                "EPSG:3413 metres plus centroid_lon/centroid_lat (WGS 84).")
 
+
+
+def offer_file(container, label: str, p, key: str, mime: str = "application/octet-stream") -> None:
+    """A download of the published file ``p``: a signed link streamed from disk when the file
+    route is mounted (``rts dashboard``), else Streamlit's button (which reads the file into
+    memory: the case of ``streamlit run dashboard/app.py`` and of tests)."""
+    if files.route_mounted:
+        rel = p.relative_to(cat.products).as_posix()
+        container.link_button(label, files.signed_url(rel), icon=":material/download:")
+    else:
+        container.download_button(label, data=lambda p=p: p.read_bytes(), file_name=p.name, mime=mime, key=key,
+                                  on_click="ignore")
+
+
 st.subheader("Full products")
 names = [schema.INVENTORY, schema.TIMESERIES, schema.TILES, schema.INVENTORY_CSV, schema.TIMESERIES_CSV,
          schema.STAC_COLLECTION, schema.DICTIONARY_MD, schema.DICTIONARY_JSON]
@@ -45,9 +60,7 @@ for name in names:
         continue
     cols = st.columns([3, 1])
     cols[0].markdown(f"- `{name}` — {p.stat().st_size / 1e6:,.2f} MB")
-    cols[1].download_button("Download", data=lambda p=p: p.read_bytes(), file_name=p.name,
-                            mime=mimes.get(p.suffix, "application/octet-stream"), key=f"dl_full_{name}",
-                            on_click="ignore")
+    offer_file(cols[1], "Download", p, f"dl_full_{name}", mimes.get(p.suffix, "application/octet-stream"))
 
 with st.expander("Another file of the products folder"):
     rel = st.text_input("Path relative to the products folder", placeholder="tiles/<cell id>/dh.tif",
@@ -55,8 +68,7 @@ with st.expander("Another file of the products folder"):
     if rel.strip():
         try:
             p = cat.path(rel.strip())
-            st.download_button(f"Download {p.name}", data=lambda p=p: p.read_bytes(), file_name=p.name,
-                               key="dl_other", on_click="ignore")
+            offer_file(st, f"Download {p.name}", p, "dl_other")
         except QueryError as exc:
             st.error(state.plain(f"{exc}. Only published files inside the products folder can be downloaded."))
 
