@@ -25,8 +25,11 @@ pipeline: sample
 	$(BIN)/rts run --strips $(SAMPLE)/stac/catalog.json --climate $(SAMPLE)/climate/era5_t2m_monthly.nc \
 		--out $(PRODUCTS) --workers $(WORKERS)
 
+# the dashboard with a queue worker beside it (stopped with it) that reprocesses from the sample's strips
 dashboard: setup
-	$(BIN)/rts dashboard --products $(PRODUCTS) --port $(PORT) --headless
+	$(BIN)/rts dashboard --products $(PRODUCTS) --port $(PORT) --headless \
+		$(if $(wildcard $(SAMPLE)/stac/catalog.json),--worker-strips $(SAMPLE)/stac/catalog.json \
+		--worker-climate $(SAMPLE)/climate/era5_t2m_monthly.nc)
 
 run: pipeline dashboard
 

@@ -40,11 +40,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_dashboard(products: Path, port: int | None = None, timeout_s: float = 60.0, env: dict | None = None):
-    """Start ``rts dashboard`` on ``products``; yield ``http://127.0.0.1:<port>``; stop it."""
+def running_dashboard(products: Path, port: int | None = None, timeout_s: float = 60.0, env: dict | None = None,
+                      args: list[str] | tuple = ()):
+    """Start ``rts dashboard`` on ``products`` (with extra ``args``); yield
+    ``http://127.0.0.1:<port>``; stop it (SIGTERM to its process group, as Ctrl-C would)."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "pipeline", "dashboard", "--products", str(products), "--port", str(port),
-           "--headless"]
+           "--headless", *args]
     full_env = {**os.environ, "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none", **(env or {})}
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"rts-dashboard-{port}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,

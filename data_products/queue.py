@@ -75,7 +75,7 @@ from pathlib import Path
 from data_products import grid
 from data_products.schema import QUEUE
 
-SCHEMA_VERSION = 2  # 2: leases on the monotonic clock (lease_mono, boot_id)
+SCHEMA_VERSION = 3  # 2: leases on the monotonic clock (lease_mono, boot_id); 3: the workers table
 APPLICATION = "rts-volumetrics job queue"
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -254,6 +254,19 @@ def _worker_name(worker) -> str:
     return _clip(worker.strip(), MAX_NAME_CHARS)
 
 
+#: workers announce themselves while they poll and work, so that a page can say whether any is alive
+_WORKERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workers (
+    name       TEXT PRIMARY KEY,        -- host:pid
+    started_at REAL NOT NULL,           -- unix seconds
+    seen_at    REAL NOT NULL,           -- unix seconds of the last announcement
+    seen_mono  REAL,                    -- CLOCK_MONOTONIC of that announcement (this boot)
+    boot_id    TEXT,
+    job_id     INTEGER,                 -- the job it is running, NULL when idle
+    stopped    INTEGER NOT NULL DEFAULT 0
+);
+"""
+
 _SCHEMA = """
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -284,7 +297,9 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_status ON jobs (status, id);
 CREATE INDEX jobs_dedup ON jobs (dedup_key, status);
-"""
+""" + _WORKERS_SCHEMA
+
+
 
 _COLUMNS = ("id, status, tiles, bbox, force, created_at, started_at, finished_at, progress, message, "
             "log_tail, worker, submitted_by, attempts, cancel_requested, heartbeat_at, lease_expires")
@@ -444,6 +459,9 @@ class JobQueue:
             for col, typ in (("lease_mono", "REAL"), ("boot_id", "TEXT")):
                 if col not in cols:
                     con.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+        if v < 3:  # schema 2 -> 3: the workers table
+            con.execute(_WORKERS_SCHEMA)
+        if v < SCHEMA_VERSION:
             con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- reading -------------------------------------------------------------------------
@@ -631,6 +649,39 @@ class JobQueue:
             con.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*args, jid))
             r = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (jid,)).fetchone()
         return _row_to_job(r)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def announce(self, worker, job_id=None, stopped: bool = False) -> None:
+        """Record that ``worker`` is alive (idle, or running ``job_id``), or that it stopped.
+        A worker announces itself every poll and with every heartbeat."""
+        w = _worker_name(worker)
+        jid = None if job_id is None else _job_id(job_id)
+        t = time.time()
+        with self._write() as con:
+            con.execute("INSERT INTO workers (name, started_at, seen_at, seen_mono, boot_id, job_id, stopped) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at, "
+                        "seen_mono = excluded.seen_mono, boot_id = excluded.boot_id, job_id = excluded.job_id, "
+                        "stopped = excluded.stopped",
+                        (w, t, t, time.monotonic(), _BOOT_ID, jid, int(bool(stopped))))
+
+    def workers(self, alive_within_s: float = 30.0) -> list[dict]:
+        """Workers seen in the last ``alive_within_s`` seconds and not stopped, most recent
+        first: ``name``, ``seen_s_ago``, ``job_id`` (None when idle), ``started_at`` (ISO).
+        On this boot the age is measured on the monotonic clock (a wall-clock step does not
+        revive or bury a worker); a worker of another boot is never alive."""
+        with self._connect() as con:
+            rows = con.execute("SELECT name, started_at, seen_at, seen_mono, boot_id, job_id FROM workers "
+                               "WHERE stopped = 0").fetchall()
+        out = []
+        for name, started, seen, mono, boot, jid in rows:
+            if boot is not None and _BOOT_ID is not None:
+                age = time.monotonic() - mono if boot == _BOOT_ID and mono is not None else math.inf
+            else:
+                age = time.time() - seen
+            if age <= alive_within_s:
+                out.append({"name": name, "seen_s_ago": max(age, 0.0), "job_id": jid, "started_at": _iso(started)})
+        return sorted(out, key=lambda w: w["seen_s_ago"])
 
     def reap(self) -> list[int]:
         """Every running job whose lease expired (its worker died or hung) goes back to

@@ -75,6 +75,12 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         from .config import load_config
         from .jobs import work
 
+        import signal
+
+        def _stop(signum, frame):  # SIGTERM (e.g. from rts dashboard): leave through the finally blocks
+            raise SystemExit(143)
+
+        signal.signal(signal.SIGTERM, _stop)
         cfg = load_config(args.config)
         work(args.products, args.strips, args.climate, cfg, workers=args.workers, scheduler=args.scheduler,
              once=args.once, poll_s=args.poll, progress=False)
@@ -268,8 +274,49 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
            "--client.toolbarMode", "viewer", "--server.enableStaticServing", "true", "--", "--products",
            str(products)]
     host = "localhost" if is_loopback(args.address) else args.address
+    worker = None
+    if args.worker_strips:  # a queue worker beside the dashboard, stopped with it
+        wcmd = [sys.executable, "-m", "pipeline", "jobs", "work", "--products", str(products), "--strips",
+                str(args.worker_strips), "--poll", "2"]
+        if args.worker_climate:
+            wcmd += ["--climate", str(args.worker_climate)]
+        if args.config:
+            wcmd += ["--config", str(args.config)]
+        worker = subprocess.Popen(wcmd)
+        print(f"rts dashboard: queue worker started (pid {worker.pid}, strips {args.worker_strips})", flush=True)
+    else:
+        print("rts dashboard: no queue worker (give --worker-strips or RTS_STRIPS to start one beside the "
+              "dashboard, or run `rts jobs work`)", flush=True)
     print(f"rts dashboard: http://{host}:{args.port}  (products: {products})", flush=True)
-    return subprocess.call(cmd)
+    app_proc = subprocess.Popen(cmd)
+    return _wait_and_stop(app_proc, worker)
+
+
+def _wait_and_stop(app_proc, worker) -> int:
+    """Wait for the dashboard process; on its end, on Ctrl-C or on SIGTERM stop both it and the
+    worker (SIGTERM, then SIGKILL after 10 s). The dashboard's exit code is returned."""
+    import signal
+    import subprocess
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        return app_proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in (app_proc, worker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in (app_proc, worker):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "RTS_DASHBOARD_TOKEN or --no-token")
     d.add_argument("--no-token", action="store_true",
                    help="allow reprocessing without a token on a network address (anyone who can reach it)")
+    d.add_argument("--worker-strips", default=os.environ.get("RTS_STRIPS") or None, metavar="DIR|STAC",
+                   help="start a queue worker beside the dashboard that reprocesses from these strips "
+                        "(default: the RTS_STRIPS environment variable; none without it)")
+    d.add_argument("--worker-climate", default=os.environ.get("RTS_CLIMATE") or None, metavar="FILE",
+                   help="the worker's climate file (default: RTS_CLIMATE)")
+    d.add_argument("--config", type=Path, metavar="FILE.toml", help="the worker's configuration")
     d.set_defaults(func=_cmd_dashboard)
     return p
 

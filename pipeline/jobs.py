@@ -48,8 +48,17 @@ class _Heartbeat(threading.Thread):
             try:
                 if not self.queue.heartbeat(self.job_id, self.worker):
                     self.cancelled = True
+                self.queue.announce(self.worker, self.job_id)
             except Exception as exc:  # a busy database must not kill the worker
                 log.warning("heartbeat for job %s failed: %s", self.job_id, exc)
+
+
+def _announce(queue: JobQueue, worker: str, job_id: int | None = None, stopped: bool = False) -> None:
+    """Tell the queue this worker is alive (the dashboard shows it); never fatal."""
+    try:
+        queue.announce(worker, job_id, stopped=stopped)
+    except QueueError as exc:
+        log.warning("worker %s: could not announce itself: %s", worker, exc)
 
 
 def work_one(queue: JobQueue, strips: str, climate: str | None, cfg: Config, *, workers: int = 1,
@@ -60,6 +69,7 @@ def work_one(queue: JobQueue, strips: str, climate: str | None, cfg: Config, *, 
     if job is None:
         return None
     log.info("job %d claimed by %s: %s", job.id, worker, job.describe())
+    _announce(queue, worker, job.id)
     beat = _Heartbeat(queue, job.id, worker, max(1.0, queue.lease_s / 3.0))
     beat.start()
 
@@ -107,11 +117,20 @@ def work(products: str | Path, strips: str, climate: str | None, cfg: Config, *,
     """Serve the queue: run jobs until it is empty (``once``) or forever, polling every
     ``poll_s``. Returns the number of jobs run."""
     queue = JobQueue(products)
-    n = 0
     worker = worker_name()
     print(f"rts jobs work: {worker} serving {queue.path}", flush=True)
+    try:
+        return _serve(queue, worker, strips, climate, cfg, workers, scheduler, once, poll_s, max_jobs, progress)
+    finally:
+        _announce(queue, worker, stopped=True)
+
+
+def _serve(queue: JobQueue, worker: str, strips: str, climate: str | None, cfg: Config, workers: int,
+           scheduler: str | None, once: bool, poll_s: float, max_jobs: int | None, progress: bool) -> int:
+    n = 0
     errors = 0
     while max_jobs is None or n < max_jobs:
+        _announce(queue, worker)
         try:
             jid = work_one(queue, strips, climate, cfg, workers=workers, scheduler=scheduler, worker=worker,
                            progress=progress)

@@ -221,9 +221,26 @@ def test_reprocess_refuses_invalid_cells_and_queues_valid_ones(app, products, ra
     at.text_area(key="w_rp_cells").input(f"{raster_tile}\n41_16_1_1_02_05")
     _submit(at)
     no_exception(at)
-    assert any("queued" in s.value for s in at.success)
+    # no worker is alive: the job is queued, and the page says it will wait and how to start one
+    assert any("queued" in w.value and "No queue worker" in w.value and "rts jobs work" in w.value for w in at.warning)
+    assert not at.success
     jobs = q.list(limit=1000)
     assert len(jobs) == n0 + 1 and sorted(jobs[0].tiles) == sorted([raster_tile, "41_16_1_1_02_05"])
+
+
+def test_reprocess_says_whether_a_worker_is_alive(app, products):
+    q = _queue(products)
+    at = app("views/reprocess.py")
+    assert any("No queue worker" in w.value for w in at.warning)
+    q.announce("node7:4242")
+    at = app("views/reprocess.py")
+    no_exception(at)
+    assert any("node7:4242 (idle" in c.value for c in at.caption)
+    assert not any("No queue worker" in w.value for w in at.warning)
+    at.text_area(key="w_rp_cells").input("41_16_1_1_04_05")
+    _submit(at)
+    assert any("A worker is running" in s.value for s in at.success)
+    q.announce("node7:4242", stopped=True)
 
 
 def test_reprocess_box_validation(app, products):
@@ -265,7 +282,7 @@ def test_reprocess_requires_the_token_when_configured(app, products, monkeypatch
     at.text_area(key="w_rp_cells").input("41_16_1_1_03_05")
     at.text_input(key="w_rp_token").input(good)
     _submit(at)
-    assert any("queued" in s.value for s in at.success) and len(q.list(limit=1000)) == n0 + 1
+    assert any("queued" in s.value for s in [*at.success, *at.warning]) and len(q.list(limit=1000)) == n0 + 1
 
 
 def test_a_too_short_token_disables_reprocessing_instead_of_opening_it(app, products, monkeypatch):

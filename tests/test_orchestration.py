@@ -284,3 +284,31 @@ def test_a_cancelled_job_stops_before_publishing(sample, up_to_date, tmp_path):
     q2.submit(tiles=manifest["sites"][0]["cells"])
     jid = work_one(q2, str(out / "stac" / "catalog.json"), None, Config(), worker="w")
     assert q2.get(jid).status == "done" and len(gpd.read_parquet(products / schema.INVENTORY)) > 0
+
+
+def test_the_dashboard_starts_a_worker_that_runs_submitted_jobs_and_stops_with_it(sample, up_to_date, tmp_path):
+    """`rts dashboard --worker-strips` (what `make run` starts): a job queued as the Reprocess
+    page queues it is carried out by the worker beside the dashboard, which announces itself
+    while alive and is gone, announced stopped, once the dashboard stops."""
+    from dashboard.serve import running_dashboard
+
+    out, manifest = sample
+    products = tmp_path / "p"
+    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    q = JobQueue(products)
+    cell = manifest["sites"][0]["cells"][0]
+    with running_dashboard(products, args=["--worker-strips", str(out / "stac" / "catalog.json")]):
+        job = q.submit(tiles=[cell], submitted_by="test")
+        t0 = time.time()
+        while q.get(job.id).status not in ("done", "failed") and time.time() - t0 < 300:
+            time.sleep(0.5)
+        done = q.get(job.id)
+        assert done.status == "done", (done.status, done.message)
+        assert "0 failed" in done.message and done.worker, done.message
+        alive = q.workers(alive_within_s=30)
+        assert len(alive) == 1 and alive[0]["job_id"] is None  # idle again
+        assert (products / "rts_inventory.parquet").is_file()
+    t0 = time.time()
+    while q.workers(alive_within_s=30) and time.time() - t0 < 15:
+        time.sleep(0.2)
+    assert q.workers(alive_within_s=30) == []

@@ -28,7 +28,7 @@ def test_creates_folder_and_wal_db(tmp_path):
     con = sqlite3.connect(q.path)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert dict(con.execute("SELECT key, value FROM meta"))["schema_version"] == "2"
+        assert dict(con.execute("SELECT key, value FROM meta"))["schema_version"] == "3"
     finally:
         con.close()
 
@@ -389,3 +389,40 @@ def test_a_schema_1_queue_is_migrated_in_place(tmp_path):
     con.close()
     q2 = JobQueue(tmp_path)
     assert q2.get(j.id).status == "pending" and q2.claim("w").id == j.id
+
+
+def test_workers_are_alive_while_they_announce_and_gone_when_stopped_silent_or_rebooted(tmp_path, monkeypatch):
+    from data_products import queue as qmod
+
+    q = JobQueue(tmp_path)
+    assert q.workers() == []
+    q.announce("host:1")
+    j = q.submit(tiles=[A])
+    q.announce("host:2", j.id)
+    alive = {w["name"]: w for w in q.workers(alive_within_s=30)}
+    assert set(alive) == {"host:1", "host:2"} and alive["host:2"]["job_id"] == j.id and alive["host:1"]["job_id"] is None
+    q.announce("host:1", stopped=True)
+    assert [w["name"] for w in q.workers()] == ["host:2"]
+    real_mono = qmod.time.monotonic
+    monkeypatch.setattr(qmod.time, "monotonic", lambda: real_mono() + 31)  # silent for 31 s
+    assert q.workers(alive_within_s=30) == []
+    monkeypatch.setattr(qmod.time, "monotonic", real_mono)
+    monkeypatch.setattr(qmod, "_BOOT_ID", "another-boot")  # announced before a reboot: gone
+    assert q.workers(alive_within_s=3600) == []
+
+
+def test_a_schema_2_queue_gains_the_workers_table_in_place(tmp_path):
+    q = JobQueue(tmp_path)
+    j = q.submit(tiles=[A])
+    q.close()
+    con = sqlite3.connect(tmp_path / "jobs.sqlite")
+    con.execute("DROP TABLE workers")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    q2 = JobQueue(tmp_path)
+    q2.announce("w")
+    assert [w["name"] for w in q2.workers()] == ["w"] and q2.get(j.id).status == "pending"
+    con = sqlite3.connect(tmp_path / "jobs.sqlite")
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    con.close()

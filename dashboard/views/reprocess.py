@@ -21,6 +21,8 @@ from data_products.grid import TileIdError, parse_cell_id
 MAX_CELLS = 2_000
 MAX_BOX_SIDE_M = 500_000.0  # a job's box: at most 500 km on a side (about 62,500 cells)
 MAX_PENDING_JOBS = 20
+#: a worker announces itself every poll (2-5 s) and every heartbeat; unseen this long, it is gone
+WORKER_ALIVE_S = 30.0
 ss = st.session_state
 state.current_filters()
 
@@ -53,6 +55,19 @@ try:
 except (QueueError, OSError) as exc:
     st.error(f"The job queue in {products} cannot be opened: {exc}")
     st.stop()
+
+
+def live_workers() -> list[dict]:
+    try:
+        return queue.workers(alive_within_s=WORKER_ALIVE_S)
+    except QueueError:
+        return []
+
+
+def no_worker_help() -> str:
+    return (f"No queue worker has been seen in the last {WORKER_ALIVE_S:.0f} s, so jobs stay pending. Start one on "
+            f"the server: `rts jobs work --products {products} --strips <strips folder or STAC>` (or start the "
+            "dashboard with `--worker-strips`, as `make run` does).")
 
 
 def parse_cells(text: str) -> tuple[list[str], list[str]]:
@@ -131,8 +146,11 @@ if submitted:
             ss.setdefault("my_jobs", [])
             if job.id not in ss["my_jobs"]:
                 ss["my_jobs"].append(job.id)
-            st.success(f"Job {job.id} queued ({job.describe()}, status {job.status}). A worker (`rts jobs work`) "
-                       "picks it up; progress shows below.")
+            if live_workers():
+                st.success(f"Job {job.id} queued ({job.describe()}, status {job.status}). A worker is running and "
+                           "picks it up; progress shows below.")
+            else:
+                st.warning(f"Job {job.id} queued ({job.describe()}). {no_worker_help()}")
         except QueueError as exc:
             st.error(f"The queue refused the job: {exc}")
 
@@ -155,6 +173,13 @@ def job_monitor() -> None:
     except QueueError as exc:
         st.error(f"Cannot read the queue: {exc}")
         return
+    alive = live_workers()
+    if alive:
+        st.caption("Workers: " + "; ".join(
+            f"{w['name']} ({'running job ' + str(w['job_id']) if w['job_id'] else 'idle'}, seen "
+            f"{w['seen_s_ago']:.0f} s ago)" for w in alive[:5]))
+    else:
+        st.warning(no_worker_help())
     st.subheader("Jobs")
     if not jobs:
         st.info("The queue is empty.")
