@@ -37,6 +37,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 CACHE_DIR = STATIC_DIR / "cache"
 POLYGON_LIMIT = 3_000
 FOCUS_MAX_M = 300_000.0         # outlines and work cells only for boxes up to this size
+GRID_MAX_M = 40_000.0           # every 2 km cell of the grid (processed or not) for boxes up to this size
 AGG_CELL_M = 50_000.0
 MAP_HEIGHT = 620
 ARCTIC_BOX = (-3_600_000.0, -3_600_000.0, 3_600_000.0, 3_600_000.0)
@@ -250,17 +251,35 @@ _STATUS_COLORS = {"ok": [60, 130, 60, 160], "too_few_dems": [200, 150, 30, 200],
                   "failed": [200, 40, 40, 220]}
 
 
-def cell_layer(tiles: pd.DataFrame) -> pdk.Layer | None:
-    """2 km work cells in the focus box, outlined by status, pickable (tooltip: id and status)."""
-    if tiles.empty:
+def cell_layer(tiles: pd.DataFrame, box=None, picked=()) -> pdk.Layer | None:
+    """2 km work cells, pickable (tooltip: id and status; a click picks or unpicks the cell for
+    reprocessing). The processed cells in ``tiles`` are outlined by status; when the visible
+    ``box`` is at most :data:`GRID_MAX_M` wide, every cell of the grid in it is drawn, so that
+    cells never processed can be picked too. Picked cells are filled blue."""
+    from data_products import grid
+
+    picked = set(picked)
+    rows = {}
+    if box is not None and box_size(box) <= GRID_MAX_M:
+        for cell in grid.cells_in_bounds(box):
+            a, b, c, d = cell.bounds
+            rows[cell.id] = {"polygon": [[a, b], [c, b], [c, d], [a, d]], "tile": cell.id, "c": [120, 120, 120, 90],
+                             "t": f"cell {cell.id}: not processed (click to pick)"}
+    for tid, s_, n, e, a, b, c, d in zip(tiles.tile_id, tiles.status, tiles.n_slumps, tiles.error,
+                                         tiles.x0, tiles.y0, tiles.x1, tiles.y1):
+        rows[tid] = {"polygon": [[a, b], [c, b], [c, d], [a, d]], "tile": tid,
+                     "c": _STATUS_COLORS.get(s_, [90, 90, 90, 160]),
+                     "t": f"cell {tid}: {s_}, {int(n or 0)} slumps" + (f" — {e}" if isinstance(e, str) and e else "")
+                          + " (click to pick)"}
+    if not rows:
         return None
-    rows = [{"polygon": [[a, b], [c, b], [c, d], [a, d]], "tile": tid, "c": _STATUS_COLORS.get(s, [90, 90, 90, 160]),
-             "t": f"cell {tid}: {s}, {int(n or 0)} slumps" + (f" — {e}" if isinstance(e, str) and e else "")}
-            for tid, s, n, e, a, b, c, d in zip(tiles.tile_id, tiles.status, tiles.n_slumps, tiles.error,
-                                                tiles.x0, tiles.y0, tiles.x1, tiles.y1)]
-    return pdk.Layer("PolygonLayer", id="cells", data=publish(_dumps(rows), "cells"), get_polygon="polygon",
-                     get_line_color="c", filled=True, get_fill_color=[0, 0, 0, 0], stroked=True,
-                     line_width_min_pixels=1, pickable=True)
+    for tid, r in rows.items():
+        r["f"] = [40, 110, 230, 90] if tid in picked else [0, 0, 0, 0]
+        if tid in picked:
+            r["t"] = r["t"].replace("(click to pick)", "(picked; click to unpick)")
+    return pdk.Layer("PolygonLayer", id="cells", data=publish(_dumps(list(rows.values())), "cells"),
+                     get_polygon="polygon", get_line_color="c", filled=True, get_fill_color="f", stroked=True,
+                     line_width_min_pixels=1, pickable=True, auto_highlight=True)
 
 
 def polygon_layers(polys: pd.DataFrame, metric: str) -> list[pdk.Layer]:
@@ -302,8 +321,8 @@ def highlight_layer(wkb: bytes | None) -> pdk.Layer | None:
                      get_path="path", get_color=[230, 20, 20], width_min_pixels=3, pickable=False)
 
 
-def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes | None = None
-               ) -> tuple[pdk.Deck, dict]:
+def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes | None = None,
+               picked: list[str] | tuple = ()) -> tuple[pdk.Deck, dict]:
     """The map for filters ``f`` viewing ``box``; returns the deck and facts (counts, timings, focus)."""
     t0 = time.perf_counter()
     key = (str(cat.products), cat.version())
@@ -323,7 +342,7 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
     if focus:
         vis = visible_box(box)
         cells = cat.tiles(bbox=vis, limit=5_000)
-        c = cell_layer(cells)
+        c = cell_layer(cells, vis, picked)
         if c is not None:
             layers.append(c)
         polys = cat.polygons(f, bbox=vis, limit=POLYGON_LIMIT)

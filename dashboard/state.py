@@ -35,6 +35,8 @@ from data_products.catalog import (
 )
 
 DEFAULT_COLOR = "volume_m3"
+#: cells picked on the map for reprocessing: at most this many (the URL holds them)
+MAX_PICKED_CELLS = 400
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]()<>~$#|])")
@@ -150,6 +152,9 @@ def filters_to_query(f: Filters, color: str | None = None, slump: str | None = N
         qp["color"] = color
     if slump:
         qp["slump"] = slump
+    picked = st.session_state.get("picked_cells") or []
+    if picked:
+        qp["cells"] = ",".join(picked)
     current = {k: st.query_params.get_all(k) for k in st.query_params}
     wanted = {k: (v if isinstance(v, list) else [v]) for k, v in qp.items()}
     if current != wanted:
@@ -171,7 +176,52 @@ def current_filters() -> Filters:
         except QueryError as exc:
             st.session_state["slump"] = None
             st.session_state["url_errors"].append(f"URL parameter ignored: {exc}")
+        picked, bad = parse_cell_list(_qp_get("cells") or "")
+        st.session_state["picked_cells"] = picked
+        st.session_state["url_errors"] += [f"URL parameter cells: {b}" for b in bad[:MAX_MESSAGES]]
     return st.session_state["filters"]
+
+
+def parse_cell_list(text: str) -> tuple[list[str], list[str]]:
+    """Canonical 2 km cell ids (sorted, unique, at most :data:`MAX_PICKED_CELLS`) from a text of
+    ids separated by commas, spaces or lines, and a message for each token that is not one."""
+    from data_products.grid import TileIdError, parse_cell_id
+
+    ids, errors = set(), []
+    for tok in [t for t in re.split(r"[\s,;]+", text or "") if t]:
+        try:
+            ids.add(parse_cell_id(tok).id)
+        except TileIdError as exc:
+            errors.append(str(exc)[:200])
+    out = sorted(ids)
+    if len(out) > MAX_PICKED_CELLS:
+        errors.append(f"at most {MAX_PICKED_CELLS} cells can be picked; the first {MAX_PICKED_CELLS} are kept")
+        out = out[:MAX_PICKED_CELLS]
+    return out, errors
+
+
+def picked_cells() -> list[str]:
+    """The cells picked on the map (canonical ids), from the URL on a session's first run."""
+    current_filters()
+    return list(st.session_state.get("picked_cells") or [])
+
+
+def toggle_cell(cell_id: str) -> bool:
+    """Add ``cell_id`` to the picked cells, or remove it if it was picked; False when the
+    list is full and nothing was added."""
+    picked = picked_cells()
+    if cell_id in picked:
+        picked.remove(cell_id)
+    elif len(picked) >= MAX_PICKED_CELLS:
+        return False
+    else:
+        picked.append(cell_id)
+    st.session_state["picked_cells"] = sorted(picked)
+    return True
+
+
+def set_picked_cells(ids: list[str]) -> None:
+    st.session_state["picked_cells"] = sorted(set(ids))[:MAX_PICKED_CELLS]
 
 
 def selected_slump() -> str | None:

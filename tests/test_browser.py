@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -122,6 +123,65 @@ def test_filter_changes_the_count_and_the_url(page, server):
     page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
     wait_for_app(page)
     assert _count(page) == after
+
+
+def _focus_on(page, box: str) -> None:
+    page.get_by_text("Focus box", exact=True).first.click()
+    wait_for_app(page)
+    field = page.get_by_label("Focus box xmin,ymin,xmax,ymax (EPSG:3413 m)")
+    field.fill(box)
+    field.press("Enter")
+    wait_for_app(page)
+    page.wait_for_load_state("networkidle")  # the layers' data (by URL) has arrived
+    page.wait_for_timeout(1_500)
+
+
+def _click_map_centre(page, until: str, attempts: int = 3) -> None:
+    """Click the middle of the map until ``until`` shows: deck.gl ignores clicks until the
+    chart has drawn its layers, so a click right after a rerun can go unseen."""
+    for _ in range(attempts):
+        canvas = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+        bb = canvas.bounding_box()
+        page.mouse.click(bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2)
+        try:
+            page.get_by_text(until).first.wait_for(timeout=10_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's timeout: click again
+            page.wait_for_timeout(1_000)
+    page.get_by_text(until).first.wait_for(timeout=5_000)
+
+
+def test_cells_are_picked_by_clicking_the_map_and_land_in_the_url(page, server, shots):
+    page.goto(server + "/")
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    _focus_on(page, "1000,1000,9000,9000")  # near the pole: the grid, no slump
+    t0 = time.perf_counter()
+    _click_map_centre(page, "1 cell picked for reprocessing")
+    click_s = time.perf_counter() - t0
+    wait_for_app(page)
+    assert "cells=" in page.url
+    _shot(page, shots, "map_pick_cells")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1_500)
+    _click_map_centre(page, "Click 2 km work cells on the map")  # the same cell again: unpicked
+    wait_for_app(page)
+    assert "cells=" not in page.url
+    print(f"click to picked view: {click_s:.2f} s")
+
+
+def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, server, products):
+    inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "area_m2", "geometry"])
+    row = inv.sort_values("area_m2").iloc[-1]
+    c = row.geometry.centroid
+    page.goto(server + "/")
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    _focus_on(page, f"{c.x - 2000:.0f},{c.y - 2000:.0f},{c.x + 2000:.0f},{c.y + 2000:.0f}")
+    _click_map_centre(page, f"Selected: {row.rts_id}")
+    page.get_by_text(f"Open {row.rts_id} on the Slump page").click()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+    assert "/slump" in page.url and f"slump={quote(row.rts_id)}" in page.url.replace("%2B", "+").replace("+", "%2B")
 
 
 def test_slump_page_shows_its_charts(page, server, products, shots):

@@ -310,3 +310,46 @@ def test_products_folder_without_inventory(monkeypatch, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any("rts_inventory.parquet" in e.value for e in at.error)
     assert sorted(os.listdir(tmp_path)) == []
+
+
+# --------------------------------------------------------------------------- cells picked on the map
+def test_cells_picked_on_the_map_live_in_the_url_and_go_into_a_reprocessing_request(app, products):
+    q = _queue(products)
+    n0 = len(q.list(limit=1000))
+    picked = ["41_16_1_1_05_05", "41_16_1_1_05_06"]
+    at = app("views/map.py", cells=f"{picked[1]},{picked[0]},not-a-cell")
+    no_exception(at)
+    assert any("2 cells picked for reprocessing" in m.value for m in at.markdown)
+    assert any("URL parameter cells" in w.value for w in at.warning)  # the bad token is named, not fatal
+    assert at.query_params["cells"] in (",".join(picked), [",".join(picked)])
+    at.switch_page("views/reprocess.py").run()
+    no_exception(at)
+    assert at.radio(key="w_rp_mode").value == "Cells picked on the map"
+    _submit(at)
+    jobs = q.list(limit=1000)
+    assert len(jobs) == n0 + 1 and sorted(jobs[0].tiles) == picked
+    at = app("views/reprocess.py")  # nothing picked: the other ways stay the default
+    assert at.radio(key="w_rp_mode").value == "Cell ids"
+
+
+def test_the_map_grid_offers_every_cell_of_a_small_box_and_fills_the_picked_ones():
+    import pandas as pd
+
+    from dashboard import mapview
+    from data_products import grid
+
+    box = (-2_400_000.0, -600_000.0, -2_392_000.0, -594_000.0)  # 8 km x 6 km: 4 x 3 cells of 2 km
+    want = {c.id for c in grid.cells_in_bounds(box)}
+    done = sorted(want)[0]
+    a, b, c, d = grid.parse_cell_id(done).bounds
+    tiles = pd.DataFrame({"tile_id": [done], "status": ["ok"], "n_slumps": [2], "error": [None],
+                          "x0": [a], "y0": [b], "x1": [c], "y1": [d]})
+    pick = sorted(want)[-1]
+    layer = mapview.cell_layer(tiles, box, [pick])
+    rows = {r["tile"]: r for r in layer.data}  # inline data outside a server with static serving
+    assert set(rows) == want and len(want) == 12
+    assert "ok, 2 slumps" in rows[done]["t"] and "not processed" in rows[pick]["t"]
+    assert rows[pick]["f"][3] > 0 and all(r["f"][3] == 0 for t, r in rows.items() if t != pick)
+    # a large box draws only the processed cells (the grid would be too dense to click)
+    big = (-2_500_000.0, -700_000.0, -2_400_000.0, -600_000.0)
+    assert [r["tile"] for r in mapview.cell_layer(tiles, big, []).data] == [done]

@@ -94,9 +94,11 @@ elif view == "Focus box":
 else:
     box = mapview.ARCTIC_BOX
 
-deck, facts = mapview.build_deck(cat, f, metric, box, selected_wkb=sel_row["wkb"] if sel_row else None)
+picked = state.picked_cells()
+deck, facts = mapview.build_deck(cat, f, metric, box, selected_wkb=sel_row["wkb"] if sel_row else None,
+                                 picked=picked)
 event = st.pydeck_chart(deck, height=mapview.MAP_HEIGHT, on_select="rerun", selection_mode="single-object",
-                        key="polar_map")
+                        key=f"polar_map_{ss.get('map_nonce', 0)}")
 st.markdown(mapview.legend_html(metric, METRICS[metric]), unsafe_allow_html=True)
 detail = (f"{facts['n_points']:,} points" + (f", {facts['n_polygons']:,} outlines in the focus box" if facts["focus"]
                                             else f", {facts['n_cells_agg']:,} aggregate squares of "
@@ -107,21 +109,44 @@ st.caption(f"{detail}. Map data served {'by URL' if mapview.static_serving() els
 
 # --------------------------------------------------------------------------- selection
 objs = (event.selection.get("objects") or {}) if event is not None and hasattr(event, "selection") else {}
+
+
+def _acted() -> None:
+    """A click was acted on: the next run draws a fresh chart (a new key), whose selection is
+    empty, so that clicking the same object again acts again (e.g. unpicks a cell)."""
+    ss["map_nonce"] = ss.get("map_nonce", 0) + 1
+    st.rerun()
+
+
 for layer_id, items in objs.items():
     if not items:
         continue
     o = items[0]
-    token = (layer_id, o.get("id"), o.get("x0"), o.get("y0"))
-    if ss.get("_map_event") == token:  # already acted on: the selection persists across reruns
-        continue
-    ss["_map_event"] = token
     if layer_id == "aggregate" and "x0" in o:
         cell = mapview.AGG_CELL_M
         _focus((o["x0"], o["y0"], o["x0"] + cell, o["y0"] + cell))
-        st.rerun()
+        _acted()
     elif layer_id in ("outlines", "centroids") and o.get("id"):
         state.select_slump(o["id"])
-        st.rerun()
+        _acted()
+    elif layer_id == "cells" and o.get("tile"):
+        if state.toggle_cell(o["tile"]):
+            _acted()
+        st.warning(f"At most {state.MAX_PICKED_CELLS} cells can be picked; unpick some first.")
+
+if picked:
+    with st.container(border=True):
+        st.markdown(f"**{len(picked)} cell{'s' if len(picked) != 1 else ''} picked for reprocessing** "
+                    "(click a cell on the map to pick or unpick it)")
+        st.caption(", ".join(picked[:60]) + (" …" if len(picked) > 60 else ""))
+        p1, p2 = st.columns(2)
+        with p1:
+            st.page_link("views/reprocess.py", label="Reprocess the picked cells", icon=":material/autorenew:")
+        if p2.button("Clear the picked cells", key="clear_picked"):
+            state.set_picked_cells([])
+            st.rerun()
+elif facts["focus"]:
+    st.caption("Click 2 km work cells on the map to pick them for reprocessing.")
 
 if sel_row is not None:
     st.subheader(f"Selected: {sel_row['rts_id']}")

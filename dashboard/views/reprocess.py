@@ -24,7 +24,7 @@ MAX_PENDING_JOBS = 20
 #: a worker announces itself every poll (2-5 s) and every heartbeat; unseen this long, it is gone
 WORKER_ALIVE_S = 30.0
 ss = st.session_state
-state.current_filters()
+state.filters_to_query(state.current_filters(), state.color_by(), state.selected_slump())
 
 st.title("Reprocess")
 products = state.products_dir()
@@ -86,11 +86,20 @@ try:
 except TokenError as exc:  # fail closed: a broken token disables submitting, it never opens the page
     st.error(f"Reprocessing is disabled: {exc}")
     st.stop()
-mode = st.radio("Choose cells by", ["Cell ids", "Box (EPSG:3413 m)", "The map's focus box"], horizontal=True,
-                key="w_rp_mode")
+picked = state.picked_cells()
+MODES = ["Cells picked on the map", "Cell ids", "Box (EPSG:3413 m)", "The map's focus box"]
+if "w_rp_mode" not in ss:
+    ss["w_rp_mode"] = MODES[0] if picked else MODES[1]
+mode = st.radio("Choose cells by", MODES, horizontal=True, key="w_rp_mode")
 with st.form("submit_job", clear_on_submit=False):
     tiles = bbox = None
-    if mode == "Cell ids":
+    if mode == MODES[0]:
+        if picked:
+            st.write(f"{len(picked)} cell{'s' if len(picked) != 1 else ''} picked: "
+                     + ", ".join(f"`{c}`" for c in picked[:80]) + (" …" if len(picked) > 80 else ""))
+        else:
+            st.write("No cell picked yet: on the Map page, focus on an area and click its 2 km cells.")
+    elif mode == "Cell ids":
         text = st.text_area("Cell ids (one per line or comma-separated)", placeholder="41_16_1_1_02_05",
                             key="w_rp_cells", max_chars=50_000)
     elif mode == "Box (EPSG:3413 m)":
@@ -119,6 +128,10 @@ if submitted:
     elif pending >= MAX_PENDING_JOBS:
         problems.append(f"{pending} jobs are already waiting (at most {MAX_PENDING_JOBS}): try again when some "
                         "have run.")
+    elif mode == MODES[0]:
+        tiles = picked
+        if not tiles:
+            problems.append("No cell is picked: click cells on the Map page, or choose them by id or box.")
     elif mode == "Cell ids":
         tiles, errs = parse_cells(text)
         problems += errs
