@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -145,13 +146,59 @@ def test_slump_page_shows_images_charts_and_numbers(app, raster_tile, inv):
     at = app("views/slump.py", slump=rid)
     no_exception(at)
     charts = at.get("plotly_chart")
-    assert len(charts) == 4  # dh, t2, yearly bars + temperature, scatter
+    assert [c.key for c in charts] == ["img_dh", "img_t2", "season_map", "yearly", "scatter"]
     specs = [json.loads(c.proto.spec) for c in charts]
-    yearly = specs[2]
+    yearly = specs[3]
     assert {t["type"] for t in yearly["data"]} == {"bar", "scatter"} and yearly["layout"]["yaxis2"]["overlaying"] == "y"
     assert specs[0]["data"][0]["type"] == "heatmap" and specs[0]["data"][1]["mode"] == "lines"  # dh with outline
     row = inv.set_index("rts_id").loc[rid]
     assert metric(at, "Volume lost (m³)") == f"{row.volume_m3:,.0f}"
+
+
+def _z(trace) -> np.ndarray:
+    """A heatmap's z from a Plotly spec: a nested list, or a typed array {dtype, bdata, shape}."""
+    import base64
+
+    z = trace["z"]
+    if isinstance(z, dict):
+        a = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
+        shape = z.get("shape")
+        if isinstance(shape, str):
+            shape = [int(v) for v in shape.split(",")]
+        return a.reshape(shape).astype(float)
+    return np.array(z, dtype=float)
+
+
+def test_slump_page_shows_the_scar_season_by_season_and_t2_only_where_the_ground_dropped(app, raster_tile, inv):
+    rid = inv[inv.tile_id == raster_tile].sort_values("n_years").rts_id.iloc[-1]
+    at = app("views/slump.py", slump=rid)
+    specs = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    dh, t2 = _z(specs["img_dh"]["data"][0]), _z(specs["img_t2"]["data"][0])
+    assert np.isfinite(t2).any() and not np.isfinite(t2[dh > -1.0]).any()  # no date where nothing dropped
+    slider = at.select_slider(key="w_season")
+    first, last = slider.options[0], slider.options[-1]
+    area = {}
+    for year in (first, last):
+        at.select_slider(key="w_season").set_value(year).run()
+        z = _z(json.loads(next(c for c in at.get("plotly_chart") if c.key == "season_map").proto.spec)["data"][0])
+        assert np.nanmax(z) < int(year) + 1  # only what dropped by the end of that season
+        area[year] = np.isfinite(z).sum()
+    assert 0 < area[first] < area[last] == np.isfinite(t2).sum()
+
+
+def test_slump_page_lists_the_largest_and_steps_through_the_selection(app, inv):
+    at = app("views/slump.py")
+    no_exception(at)
+    table = at.dataframe[0]  # the only table of the page without a selection
+    top = inv.sort_values(["volume_m3", "rts_id"], ascending=[False, True]).rts_id.tolist()
+    assert table.value.rts_id.tolist() == top[:25]
+    at = app("views/slump.py", slump=top[1])
+    next(b for b in at.button if b.label == "Next →").click().run()
+    assert at.session_state["slump"] == top[2]
+    next(b for b in at.button if b.label == "← Previous").click().run()
+    next(b for b in at.button if b.label == "← Previous").click().run()
+    assert at.session_state["slump"] == top[0]
+    assert next(b for b in at.button if b.label == "← Previous").disabled
 
 
 def test_slump_page_bad_and_unknown_ids(app):

@@ -1,5 +1,7 @@
-"""Slump page: one slump's dh and t2 images with its outline, yearly volume against summer
-temperature, the volume-temperature scatter with r and p, and its numbers."""
+"""Slump page: one slump's dh and t2 images with its outline, the scar's growth season by
+season (a slider over thaw seasons), yearly volume against summer temperature, the
+volume-temperature scatter with r and p, and its numbers; previous/next slump of the current
+selection. Without a selected slump, the largest of the selection to pick from."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from data_products.grid import TileIdError
 
 cat = state.require_catalog()
 ss = st.session_state
-state.current_filters()
+f = state.current_filters()
+PICK_LIST = 25
+DROP_M = -1.0  # a pixel counts as dropped at dh <= this (m): candidates.max_dh_m's default
 
 st.title("Slump")
 sel = state.selected_slump()
@@ -29,7 +33,20 @@ if typed.strip() and typed.strip() != sel:
     except QueryError as exc:
         st.error(state.plain(f"{exc}. Nothing changed."))
 if not sel:
-    st.info("No slump selected: click one on the Map page (in a focus box), pick one in its table, or type an id.")
+    st.info("No slump selected: pick one of the largest slumps of the current selection below, click one on the "
+            "Map page (in a focus box), or type an id.")
+    top = cat.table(f, limit=PICK_LIST, order_by="volume_m3")
+    if top.empty:
+        st.warning(f"The current selection ({state.describe(f)}) holds no slump.")
+        st.stop()
+    show = top[["rts_id", "region", "volume_m3", "area_m2", "volume_rate_m3_yr", "r_temperature", "first_change",
+                "last_change"]]
+    picked = st.dataframe(show, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                          key="slump_pick")
+    rows = picked.selection.rows if picked is not None else []
+    if rows:
+        state.select_slump(show.iloc[rows[0]].rts_id)
+        st.rerun()
     st.stop()
 
 row = cat.slump(sel)
@@ -40,6 +57,20 @@ state.filters_to_query(state.current_filters(), state.color_by(), sel)
 
 geom = shapely.from_wkb(row["wkb"])
 st.subheader(f"{row['rts_id']} — {row['region']}")
+
+# previous / next slump of the current selection, by volume
+order = cat.table(f, limit=2_000, order_by="volume_m3").rts_id.tolist()
+if sel in order:
+    i = order.index(sel)
+    nav = st.columns([1, 1, 4])
+    if nav[0].button("← Previous", disabled=i == 0, key="prev_slump", help="the next larger slump of the selection"):
+        state.select_slump(order[i - 1])
+        st.rerun()
+    if nav[1].button("Next →", disabled=i >= len(order) - 1, key="next_slump",
+                     help="the next smaller slump of the selection"):
+        state.select_slump(order[i + 1])
+        st.rerun()
+    nav[2].caption(f"{i + 1} of {len(order):,} in the selection, largest volume first")
 
 
 def _num(v, fmt="{:,.0f}", empty="–"):
@@ -85,20 +116,31 @@ try:
 except (TileIdError, QueryError) as exc:
     rasters = {}
     st.error(f"The slump's cell id is not valid: {exc}")
+windows = {}
+for name in ("dh", "t2"):
+    if rasters.get(name) is not None:
+        try:
+            windows[name] = _read_window(rasters[name], bounds)
+        except Exception as exc:  # noqa: BLE001 - any unreadable raster is reported on the page
+            windows[name] = exc
+dropped = None
+if isinstance(windows.get("dh"), tuple):
+    dropped = windows["dh"][0] <= DROP_M  # t2 means something only where the ground dropped
 for col, name in zip(img_cols, ("dh", "t2")):
-    path = rasters.get(name)
-    if path is None:
+    if name not in windows:
         col.info(f"No {name}.tif for cell {row['tile_id']} in the products folder.")
         continue
-    try:
-        a, x, y = _read_window(path, bounds)
-    except Exception as exc:
-        col.error(f"Cannot read {name}.tif: {exc}")
+    if isinstance(windows[name], Exception):
+        col.error(f"Cannot read {name}.tif: {windows[name]}")
         continue
+    a, x, y = windows[name]
     if name == "t2":
         a = np.where(a < -9000, np.nan, a)
+        if dropped is not None and dropped.shape == a.shape:
+            a = np.where(dropped, a, np.nan)
         z = a / 365.25 + 2000.0  # days since 2000-01-01 -> decimal year
-        title, scale, zr, unit = "t2: first observation after the drop", "Turbo", (None, None), "year"
+        title, scale, zr, unit = (f"t2: first observation after the drop (where dh ≤ {DROP_M:g} m)", "Turbo",
+                                  (None, None), "year")
     else:
         z = a
         title, scale, zr, unit = "dh: elevation change", "RdBu", (-6, 6), "m"
@@ -109,6 +151,29 @@ for col, name in zip(img_cols, ("dh", "t2")):
     fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
                       xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
     col.plotly_chart(fig, width="stretch", key=f"img_{name}")
+
+# --------------------------------------------------------------------------- growth by season
+if isinstance(windows.get("t2"), tuple) and dropped is not None and dropped.shape == windows["t2"][0].shape:
+    t2, x, y = windows["t2"]
+    t2 = np.where(dropped & (t2 > -9000), t2, np.nan)
+    years_seen = np.floor(t2[np.isfinite(t2)] / 365.25 + 2000.0).astype(int)
+    if years_seen.size:
+        seasons = list(range(int(years_seen.min()), int(years_seen.max()) + 1))
+        st.markdown("#### The scar season by season")
+        year = seasons[-1] if len(seasons) == 1 else st.select_slider(
+            "Scar by the end of the thaw season of", options=seasons, value=seasons[-1], key="w_season")
+        end = (np.datetime64(f"{year}-09-22") - np.datetime64("2000-01-01")).astype(int)
+        grown = np.where(t2 <= end, t2 / 365.25 + 2000.0, np.nan)
+        px_m2 = abs((x[1] - x[0]) * (y[1] - y[0])) if len(x) > 1 and len(y) > 1 else float("nan")
+        share = np.isfinite(grown).sum() / max(np.isfinite(t2).sum(), 1)
+        fig = go.Figure(go.Heatmap(z=grown, x=x, y=y, colorscale="Turbo", zmin=seasons[0], zmax=seasons[-1] + 1,
+                                   colorbar=dict(title="year"), hovertemplate="dropped in %{z:.1f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", line=dict(color="black", width=1.5), hoverinfo="skip"))
+        fig.update_layout(title=f"ground dropped by the end of the {year} thaw season: "
+                                f"{np.isfinite(grown).sum() * px_m2 / 1e4:.2f} ha ({100 * share:.0f} % of the scar)",
+                          height=420, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
+                          xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
+        st.plotly_chart(fig, width="stretch", key="season_map")
 
 # --------------------------------------------------------------------------- time series
 ts = cat.timeseries(sel)
