@@ -321,8 +321,65 @@ def highlight_layer(wkb: bytes | None) -> pdk.Layer | None:
                      get_path="path", get_color=[230, 20, 20], width_min_pixels=3, pickable=False)
 
 
+#: colours of the reference inventories' layers, in the order they are listed
+REFERENCE_COLORS = [(230, 97, 1), (94, 60, 153), (27, 158, 119), (217, 95, 2), (231, 41, 138), (102, 166, 30),
+                    (166, 118, 29), (31, 120, 180)]
+
+
+def reference_names(products: Path) -> list[str]:
+    """The reference inventories converted into ``PRODUCTS/reference/`` (``rts dashboard --reference``)."""
+    from data_products import schema
+
+    folder = Path(products) / schema.REFERENCE_DIR
+    return sorted(p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _reference_payload(path: str, mtime: float) -> tuple[str, list]:
+    """(centroids JSON ``[x, y]`` rows, outlines as (bounds, ring) pairs) of one reference file."""
+    import geopandas as gpd
+
+    gdf = gpd.read_parquet(path)
+    geoms = gdf.geometry.to_numpy()
+    cents = shapely.centroid(geoms)
+    xy = np.c_[shapely.get_x(cents), shapely.get_y(cents)]
+    rings = []
+    for g in geoms:
+        if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon"):
+            continue
+        poly = g if g.geom_type == "Polygon" else max(g.geoms, key=lambda q: q.area)
+        rings.append((poly.bounds, np.round(np.asarray(poly.exterior.coords)[:, :2], 1).tolist()))
+    return _dumps(np.round(xy[np.isfinite(xy).all(axis=1)]).astype(np.int64).tolist()), rings
+
+
+def reference_layers(products: Path, names: list[str], box, focus: bool) -> list[pdk.Layer]:
+    """Each chosen reference inventory as hollow circles at its features' centroids (at least
+    6 px, so that they show at every scale) and, in a focus box, its outlines."""
+    from data_products import schema
+
+    layers = []
+    all_names = reference_names(products)
+    for name in names:
+        if name not in all_names:
+            continue
+        path = Path(products) / schema.REFERENCE_DIR / f"{name}.parquet"
+        color = list(REFERENCE_COLORS[all_names.index(name) % len(REFERENCE_COLORS)])
+        pts, rings = _reference_payload(str(path), path.stat().st_mtime)
+        layers.append(pdk.Layer("ScatterplotLayer", id=f"ref-{name}", data=publish(pts, "ref"), get_position="-",
+                                get_radius=6, radius_units="pixels", stroked=True, filled=False,
+                                get_line_color=color + [230], line_width_min_pixels=1.5, pickable=False))
+        if focus:
+            x0, y0, x1, y1 = box
+            vis = [{"polygon": r} for b, r in rings if b[2] >= x0 and b[0] <= x1 and b[3] >= y0 and b[1] <= y1]
+            if vis:
+                layers.append(pdk.Layer("PolygonLayer", id=f"ref-outlines-{name}", data=publish(_dumps(vis), "refo"),
+                                        get_polygon="polygon", filled=False, stroked=True,
+                                        get_line_color=color + [255], line_width_min_pixels=1.5, pickable=False))
+    return layers
+
+
 def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes | None = None,
-               picked: list[str] | tuple = ()) -> tuple[pdk.Deck, dict]:
+               picked: list[str] | tuple = (), references: list[str] | tuple = ()) -> tuple[pdk.Deck, dict]:
     """The map for filters ``f`` viewing ``box``; returns the deck and facts (counts, timings, focus)."""
     t0 = time.perf_counter()
     key = (str(cat.products), cat.version())
@@ -348,6 +405,7 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
         polys = cat.polygons(f, bbox=vis, limit=POLYGON_LIMIT)
         n_polys = len(polys)
         layers += polygon_layers(polys, metric)
+    layers += reference_layers(cat.products, list(references), visible_box(box), focus)
     h = highlight_layer(selected_wkb)
     if h is not None:
         layers.append(h)

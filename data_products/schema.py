@@ -27,6 +27,8 @@ DICTIONARY_MD = "data_dictionary.md"
 DICTIONARY_JSON = "data_dictionary.json"
 QUEUE = "jobs.sqlite"
 MATCHES = "inventory_matches.parquet"
+#: published inventories converted for the dashboard's reference layers (``rts dashboard --reference``)
+REFERENCE_DIR = "reference"
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,13 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
            "--client.toolbarMode", "viewer", "--server.enableStaticServing", "true", "--", "--products",
            str(products)]
     host = "localhost" if is_loopback(args.address) else args.address
+    if args.reference:  # published inventories as switchable map layers
+        from .inventories import export_references
+
+        layers = export_references(args.reference, products)
+        fresh = sum(1 for n in layers.values() if n >= 0)
+        print(f"rts dashboard: {len(layers)} reference inventories from {args.reference} ({fresh} converted)",
+              flush=True)
     worker = None
     if args.worker_strips:  # a queue worker beside the dashboard, stopped with it
         wcmd = [sys.executable, "-m", "pipeline", "jobs", "work", "--products", str(products), "--strips",
@@ -468,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--worker-climate", default=os.environ.get("RTS_CLIMATE") or None, metavar="FILE",
                    help="the worker's climate file (default: RTS_CLIMATE)")
     d.add_argument("--config", type=Path, metavar="FILE.toml", help="the worker's configuration")
+    d.add_argument("--reference", type=Path, metavar="DIR",
+                   help="published inventories (any format rts crossref reads, searched recursively, e.g. "
+                        "../shared/data/inventories) shown as switchable map layers")
     d.set_defaults(func=_cmd_dashboard)
     return p
 

@@ -211,6 +211,13 @@ class DetectionConfig:
     lake_max_t2_upslope_corr: float = 0.3
     #: ... on flat ground (median slope 8-24 m outside the unit, degrees)
     lake_max_ground_slope_deg: float = 5.0
+    #: or, whatever its floor: a closed basin (at least this share of the ring around the unit
+    #: stands above 90 % of its new floor) ...
+    lake_min_closed_rim: float = 0.6
+    #: ... with a low rim (mean slope of the ring's upper half on the new surface, degrees; a
+    #: headwall is steep), t2 not growing upslope and flat ground as above. Both branches were
+    #: set on the fitting samples (A3, A7, A11, B1, B2: no slump of 150 vetoed), not on A5/B5
+    lake_max_rim_slope_deg: float = 5.0
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)

@@ -147,17 +147,22 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
 
 
 def drained_lake(table, cfg) -> np.ndarray:
-    """Candidates that look like a drained lake (a flat-floored basin on flat ground whose
-    loss does not retreat upslope), from the evidence columns alone: never from a water
-    flag, which misses many lakes and no longer marks one once it has drained.
+    """Candidates that look like a drained lake, from the evidence columns alone: never from a
+    water flag, which misses many lakes and no longer marks one once it has drained. On flat
+    ground, with a change time that does not grow upslope, either a flat-floored basin, or a
+    closed basin with a low rim (a lake whose floor kept a channel or a residual pond is not
+    flat, but it has no headwall and its surroundings stand above it all round).
     ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
         return np.zeros(0, bool)
     floor = np.asarray(table["ev_floor_relief_ratio"], float)
     t_up = np.asarray(table["ev_t2_upslope_corr"], float)
     slope = np.asarray(table["ev_ground_slope_deg"], float)
-    return ((floor <= cfg.lake_max_floor_relief_ratio) & (t_up <= cfg.lake_max_t2_upslope_corr)
-            & (slope <= cfg.lake_max_ground_slope_deg))
+    closed = np.asarray(table["ev_closed_rim"], float)
+    rim = np.asarray(table["ev_rim_slope_deg"], float)
+    basin = (floor <= cfg.lake_max_floor_relief_ratio) | ((closed >= cfg.lake_min_closed_rim)
+                                                          & (rim <= cfg.lake_max_rim_slope_deg))
+    return basin & (t_up <= cfg.lake_max_t2_upslope_corr) & (slope <= cfg.lake_max_ground_slope_deg)
 
 
 @dataclass

@@ -262,6 +262,43 @@ def _read_csv_points(path: Path) -> gpd.GeoDataFrame:
 # shape metrics
 
 
+#: inventory files ``rts dashboard --reference DIR`` looks for (recursively)
+REFERENCE_SUFFIXES = (".shp", ".gpkg", ".geojson", ".parquet", ".csv")
+
+
+def export_references(folder: str | os.PathLike, products: str | os.PathLike, log=print) -> dict[str, int]:
+    """Convert every inventory file under ``folder`` that :func:`read_inventory` reads into
+    ``PRODUCTS/reference/<name>.parquet`` (GeoParquet 1.1, EPSG:3413, WKB; columns ``geometry``,
+    ``source``, ``row``), the dashboard's reference layers. ``name`` is the file's path under
+    ``folder`` with ``/`` as ``__`` (two files of one stem stay apart). A file that cannot be
+    read is reported through ``log`` and skipped; the others go on. Files are written
+    atomically; an unchanged source is not rewritten. Returns {name: number of features}."""
+    from data_products import schema
+    from data_products.writers import atomic_path
+
+    folder, out = Path(folder), Path(products) / schema.REFERENCE_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--reference {folder}: not a folder")
+    done: dict[str, int] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in REFERENCE_SUFFIXES and p.is_file()):
+        name = "__".join(path.relative_to(folder).with_suffix("").parts)
+        target = out / f"{name}.parquet"
+        if target.is_file() and target.stat().st_mtime >= path.stat().st_mtime:
+            done[name] = -1  # up to date
+            continue
+        try:
+            gdf = read_inventory(path)
+        except (ValueError, OSError) as exc:
+            log(f"reference {path}: skipped ({str(exc)[:160]})")
+            continue
+        frame = gpd.GeoDataFrame({"source": path.stem, "row": np.arange(len(gdf), dtype=np.int64)},
+                                 geometry=gdf.geometry.to_numpy(), crs=gdf.crs)
+        with atomic_path(target) as tmp:
+            frame.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True)
+        done[name] = len(frame)
+    return done
+
+
 def shape_metrics(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
     """Per-polygon shape metrics (same index as ``gdf``).
 

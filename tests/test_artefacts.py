@@ -202,6 +202,34 @@ def test_a_lake_that_drains_over_several_seasons_is_still_not_published(shipped)
     assert len(EvidenceDetector(shipped).detect(mos, found, DetectionConfig())) == 0
 
 
+def test_a_lake_whose_floor_is_not_flat_is_still_a_drained_lake_when_closed_and_low_rimmed(shipped):
+    """A lake that kept a channel or a pond drains to an uneven floor, so the flat-floor test
+    misses it; it is still a closed basin with a low rim on flat ground whose change time does
+    not grow upslope. The same loss below a steep rim (a headwall), or retreating upslope, is
+    not vetoed."""
+    from pipeline.config import DetectionConfig
+    from pipeline.evidence import drained_lake
+
+    n = 240
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    before = 50.0 + 0.002 * xx
+    q = np.hypot(yy - 120, xx - 120) / 45
+    lm = q < 1
+    channel = np.abs(yy - 120) < 6
+    ldh = np.where(lm, -2.5 * np.clip((1 - q) / 0.6, 0, 1) - np.where(channel, 3.0, 0.0) * (1 - q), 0.0)  # gentle shore
+    rng = np.random.default_rng(1)
+    t2 = np.where(lm, rng.choice([5000, 5400, 5750, 6100], size=lm.shape), 6500)
+    found = find_candidates(_mosaic(n, ldh, t2, before + ldh), CandidatesConfig())
+    assert len(found) == 1
+    row = found.iloc[0]
+    assert row.ev_floor_relief_ratio > DetectionConfig().lake_max_floor_relief_ratio  # not flat-floored
+    assert row.ev_closed_rim >= 0.6 and row.ev_rim_slope_deg <= 5.0
+    assert drained_lake(found, DetectionConfig()).all()
+    steep = found.assign(ev_rim_slope_deg=12.0)
+    upslope = found.assign(ev_t2_upslope_corr=0.6)
+    assert not drained_lake(steep, DetectionConfig()).any() and not drained_lake(upslope, DetectionConfig()).any()
+
+
 def test_a_retreating_scar_is_published_by_the_evidence_detector(shipped):
     from pipeline.config import DetectionConfig
     from pipeline.detect import EvidenceDetector

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -400,3 +401,27 @@ def test_the_map_grid_offers_every_cell_of_a_small_box_and_fills_the_picked_ones
     # a large box draws only the processed cells (the grid would be too dense to click)
     big = (-2_500_000.0, -700_000.0, -2_400_000.0, -600_000.0)
     assert [r["tile"] for r in mapview.cell_layer(tiles, big, []).data] == [done]
+
+
+# --------------------------------------------------------------------------- reference inventories
+def test_published_inventories_are_switchable_map_layers(app, products, inv, tmp_path):
+    from pipeline.inventories import export_references
+
+    src = tmp_path / "refs" / "team"
+    src.mkdir(parents=True)
+    inv.iloc[:7][["rts_id", "geometry"]].to_crs(4326).to_file(src / "slumps_2020.gpkg")
+    (src / "broken.csv").write_text("a,b\n1,2\n")  # no coordinates: skipped with a message
+    said = []
+    assert export_references(tmp_path / "refs", products, log=said.append) == {"team__slumps_2020": 7}
+    assert len(said) == 1 and "broken.csv" in said[0]
+    assert export_references(tmp_path / "refs", products, log=said.append) == {"team__slumps_2020": -1}  # up to date
+    at = app("views/map.py")
+    no_exception(at)
+    ms = at.multiselect(key="w_refs")
+    assert ms.options == ["team__slumps_2020"]
+    layers = lambda: {ly["id"] for ly in json.loads(at.get("deck_gl_json_chart")[0].proto.json)["layers"]}  # noqa: E731
+    assert "ref-team__slumps_2020" not in layers()
+    ms.select("team__slumps_2020").run()
+    no_exception(at)
+    assert "ref-team__slumps_2020" in layers()
+    shutil.rmtree(products / "reference")

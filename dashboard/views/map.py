@@ -95,11 +95,19 @@ else:
     box = mapview.ARCTIC_BOX
 
 picked = state.picked_cells()
+ref_names = mapview.reference_names(cat.products)
+refs = st.multiselect("Published inventories on the map", ref_names, key="w_refs",
+                      help="Reference inventories given to `rts dashboard --reference DIR`: hollow circles at their "
+                           "slumps, outlines in a focus box.") if ref_names else []
 deck, facts = mapview.build_deck(cat, f, metric, box, selected_wkb=sel_row["wkb"] if sel_row else None,
-                                 picked=picked)
+                                 picked=picked, references=refs)
 event = st.pydeck_chart(deck, height=mapview.MAP_HEIGHT, on_select="rerun", selection_mode="single-object",
                         key=f"polar_map_{ss.get('map_nonce', 0)}")
 st.markdown(mapview.legend_html(metric, METRICS[metric]), unsafe_allow_html=True)
+if refs:
+    st.markdown(" ".join(
+        f"<span style='color:rgb{mapview.REFERENCE_COLORS[ref_names.index(n) % len(mapview.REFERENCE_COLORS)]}'>◯</span>"
+        f" {state.plain(n)}" for n in refs), unsafe_allow_html=True)
 detail = (f"{facts['n_points']:,} points" + (f", {facts['n_polygons']:,} outlines in the focus box" if facts["focus"]
                                             else f", {facts['n_cells_agg']:,} aggregate squares of "
                                                  f"{mapview.AGG_CELL_M / 1000:.0f} km"))
