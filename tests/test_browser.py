@@ -170,6 +170,37 @@ def test_cells_are_picked_by_clicking_the_map_and_land_in_the_url(page, server, 
     print(f"click to picked view: {click_s:.2f} s")
 
 
+def test_cells_are_picked_by_dragging_a_box_and_submitted_for_reprocessing(page, server, products):
+    from data_products.queue import JobQueue
+
+    page.goto(server + "/")
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    _focus_on(page, "1000,1000,9000,9000")
+    page.get_by_text("Pick cells by dragging a box").click()
+    drag = page.locator(".js-plotly-plot .nsewdrag").first
+    drag.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)
+    bb = drag.bounding_box()
+    page.mouse.move(bb["x"] + 0.3 * bb["width"], bb["y"] + 0.3 * bb["height"])
+    page.mouse.down()
+    page.mouse.move(bb["x"] + 0.55 * bb["width"], bb["y"] + 0.5 * bb["height"], steps=8)
+    page.mouse.move(bb["x"] + 0.7 * bb["width"], bb["y"] + 0.7 * bb["height"], steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"\d+ cells picked for reprocessing")).wait_for(timeout=30_000)
+    wait_for_app(page)
+    n = int(re.search(r"(\d+) cells picked", page.inner_text("body")).group(1))
+    assert n >= 2
+    q = JobQueue(products[0])
+    before = len(q.list(limit=1000))
+    page.get_by_text("Reprocess the picked cells").click()
+    page.get_by_text(f"{n} cells picked:").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Submit job").click()
+    page.get_by_text(re.compile("queued")).first.wait_for(timeout=30_000)
+    jobs = q.list(limit=1000)
+    assert len(jobs) == before + 1 and len(jobs[0].tiles) == n
+
+
 def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, server, products):
     inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "area_m2", "geometry"])
     row = inv.sort_values("area_m2").iloc[-1]

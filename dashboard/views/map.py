@@ -142,6 +142,35 @@ for layer_id, items in objs.items():
             _acted()
         st.warning(f"At most {state.MAX_PICKED_CELLS} cells can be picked; unpick some first.")
 
+def cell_box_picker(view_box) -> None:
+    """The work grid of the view as a Plotly chart in box-select mode: the cells a dragged box
+    covers are added to the picked cells (the deck.gl map picks by click only)."""
+    import plotly.graph_objects as go
+
+    from data_products import grid
+
+    cells = grid.cells_in_bounds(view_box)
+    cx = [(c.bounds[0] + c.bounds[2]) / 2 for c in cells]
+    cy = [(c.bounds[1] + c.bounds[3]) / 2 for c in cells]
+    ids = [c.id for c in cells]
+    on = set(picked)
+    fig = go.Figure(go.Scatter(x=cx, y=cy, mode="markers", customdata=ids, hovertemplate="%{customdata}<extra></extra>",
+                               marker=dict(symbol="square", size=14, line=dict(width=1, color="#555"),
+                                           color=["#2866e6" if i in on else "rgba(0,0,0,0.05)" for i in ids])))
+    fig.update_layout(dragmode="select", height=360, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                      xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
+    ev = st.plotly_chart(fig, key=f"cell_box_{ss.get('box_nonce', 0)}", on_select="rerun", selection_mode=("box",))
+    chosen = [ids[p["point_index"]] for p in ((ev.selection.get("points") or []) if ev else []) if "point_index" in p]
+    if chosen:
+        state.set_picked_cells(picked + chosen)
+        ss["box_nonce"] = ss.get("box_nonce", 0) + 1
+        st.rerun()
+
+
+if facts["focus"] and mapview.box_size(mapview.visible_box(box)) <= mapview.GRID_MAX_M:
+    with st.expander("Pick cells by dragging a box"):
+        cell_box_picker(mapview.visible_box(box))
+
 if picked:
     with st.container(border=True):
         st.markdown(f"**{len(picked)} cell{'s' if len(picked) != 1 else ''} picked for reprocessing** "
