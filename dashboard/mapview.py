@@ -290,14 +290,19 @@ def polygon_layers(polys: pd.DataFrame, metric: str) -> list[pdk.Layer]:
     k = classify(polys[metric].to_numpy(), metric)
     cols = palette(metric)
     shapes, dots = [], []
-    for g, rid, vol, rate, r, area, cls in zip(geoms, polys.rts_id, polys.volume_m3, polys.volume_rate_m3_yr,
-                                               polys.r_temperature, polys.area_m2, k):
+    first = polys["first_change"] if "first_change" in polys else pd.Series([None] * len(polys))
+    last = polys["last_change"] if "last_change" in polys else pd.Series([None] * len(polys))
+    region = polys["region"] if "region" in polys else pd.Series([""] * len(polys))
+    for g, rid, vol, rate, r, area, cls, reg, d0, d1 in zip(geoms, polys.rts_id, polys.volume_m3,
+                                                            polys.volume_rate_m3_yr, polys.r_temperature,
+                                                            polys.area_m2, k, region, first, last):
         if g is None or g.is_empty:
             continue
         poly = g if g.geom_type == "Polygon" else max(g.geoms, key=lambda q: q.area)
         color = list(NAN_COLOR if cls < 0 else cols[cls])
-        tip = (f"{rid}: {vol:,.0f} m³, {rate:,.0f} m³/yr, area {area / 1e4:.2f} ha, "
-               f"r {'–' if r is None or not np.isfinite(r) else f'{r:.2f}'} (click to open)")
+        dates = f", changed {str(d0)[:10]} – {str(d1)[:10]}" if d0 is not None and not pd.isna(d0) else ""
+        tip = (f"{rid} ({reg}): {vol:,.0f} m³, {rate:,.0f} m³/yr, area {area / 1e4:.2f} ha{dates}, "
+               f"r {'–' if r is None or not np.isfinite(r) else f'{r:.2f}'} (click to select)")
         ring = np.round(np.asarray(poly.exterior.coords)[:, :2], 1).tolist()
         shapes.append({"polygon": ring, "id": rid, "c": color + [170], "t": tip})
         c = poly.centroid

@@ -495,7 +495,7 @@ class Catalog:
             f = f.with_bbox(bbox)
         w, p = self._where(f)
         return self._df(f"SELECT rts_id, tile_id, region, area_m2, volume_m3, volume_rate_m3_yr, r_temperature, "
-                        f"detector_score, ST_AsWKB(geometry) AS wkb FROM inventory{w} "
+                        f"detector_score, first_change, last_change, ST_AsWKB(geometry) AS wkb FROM inventory{w} "
                         "ORDER BY volume_m3 DESC LIMIT ?", p + [int(limit)])
 
     def nearest(self, x: float, y: float, f: Filters | None = None, max_m: float = 50_000.0) -> str | None:
