@@ -111,7 +111,10 @@ if refs:
 detail = (f"{facts['n_points']:,} points" + (f", {facts['n_polygons']:,} outlines in the focus box" if facts["focus"]
                                             else f", {facts['n_cells_agg']:,} aggregate squares of "
                                                  f"{mapview.AGG_CELL_M / 1000:.0f} km"))
-st.caption(f"{detail}. Map data served {'by URL' if mapview.static_serving() else 'inline'}; built in "
+vb = mapview.visible_box(box)
+across_km = (vb[2] - vb[0]) / 1000
+st.caption(f"{detail}. The view is {across_km:,.0f} km across (at 900 px, 100 px ≈ {across_km / 9:,.1f} km). "
+           f"Map data served {'by URL' if mapview.static_serving() else 'inline'}; built in "
            f"{(time.perf_counter() - t0):.2f} s. EPSG:3413 polar stereographic, 45°W down. "
            "Land: Natural Earth (public domain). Synthetic products are load-test data, not results.")
 
