@@ -333,3 +333,20 @@ def describe(f: Filters) -> str:
 
 __all__ = ["products_dir", "catalog", "require_catalog", "current_filters", "sidebar_filters", "describe",
            "selected_slump", "select_slump", "color_by", "parse_bbox"]
+
+
+def why_no_slumps(counts: dict[str, int]) -> str:
+    """Why an inventory is empty, from ``tiles.parquet``'s status counts ({status: cells})."""
+    n = sum(counts.values())
+    if n == 0:
+        return "No work cell has been processed yet: `rts run --strips SRC --out PRODUCTS` processes them."
+    parts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in sorted(counts.items()))
+    ok = counts.get("ok", 0)
+    if ok == 0 and counts.get("failed", 0) == n:
+        why = "every cell failed: see the error column of tiles.parquet (Summary page) and logs/"
+    elif ok == 0:
+        why = "no cell had enough DEMs for a change model (no data, or fewer than the minimum of DEMs)"
+    else:
+        why = f"the {ok:,} processed cell{'s' if ok != 1 else ''} held no loss that passed detection"
+    return f"{n:,} work cells: {parts}. No slump was found because {why}."
+

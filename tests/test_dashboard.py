@@ -425,3 +425,14 @@ def test_published_inventories_are_switchable_map_layers(app, products, inv, tmp
     no_exception(at)
     assert "ref-team__slumps_2020" in layers()
     shutil.rmtree(products / "reference")
+
+
+def test_an_empty_inventory_says_why_with_the_cell_counts():
+    from dashboard.state import why_no_slumps
+
+    assert "No work cell has been processed" in why_no_slumps({})
+    said = why_no_slumps({"failed": 3})
+    assert "3 work cells: 3 failed" in said and "every cell failed" in said
+    assert "enough DEMs" in why_no_slumps({"no_data": 2, "too_few_dems": 1})
+    said = why_no_slumps({"ok": 4, "failed": 1})
+    assert "5 work cells: 1 failed, 4 ok" in said and "4 processed cells held no loss" in said

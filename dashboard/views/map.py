@@ -25,7 +25,7 @@ c4.metric("Share with r ≥ 0.5", "–" if tot["n"] == 0 else f"{100 * tot['shar
 st.caption(f"Selection: {state.describe(f)}")
 
 if tot["n"] == 0 and cat.count() == 0:
-    st.warning(f"The inventory in {cat.products} holds no slump yet (no cell has published one).")
+    st.warning(f"The inventory in {cat.products} holds no slump. {state.why_no_slumps(cat.tile_status_counts())}")
 elif tot["n"] == 0:
     st.warning("No slump matches these filters. Widen them in the sidebar (or press 'Reset filters').")
 
