@@ -5,6 +5,9 @@ selection. Without a selected slump, the largest of the selection to pick from."
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -200,6 +203,36 @@ else:
         sc.update_layout(title=label, height=340, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
                          xaxis=dict(title="summer 2 m temperature (°C)"), yaxis=dict(title="volume lost (m³)"))
         st.plotly_chart(sc, width="stretch", key="scatter")
+
+# --------------------------------------------------------------------------- strips
+st.markdown("#### The strips that saw it")
+
+
+def _sensor(name: str) -> str:
+    m = re.search(r"_(WV0[1-4]|GE01|QB02|W[1-3]W[1-3])_", name or "")
+    return m.group(1) if m else ""
+
+
+try:
+    meta = json.loads(cat.path(f"tiles/{row['tile_id']}/cell.json").read_text())
+except (QueryError, OSError, ValueError) as exc:
+    meta = None
+    st.caption(f"No readable cell.json for cell {row['tile_id']}: {state.plain(exc)}")
+if meta:
+    first_c, last_c = str(row.get("first_change") or "")[:10], str(row.get("last_change") or "")[:10]
+    strips = pd.DataFrame([{
+        "date": c.get("date"), "sensor": _sensor(c.get("strip", "")), "strip": c.get("strip"),
+        "used": bool(c.get("used")), "reason": c.get("reason") or "",
+        "when": ("before" if first_c and c.get("date", "") < first_c else "after" if last_c and c.get("date", "") > last_c
+                 else "during"),
+        "dx_m": c.get("dx_m"), "dy_m": c.get("dy_m"), "dz_m": c.get("dz_m")} for c in meta.get("coregistration", [])])
+    if strips.empty:
+        st.caption("cell.json lists no strips.")
+    else:
+        st.caption(f"{int(strips.used.sum())} of {len(strips)} strips over cell {row['tile_id']} were used; "
+                   f"'when' is against the slump's first and last change ({first_c or '–'} – {last_c or '–'}); "
+                   "dx/dy/dz: the strip's coregistration offset.")
+        st.dataframe(strips, hide_index=True, width="stretch", key="strips_table")
 
 # --------------------------------------------------------------------------- published inventories
 st.markdown("#### In published inventories")
