@@ -456,3 +456,30 @@ def test_slump_page_lists_the_strips_that_saw_it(app, products, raster_tile, inv
         assert any("1 of 2 strips" in c.value for c in at.caption)
     finally:
         path.unlink()
+
+
+def test_slump_page_draws_the_matched_outlines_of_published_inventories(app, products, raster_tile, inv, tmp_path):
+    import pandas as pd
+
+    from data_products.writers import write_parquet
+    from pipeline.inventories import export_references
+
+    row = inv[inv.tile_id == raster_tile].sort_values("n_years").iloc[-1]
+    src = tmp_path / "refs"
+    src.mkdir()
+    ref = inv[inv.rts_id == row.rts_id][["rts_id", "geometry"]].copy()
+    ref["geometry"] = ref.geometry.buffer(6.0)
+    ref.to_file(src / "field_survey.gpkg")
+    export_references(src, products)
+    write_parquet(pd.DataFrame({"rts_id": [row.rts_id], "reference": ["field_survey.gpkg"], "reference_row": [0],
+                                "reference_id": [None], "iou": [0.9]}), products / schema.MATCHES, schema.MATCHES_COLUMNS)
+    try:
+        at = app("views/slump.py", slump=row.rts_id)
+        no_exception(at)
+        spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "img_dh").proto.spec)
+        dashed = [t for t in spec["data"] if t.get("line", {}).get("dash") == "dash"]
+        assert [t["name"] for t in dashed] == ["field_survey"]
+        assert any("matched outline" in c.value for c in at.caption)
+    finally:
+        (products / schema.MATCHES).unlink()
+        shutil.rmtree(products / "reference")

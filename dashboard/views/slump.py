@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,37 @@ pad = max(100.0, 0.6 * max(geom.bounds[2] - geom.bounds[0], geom.bounds[3] - geo
 bounds = (geom.bounds[0] - pad, geom.bounds[1] - pad, geom.bounds[2] + pad, geom.bounds[3] + pad)
 poly = geom if geom.geom_type == "Polygon" else max(geom.geoms, key=lambda q: q.area)
 ox, oy = np.asarray(poly.exterior.coords)[:, 0], np.asarray(poly.exterior.coords)[:, 1]
+def matched_outlines(matches: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, x, y) of the published-inventory features matched to this slump, where the
+    inventory is among the dashboard's reference layers (``rts dashboard --reference``)."""
+    import geopandas as gpd
+
+    from data_products import schema
+
+    folder = cat.products / schema.REFERENCE_DIR
+    out = []
+    if matches.empty or not folder.is_dir():
+        return out
+    for ref, rows in matches.groupby("reference"):
+        stem = Path(str(ref)).stem
+        for path in sorted(folder.glob("*.parquet")):
+            if not (path.stem == stem or path.stem.endswith(f"__{stem}")):
+                continue
+            try:
+                gdf = gpd.read_parquet(path, columns=["source", "row", "geometry"])
+            except (OSError, ValueError):
+                continue
+            for g in gdf[gdf.row.isin(rows.reference_row.astype(int))].geometry:
+                if g is not None and g.geom_type in ("Polygon", "MultiPolygon"):
+                    q = g if g.geom_type == "Polygon" else max(g.geoms, key=lambda a: a.area)
+                    xy = np.asarray(q.exterior.coords)
+                    out.append((stem, xy[:, 0], xy[:, 1]))
+            break
+    return out
+
+
+matches = cat.matches(sel)
+overlays = matched_outlines(matches)
 img_cols = st.columns(2)
 try:
     rasters = {name: cat.tile_raster(row["tile_id"], name) for name in ("dh", "t2")}
@@ -151,6 +183,9 @@ for col, name in zip(img_cols, ("dh", "t2")):
                                colorbar=dict(title=unit), hovertemplate="x %{x:.0f} m<br>y %{y:.0f} m<br>%{z:.2f}"))
     fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", line=dict(color="black", width=2), name="outline",
                              hoverinfo="skip"))
+    for label, mx, my in overlays:  # matched features of published inventories
+        fig.add_trace(go.Scatter(x=mx, y=my, mode="lines", line=dict(color="#e66101", width=2, dash="dash"),
+                                 name=label, hovertemplate=f"{label}<extra></extra>"))
     fig.update_layout(title=title, height=380, margin=dict(l=0, r=0, t=40, b=0), showlegend=False,
                       xaxis=dict(title="x (EPSG:3413 m)"), yaxis=dict(title="y (m)", scaleanchor="x"))
     col.plotly_chart(fig, width="stretch", key=f"img_{name}")
@@ -236,7 +271,8 @@ if meta:
 
 # --------------------------------------------------------------------------- published inventories
 st.markdown("#### In published inventories")
-matches = cat.matches(sel)
+if overlays:
+    st.caption(f"Dashed orange on the images: the {len(overlays)} matched outline(s) from the reference layers.")
 if matches.empty:
     st.caption("No match recorded. `rts crossref --products PRODUCTS --reference FILE` matches the inventory "
                "against a published one (shapefile, GeoPackage, GeoParquet or CSV of centroids).")
