@@ -71,7 +71,7 @@ def _file_versions(p: Path) -> tuple:
     from data_products import schema
 
     out = []
-    for name in (schema.INVENTORY, schema.TIMESERIES, schema.TILES):
+    for name in (schema.INVENTORY, schema.TIMESERIES, schema.TILES, schema.MATCHES):  # crossref adds matches later
         try:
             out.append((p / name).stat().st_mtime_ns)
         except OSError:
