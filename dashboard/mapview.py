@@ -37,6 +37,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 CACHE_DIR = STATIC_DIR / "cache"
 POLYGON_LIMIT = 3_000
 FOCUS_MAX_M = 300_000.0         # outlines and work cells only for boxes up to this size
+#: up to this many selected slumps their points can be clicked at any zoom (each row then carries a
+#: tooltip: ~35 bytes more per slump); above it, clicks on the 50 km aggregate squares focus the map
+POINT_PICK_MAX = 20_000
 GRID_MAX_M = 40_000.0           # every 2 km cell of the grid (processed or not) for boxes up to this size
 AGG_CELL_M = 50_000.0
 MAP_HEIGHT = 620
@@ -192,16 +195,36 @@ def _points_payloads(path: str, version: tuple, f: Filters, metric: str) -> tupl
         return 0, []
     k = classify(pts[metric].to_numpy(), metric)
     xy = np.c_[np.round(pts.x.to_numpy()), np.round(pts.y.to_numpy())].astype(np.int64)
+    if len(pts) <= POINT_PICK_MAX:  # rows that can be clicked: {"p": [x, y], "t": tooltip}
+        tip = "slump (click to select the nearest)"
+        return len(pts), [(cls, _dumps([{"p": r, "t": tip} for r in xy[k == cls].tolist()]))
+                          for cls in [-1, *range(7)] if (k == cls).any()]
     return len(pts), [(cls, _dumps(xy[k == cls].tolist())) for cls in [-1, *range(7)] if (k == cls).any()]
 
 
 def point_layers(payloads: list[tuple[int, str]], metric: str) -> list[pdk.Layer]:
     """All selected slumps as points, one layer per colour class; data by URL."""
     cols = palette(metric)
-    return [pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(text, "pts"), get_position="-",
-                      get_fill_color=list(NAN_COLOR if cls < 0 else cols[cls]) + [230], get_radius=1.6,
-                      radius_units="pixels", radius_min_pixels=1.3, stroked=False, pickable=False)
-            for cls, text in payloads]
+    out = []
+    for cls, text in payloads:
+        clickable = text.startswith("[{")  # small selections: rows with a tooltip (see _points_payloads)
+        out.append(pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(text, "pts"),
+                             get_position="p" if clickable else "-",
+                             get_fill_color=list(NAN_COLOR if cls < 0 else cols[cls]) + [230], get_radius=2.2,
+                             radius_units="pixels", radius_min_pixels=2.0, stroked=False, pickable=clickable))
+    return out
+
+
+def clicked_xy(obj) -> tuple[float, float] | None:
+    """EPSG:3413 (x, y) of a clicked point row (``[x, y]``, as the point layers hold them: a
+    list, or a dict keyed "0"/"1" once serialised), or None."""
+    try:
+        if isinstance(obj, dict):
+            obj = obj["p"] if "p" in obj else [obj.get("0", obj.get(0)), obj.get("1", obj.get(1))]
+        x, y = float(obj[0]), float(obj[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -215,6 +215,37 @@ def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, serv
     assert "/slump" in page.url and f"slump={quote(row.rts_id)}" in page.url.replace("%2B", "+").replace("+", "%2B")
 
 
+def test_a_slump_point_is_clicked_at_pan_arctic_scale(page, server, products):
+    """At the Arctic view slumps are 2 px points: a click on one selects the slump nearest it."""
+    from dashboard import mapview
+
+    inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "geometry"])
+    c = inv.geometry.centroid
+    page.goto(server + "/")
+    canvas = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+    canvas.wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1_500)
+    bb = canvas.bounding_box()
+    vs = mapview.view_state(mapview.ARCTIC_BOX, width_px=int(bb["width"]), height_px=int(bb["height"]))
+    scale = 2 ** vs["zoom"]
+    # the slump with the most room around it, so that one point is under the cursor
+    d = np.hypot(c.x.to_numpy()[:, None] - c.x.to_numpy()[None], c.y.to_numpy()[:, None] - c.y.to_numpy()[None])
+    np.fill_diagonal(d, np.inf)
+    k = int(np.argmax(d.min(axis=1)))
+    px = bb["x"] + bb["width"] / 2 + (c.x.iloc[k] - vs["target"][0]) * scale
+    py = bb["y"] + bb["height"] / 2 - (c.y.iloc[k] - vs["target"][1]) * scale
+    for _ in range(3):
+        page.mouse.click(px, py)
+        try:
+            page.get_by_text(f"Selected: {inv.rts_id.iloc[k]}").wait_for(timeout=10_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's timeout: the chart was not ready, click again
+            page.wait_for_timeout(1_000)
+    page.get_by_text(f"Selected: {inv.rts_id.iloc[k]}").wait_for(timeout=5_000)
+
+
 def test_slump_page_shows_its_charts(page, server, products, shots):
     tid = products[1]
     inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "tile_id", "n_years", "geometry"])

@@ -137,6 +137,12 @@ for layer_id, items in objs.items():
         cell = mapview.AGG_CELL_M
         _focus((o["x0"], o["y0"], o["x0"] + cell, o["y0"] + cell))
         _acted()
+    elif layer_id.startswith("points-") and (xy := mapview.clicked_xy(o)):
+        # a point at any zoom: the selected slump nearest the clicked point (points are 2 px)
+        near = cat.nearest(*xy, f, max_m=max(500.0, 0.01 * mapview.box_size(mapview.visible_box(box))))
+        if near:
+            state.select_slump(near)
+            _acted()
     elif layer_id in ("outlines", "centroids") and o.get("id"):
         state.select_slump(o["id"])
         _acted()
