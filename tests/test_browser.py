@@ -38,8 +38,14 @@ SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 @pytest.fixture(scope="module")
 def products(tmp_path_factory):
+    from pipeline.inventories import export_references
+
     out = tmp_path_factory.mktemp("browser_products")
     info = generate_products(out, N, seed=7, raster_tiles=1)
+    refs = tmp_path_factory.mktemp("browser_refs")  # a published inventory: the first 300 slumps, buffered
+    ref = gpd.read_parquet(out / schema.INVENTORY, columns=["rts_id", "geometry"]).iloc[:300]
+    ref.assign(geometry=ref.geometry.buffer(20.0)).to_crs(4326).to_file(refs / "survey_2021.gpkg")
+    export_references(refs, out)
     return out, info["raster_tiles"][0]
 
 
@@ -258,6 +264,41 @@ def test_slump_page_shows_its_charts(page, server, products, shots):
     assert page.get_by_text("summer 2 m temperature (°C)").count() >= 1
     assert re.search(r"r = -?\d\.\d\d, p = \d\.\d{3}", page.inner_text("body"))
     _shot(page, shots, "slump", full_page=True)
+
+
+def test_a_reference_layer_is_switched_on_and_the_season_slider_stepped(page, server, products):
+    page.goto(server + "/")
+    page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    served = []
+    page.on("response", lambda r: served.append(r.url) if "/app/static/cache/ref-" in r.url else None)
+    page.get_by_text("Published inventories on the map").wait_for(timeout=30_000)
+    page.locator("[data-testid='stMultiSelect']").filter(has_text="Published inventories").click()
+    page.get_by_role("option", name="survey_2021").click()
+    page.keyboard.press("Escape")
+    wait_for_app(page)
+    page.get_by_text("◯ survey_2021").wait_for(timeout=30_000)  # its legend entry
+    page.wait_for_timeout(1_500)
+    assert served, "the reference layer's data was not fetched"
+    # the Slump page's slider over thaw seasons
+    tid = products[1]
+    inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "tile_id", "n_years", "geometry"])
+    rid = inv[inv.tile_id == tid].sort_values("n_years").rts_id.iloc[-1]
+    page.goto(f"{server}/slump?slump={quote(rid)}")
+    title = page.locator(".js-plotly-plot .gtitle").filter(has_text="ground dropped by the end of the")
+    title.first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    before = title.first.text_content()
+    thumb = page.get_by_role("slider").last
+    thumb.focus()
+    thumb.press("Home")
+    wait_for_app(page)
+    page.wait_for_function("(b) => { const t = [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                           ".find(e => e.textContent.includes('ground dropped by the end of the'));"
+                           " return t && t.textContent !== b; }", arg=before, timeout=30_000)
+    after = title.first.text_content()
+    year = lambda t: int(re.search(r"end of the (\d{4})", t).group(1))  # noqa: E731
+    assert year(after) < year(before)
 
 
 def test_download_yields_a_valid_geoparquet(page, server, tmp_path, shots):
