@@ -76,10 +76,22 @@ def class_labels(metric: str) -> list[str]:
     return [f"< {fmt(e[0])}"] + [f"{fmt(a)} – {fmt(b)}" for a, b in zip(e[:-1], e[1:])] + [f"≥ {fmt(e[-1])}"]
 
 
+def point_radius_px(cls: int, metric: str) -> float:
+    """A point's radius (pixels) for colour class ``cls``: growing with the class for volumes
+    and rates (size and colour say the same), constant for r (a signed measure)."""
+    if metric == "r_temperature" or cls < 0:
+        return 2.2
+    return 1.6 + 0.45 * cls
+
+
 def legend_html(metric: str, label: str) -> str:
-    sw = "".join(f"<span style='display:inline-block;margin-right:10px'><span style='display:inline-block;width:12px;"
-                 f"height:12px;border-radius:6px;background:rgb{c};margin-right:4px;vertical-align:middle'></span>{t}"
-                 "</span>" for c, t in zip(palette(metric), class_labels(metric)))
+    def dot(c, d: float) -> str:
+        return (f"<span style='display:inline-block;width:{d:.0f}px;height:{d:.0f}px;border-radius:50%;"
+                f"background:rgb{c};margin-right:4px;vertical-align:middle'></span>")
+
+    sw = "".join(f"<span style='display:inline-block;margin-right:10px'>"
+                 f"{dot(c, 2.6 * point_radius_px(k, metric))}{t}</span>"
+                 for k, (c, t) in enumerate(zip(palette(metric), class_labels(metric))))
     sw += (f"<span style='display:inline-block'><span style='display:inline-block;width:12px;height:12px;"
            f"border-radius:6px;background:rgb{NAN_COLOR};margin-right:4px;vertical-align:middle'></span>no value</span>")
     return f"<div style='font-size:0.8rem'><b>{label}</b>: {sw}</div>"
@@ -210,8 +222,9 @@ def point_layers(payloads: list[tuple[int, str]], metric: str) -> list[pdk.Layer
         clickable = text.startswith("[{")  # small selections: rows with a tooltip (see _points_payloads)
         out.append(pdk.Layer("ScatterplotLayer", id=f"points-{cls + 1}", data=publish(text, "pts"),
                              get_position="p" if clickable else "-",
-                             get_fill_color=list(NAN_COLOR if cls < 0 else cols[cls]) + [230], get_radius=2.2,
-                             radius_units="pixels", radius_min_pixels=2.0, stroked=False, pickable=clickable))
+                             get_fill_color=list(NAN_COLOR if cls < 0 else cols[cls]) + [230],
+                             get_radius=point_radius_px(cls, metric), radius_units="pixels", radius_min_pixels=1.6,
+                             stroked=False, pickable=clickable))
     return out
 
 

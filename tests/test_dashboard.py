@@ -483,3 +483,13 @@ def test_slump_page_draws_the_matched_outlines_of_published_inventories(app, pro
     finally:
         (products / schema.MATCHES).unlink()
         shutil.rmtree(products / "reference")
+
+
+def test_points_grow_with_volume_and_the_legend_shows_the_sizes():
+    from dashboard import mapview
+
+    radii = [mapview.point_radius_px(k, "volume_m3") for k in range(7)]
+    assert radii == sorted(radii) and radii[0] >= 1.6 and radii[-1] > 2 * radii[0]
+    assert {mapview.point_radius_px(k, "r_temperature") for k in range(7)} == {2.2}  # signed: colour only
+    html = mapview.legend_html("volume_m3", "volume (m³)")
+    assert f"width:{2.6 * radii[0]:.0f}px" in html and f"width:{2.6 * radii[-1]:.0f}px" in html
