@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from dashboard.serve import browser, chromium_path, running_dashboard, wait_for_app
-from data_products import schema
+from data_products import grid, schema
+from data_products.queue import JobQueue
 from data_products.synthetic import generate_products
 from tests.conftest import validate_geoparquet
 
@@ -363,3 +364,39 @@ def test_reprocess_submission_appears_in_the_queue(page, server, products, shots
     page.get_by_text(re.compile(r"Job \d+ queued")).wait_for(timeout=30_000)
     page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=30_000)
     _shot(page, shots, "reprocess")
+
+
+def test_a_job_submitted_from_the_page_is_finished_by_the_worker_beside_the_dashboard(sample, processed_cells, chrome,
+                                                                                        tmp_path):
+    """As after `make run`: the dashboard with its queue worker on a published sample. A cell
+    picked on the map (a dragged box) and submitted from the Reprocess page is carried out by
+    that worker, and the page shows the job done."""
+    from tests.test_orchestration import published_copy
+
+    out, manifest = sample
+    cell = manifest["sites"][0]["cells"][0]
+    products = published_copy(processed_cells, out, tmp_path / "p", [cell])
+    with running_dashboard(products, args=["--worker-strips", str(out / "stac" / "catalog.json")]) as url:
+        page = chrome.new_context(viewport={"width": 1300, "height": 950}).new_page()
+        page.goto(url + "/")
+        page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+        wait_for_app(page)
+        _focus_on(page, ",".join(f"{v:.0f}" for v in grid.parse_cell_id(cell).bounds))
+        page.get_by_text("Pick cells by dragging a box").click()
+        drag = page.locator(".js-plotly-plot .nsewdrag").first
+        drag.wait_for(timeout=30_000)
+        page.wait_for_timeout(1_000)
+        bb = drag.bounding_box()
+        page.mouse.move(bb["x"] + 0.45 * bb["width"], bb["y"] + 0.45 * bb["height"])
+        page.mouse.down()
+        page.mouse.move(bb["x"] + 0.55 * bb["width"], bb["y"] + 0.55 * bb["height"], steps=8)
+        page.mouse.up()
+        page.get_by_text("1 cell picked for reprocessing").wait_for(timeout=30_000)
+        page.get_by_text("Reprocess the picked cells").click()
+        page.get_by_text(f"1 cell picked: {cell}").wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"\(idle, seen \d+ s ago\)|running job")).first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Submit job").click()
+        page.get_by_text("A worker is running and picks it up").wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"Job\(s\) \d+ done")).wait_for(timeout=300_000)
+        job = JobQueue(products).list(limit=5)[0]
+        assert job.status == "done" and job.tiles == [cell], (job.status, job.message)
