@@ -22,6 +22,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from starlette.responses import FileResponse, PlainTextResponse
+
+from dashboard.state import products_dir
 from data_products.catalog import QueryError, published_file
 
 #: the route's prefix (relative to the dashboard's base URL)
@@ -72,10 +75,6 @@ def resolve(products: Path, relative: str, expires: str | None, sig: str | None,
 
 async def serve(request):
     """Starlette endpoint for ``/files/{path:path}``."""
-    from starlette.responses import FileResponse, PlainTextResponse
-
-    from dashboard.state import products_dir
-
     relative = request.path_params.get("path", "")
     try:
         target = resolve(products_dir(), relative, request.query_params.get("expires"),

@@ -30,7 +30,7 @@ import pydeck as pdk
 import shapely
 import streamlit as st
 
-from data_products import land
+from data_products import grid, land, schema
 from data_products.catalog import Catalog, Filters
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -292,8 +292,6 @@ def cell_layer(tiles: pd.DataFrame, box=None, picked=()) -> pdk.Layer | None:
     reprocessing). The processed cells in ``tiles`` are outlined by status; when the visible
     ``box`` is at most :data:`GRID_MAX_M` wide, every cell of the grid in it is drawn, so that
     cells never processed can be picked too. Picked cells are filled blue."""
-    from data_products import grid
-
     picked = set(picked)
     rows = {}
     if box is not None and box_size(box) <= GRID_MAX_M:
@@ -369,8 +367,6 @@ REFERENCE_COLORS = [(230, 97, 1), (94, 60, 153), (27, 158, 119), (217, 95, 2), (
 
 def reference_names(products: Path) -> list[str]:
     """The reference inventories converted into ``PRODUCTS/reference/`` (``rts dashboard --reference``)."""
-    from data_products import schema
-
     folder = Path(products) / schema.REFERENCE_DIR
     return sorted(p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
 
@@ -396,8 +392,6 @@ def _reference_payload(path: str, mtime: float) -> tuple[str, list]:
 def reference_layers(products: Path, names: list[str], box, focus: bool) -> list[pdk.Layer]:
     """Each chosen reference inventory as hollow circles at its features' centroids (at least
     6 px, so that they show at every scale) and, in a focus box, its outlines."""
-    from data_products import schema
-
     layers = []
     all_names = reference_names(products)
     for name in names:

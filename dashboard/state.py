@@ -182,8 +182,8 @@ def current_filters() -> Filters:
     return st.session_state["filters"]
 
 
-def parse_cell_list(text: str) -> tuple[list[str], list[str]]:
-    """Canonical 2 km cell ids (sorted, unique, at most :data:`MAX_PICKED_CELLS`) from a text of
+def parse_cell_list(text: str, max_cells: int | None = MAX_PICKED_CELLS) -> tuple[list[str], list[str]]:
+    """Canonical 2 km cell ids (sorted, unique, at most ``max_cells`` unless None) from a text of
     ids separated by commas, spaces or lines, and a message for each token that is not one."""
     from data_products.grid import TileIdError, parse_cell_id
 
@@ -194,9 +194,9 @@ def parse_cell_list(text: str) -> tuple[list[str], list[str]]:
         except TileIdError as exc:
             errors.append(str(exc)[:200])
     out = sorted(ids)
-    if len(out) > MAX_PICKED_CELLS:
-        errors.append(f"at most {MAX_PICKED_CELLS} cells can be picked; the first {MAX_PICKED_CELLS} are kept")
-        out = out[:MAX_PICKED_CELLS]
+    if max_cells is not None and len(out) > max_cells:
+        errors.append(f"at most {max_cells} cells can be picked; the first {max_cells} are kept")
+        out = out[:max_cells]
     return out, errors
 
 
@@ -331,10 +331,6 @@ def describe(f: Filters) -> str:
     return "; ".join(parts) or "all slumps"
 
 
-__all__ = ["products_dir", "catalog", "require_catalog", "current_filters", "sidebar_filters", "describe",
-           "selected_slump", "select_slump", "color_by", "parse_bbox"]
-
-
 def why_no_slumps(counts: dict[str, int]) -> str:
     """Why an inventory is empty, from ``tiles.parquet``'s status counts ({status: cells})."""
     n = sum(counts.values())
@@ -349,4 +345,8 @@ def why_no_slumps(counts: dict[str, int]) -> str:
     else:
         why = f"the {ok:,} processed cell{'s' if ok != 1 else ''} held no loss that passed detection"
     return f"{n:,} work cells: {parts}. No slump was found because {why}."
+
+
+__all__ = ["products_dir", "catalog", "require_catalog", "current_filters", "sidebar_filters", "describe",
+           "selected_slump", "select_slump", "color_by", "parse_bbox"]
 

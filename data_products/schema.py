@@ -27,6 +27,10 @@ DICTIONARY_MD = "data_dictionary.md"
 DICTIONARY_JSON = "data_dictionary.json"
 QUEUE = "jobs.sqlite"
 MATCHES = "inventory_matches.parquet"
+#: day zero of the t1/t2 rasters (their values are days since this date)
+DATE_EPOCH = "2000-01-01"
+#: the thaw season, ((month, day), (month, day)): 20 June - 22 September (Dai et al. 2025)
+THAW_SEASON = ((6, 20), (9, 22))
 #: published inventories converted for the dashboard's reference layers (``rts dashboard --reference``)
 REFERENCE_DIR = "reference"
 

@@ -49,14 +49,17 @@ class CellResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     status: str = "ok"  # ok | no_data | too_few_dems
+    sensors: list[str] = field(default_factory=list)  # per strip, as its name gives it ("WV01", "W1W2", ...)
 
     def coreg_table(self) -> list[dict]:
         """Per DEM: its displacement relative to the set's mean, residuals, status."""
         if self.bundle is None:
             return []
         rows = []
-        for name, date, o in zip(self.strips, self.dates, self.bundle.offsets):
-            rows.append({"strip": name, "date": date, "dx_m": o.dx, "dy_m": o.dy, "dz_m": o.dz, "n_pairs": o.n_pairs,
+        sensors = self.sensors or [""] * len(self.strips)
+        for name, sensor, date, o in zip(self.strips, sensors, self.dates, self.bundle.offsets):
+            rows.append({"strip": name, "sensor": sensor, "date": date, "dx_m": o.dx, "dy_m": o.dy, "dz_m": o.dz,
+                         "n_pairs": o.n_pairs,
                          "residual_rms_m": o.residual_rms_m, "median_pair_nmad_m": o.median_pair_nmad_m,
                          "used": o.used, "reason": o.reason})
         return rows
@@ -102,8 +105,9 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     timings = {"read": time.perf_counter() - t0}
     names = [w.strip.meta.name for w in keep]
     dates = [w.strip.meta.date.isoformat() for w in keep]
+    sensors = [w.strip.meta.sensor for w in keep]
     if not keep:
-        return CellResult(cell.id, None, None, None, names, dates, None, timings, warnings, "no_data")
+        return CellResult(cell.id, None, None, None, names, dates, None, timings, warnings, "no_data", sensors)
 
     z = np.stack([w.z for w in keep]).astype(np.float32)
     matched = np.stack([w.matched for w in keep])
@@ -132,7 +136,7 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
                              np.full(shape, 255, np.uint8), np.full(shape, -1, np.int16), np.full(shape, -1, np.int16))
         surf = recent_surface(zc, cfg.terrain.latest_dems) if zc is not None else np.full(shape, np.nan, np.float32)
         curv = total_curvature(surf, res, cfg.terrain.smoothing_sigma_m)
-        return CellResult(cell.id, empty, curv, surf, names, dates, bundle, timings, warnings, "too_few_dems")
+        return CellResult(cell.id, empty, curv, surf, names, dates, bundle, timings, warnings, "too_few_dems", sensors)
 
     t3 = time.perf_counter()
     change = detect_steps(zc, mc, used_dates, cfg.change, lat_deg=cell_latitude(cell))
@@ -141,7 +145,7 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     surf = recent_surface(zc, cfg.terrain.latest_dems)
     curv = total_curvature(surf, res, cfg.terrain.smoothing_sigma_m)
     timings["terrain"] = time.perf_counter() - t4
-    return CellResult(cell.id, change, curv, surf, names, dates, bundle, timings, warnings, "ok")
+    return CellResult(cell.id, change, curv, surf, names, dates, bundle, timings, warnings, "ok", sensors)
 
 
 RASTER_SPECS = {

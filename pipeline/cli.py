@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,8 +76,6 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     elif args.jobs_command == "work":
         from .config import load_config
         from .jobs import work
-
-        import signal
 
         def _stop(signum, frame):  # SIGTERM (e.g. from rts dashboard): leave through the finally blocks
             raise SystemExit(143)
@@ -255,8 +255,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    import subprocess
-
     from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
 
     # the ASGI entry: the app plus a route that streams product files from disk
@@ -302,9 +300,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _wait_and_stop(app_proc, worker) -> int:
     """Wait for the dashboard process; on its end, on Ctrl-C or on SIGTERM stop both it and the
     worker (SIGTERM, then SIGKILL after 10 s). The dashboard's exit code is returned."""
-    import signal
-    import subprocess
-
     def _term(signum, frame):
         raise KeyboardInterrupt
 

@@ -20,6 +20,8 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from data_products import schema
+
 
 class ClimateError(ValueError):
     """A climate file without the expected variable or grid."""
@@ -153,7 +155,7 @@ def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
     return np.where(after, d.year, d.year - 1)
 
 
-THAW_SEASON = ((6, 20), (9, 22))  # 20 June - 22 September (Dai et al. 2025)
+THAW_SEASON = schema.THAW_SEASON  # 20 June - 22 September (Dai et al. 2025), part of the product contract
 
 
 def season_coverage(t1: float, t2: float) -> dict[int, float]:

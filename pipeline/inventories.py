@@ -52,6 +52,9 @@ import pandas as pd
 import shapely
 from shapely.geometry import Polygon
 
+from data_products import schema
+from data_products.writers import atomic_path
+
 log = logging.getLogger(__name__)
 
 CRS = "EPSG:3413"
@@ -273,9 +276,6 @@ def export_references(folder: str | os.PathLike, products: str | os.PathLike, lo
     ``folder`` with ``/`` as ``__`` (two files of one stem stay apart). A file that cannot be
     read is reported through ``log`` and skipped; the others go on. Files are written
     atomically; an unchanged source is not rewritten. Returns {name: number of features}."""
-    from data_products import schema
-    from data_products.writers import atomic_path
-
     folder, out = Path(folder), Path(products) / schema.REFERENCE_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"--reference {folder}: not a folder")

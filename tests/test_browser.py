@@ -177,6 +177,22 @@ def test_cells_are_picked_by_clicking_the_map_and_land_in_the_url(page, server, 
     print(f"click to picked view: {click_s:.2f} s")
 
 
+def _drag_cell_box(page, lo: float, hi: float) -> None:
+    """Open the Map page's box picker and drag a box from ``lo`` to ``hi`` (fractions of the
+    plot's width and height, from its top left)."""
+    page.get_by_text("Pick cells by dragging a box").click()
+    drag = page.locator(".js-plotly-plot .nsewdrag").first
+    drag.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)
+    bb = drag.bounding_box()
+    page.mouse.move(bb["x"] + lo * bb["width"], bb["y"] + lo * bb["height"])
+    page.mouse.down()
+    for t in (0.5, 1.0):
+        f = lo + t * (hi - lo)
+        page.mouse.move(bb["x"] + f * bb["width"], bb["y"] + f * bb["height"], steps=8)
+    page.mouse.up()
+
+
 def test_cells_are_picked_by_dragging_a_box_and_submitted_for_reprocessing(page, server, products):
     from data_products.queue import JobQueue
 
@@ -184,16 +200,7 @@ def test_cells_are_picked_by_dragging_a_box_and_submitted_for_reprocessing(page,
     page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
     wait_for_app(page)
     _focus_on(page, "1000,1000,9000,9000")
-    page.get_by_text("Pick cells by dragging a box").click()
-    drag = page.locator(".js-plotly-plot .nsewdrag").first
-    drag.wait_for(timeout=30_000)
-    page.wait_for_timeout(1_000)
-    bb = drag.bounding_box()
-    page.mouse.move(bb["x"] + 0.3 * bb["width"], bb["y"] + 0.3 * bb["height"])
-    page.mouse.down()
-    page.mouse.move(bb["x"] + 0.55 * bb["width"], bb["y"] + 0.5 * bb["height"], steps=8)
-    page.mouse.move(bb["x"] + 0.7 * bb["width"], bb["y"] + 0.7 * bb["height"], steps=8)
-    page.mouse.up()
+    _drag_cell_box(page, 0.3, 0.7)
     page.get_by_text(re.compile(r"\d+ cells picked for reprocessing")).wait_for(timeout=30_000)
     wait_for_app(page)
     n = int(re.search(r"(\d+) cells picked", page.inner_text("body")).group(1))
@@ -382,15 +389,7 @@ def test_a_job_submitted_from_the_page_is_finished_by_the_worker_beside_the_dash
         page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
         wait_for_app(page)
         _focus_on(page, ",".join(f"{v:.0f}" for v in grid.parse_cell_id(cell).bounds))
-        page.get_by_text("Pick cells by dragging a box").click()
-        drag = page.locator(".js-plotly-plot .nsewdrag").first
-        drag.wait_for(timeout=30_000)
-        page.wait_for_timeout(1_000)
-        bb = drag.bounding_box()
-        page.mouse.move(bb["x"] + 0.45 * bb["width"], bb["y"] + 0.45 * bb["height"])
-        page.mouse.down()
-        page.mouse.move(bb["x"] + 0.55 * bb["width"], bb["y"] + 0.55 * bb["height"], steps=8)
-        page.mouse.up()
+        _drag_cell_box(page, 0.45, 0.55)
         page.get_by_text("1 cell picked for reprocessing").wait_for(timeout=30_000)
         page.get_by_text("Reprocess the picked cells").click()
         page.get_by_text(f"1 cell picked: {cell}").wait_for(timeout=30_000)

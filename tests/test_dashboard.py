@@ -442,8 +442,9 @@ def test_slump_page_lists_the_strips_that_saw_it(app, products, raster_tile, inv
     row = inv[inv.tile_id == raster_tile].sort_values("n_years").iloc[-1]
     names = ["SETSM_s2s041_WV02_20110726_10300100A_10300100B_2m_lsf_seg1", "SETSM_WV01_20300424_1020_1020_seg1_2m_v3.0"]
     meta = {"cell_id": raster_tile, "coregistration": [
-        {"strip": names[0], "date": "2000-07-26", "dx_m": 0.5, "dy_m": -0.2, "dz_m": 0.1, "used": True, "reason": ""},
-        {"strip": names[1], "date": "2030-04-24", "dx_m": 0.0, "dy_m": 0.0, "dz_m": 0.0, "used": False,
+        {"strip": names[0], "sensor": "WV02", "date": "2000-07-26", "dx_m": 0.5, "dy_m": -0.2, "dz_m": 0.1,
+         "used": True, "reason": ""},
+        {"strip": names[1], "sensor": "WV01", "date": "2030-04-24", "dx_m": 0.0, "dy_m": 0.0, "dz_m": 0.0, "used": False,
          "reason": "too few stable pixels"}]}
     path = products / "tiles" / raster_tile / "cell.json"
     path.write_text(json.dumps(meta))

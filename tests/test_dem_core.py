@@ -29,6 +29,15 @@ def test_recovered_strip_offsets_match_the_injected_ones(sample, processed_cells
     assert rmse_z <= 0.10, rmse_z
 
 
+def test_each_strip_of_a_cell_is_recorded_with_the_sensor_its_name_gives(processed_cells):
+    """cell.json's coregistration table names the sensor of every strip (the Slump page shows it)."""
+    from pipeline.sources import parse_strip_name
+
+    for r in processed_cells.values():
+        rows = r.coreg_table()
+        assert rows and all(row["sensor"] == parse_strip_name(row["strip"]).sensor for row in rows)
+
+
 def test_dh_inside_true_slumps_matches_the_true_change(sample, processed_cells):
     out, _ = sample
     errors = []

@@ -375,20 +375,35 @@ def test_a_wall_clock_step_neither_reaps_a_live_worker_nor_a_reboot_keeps_a_dead
     assert q.reap() == [j.id] and q.get(j.id).status == "pending"
 
 
-def test_a_schema_1_queue_is_migrated_in_place(tmp_path):
-    import sqlite3
-
-    q = JobQueue(tmp_path)
+def _queue_of_schema(path, version: int, *downgrade: str) -> Job:
+    """A queue in ``path`` holding one pending job, taken back to schema ``version`` by the
+    ``downgrade`` statements; returns the job."""
+    q = JobQueue(path)
     j = q.submit(tiles=[A])
     q.close()
-    con = sqlite3.connect(tmp_path / "jobs.sqlite")
-    con.execute("ALTER TABLE jobs DROP COLUMN lease_mono")
-    con.execute("ALTER TABLE jobs DROP COLUMN boot_id")
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con = sqlite3.connect(path / QUEUE)
+    for stmt in (*downgrade, f"UPDATE meta SET value = '{version}' WHERE key = 'schema_version'"):
+        con.execute(stmt)
     con.commit()
     con.close()
+    return j
+
+
+def _schema_version(path) -> str:
+    con = sqlite3.connect(path / QUEUE)
+    try:
+        return con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_a_schema_1_queue_is_migrated_in_place(tmp_path):
+    j = _queue_of_schema(tmp_path, 1, "ALTER TABLE jobs DROP COLUMN lease_mono", "ALTER TABLE jobs DROP COLUMN boot_id",
+                         "DROP TABLE workers")
     q2 = JobQueue(tmp_path)
     assert q2.get(j.id).status == "pending" and q2.claim("w").id == j.id
+    q2.announce("w")  # the workers table of schema 3 is there too
+    assert [w["name"] for w in q2.workers()] == ["w"] and _schema_version(tmp_path) == "3"
 
 
 def test_workers_are_alive_while_they_announce_and_gone_when_stopped_silent_or_rebooted(tmp_path, monkeypatch):
@@ -412,17 +427,8 @@ def test_workers_are_alive_while_they_announce_and_gone_when_stopped_silent_or_r
 
 
 def test_a_schema_2_queue_gains_the_workers_table_in_place(tmp_path):
-    q = JobQueue(tmp_path)
-    j = q.submit(tiles=[A])
-    q.close()
-    con = sqlite3.connect(tmp_path / "jobs.sqlite")
-    con.execute("DROP TABLE workers")
-    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    con.commit()
-    con.close()
+    j = _queue_of_schema(tmp_path, 2, "DROP TABLE workers")
     q2 = JobQueue(tmp_path)
     q2.announce("w")
     assert [w["name"] for w in q2.workers()] == ["w"] and q2.get(j.id).status == "pending"
-    con = sqlite3.connect(tmp_path / "jobs.sqlite")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
-    con.close()
+    assert _schema_version(tmp_path) == "3"

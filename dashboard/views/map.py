@@ -139,7 +139,7 @@ for layer_id, items in objs.items():
         _acted()
     elif layer_id.startswith("points-") and (xy := mapview.clicked_xy(o)):
         # a point at any zoom: the selected slump nearest the clicked point (points are 2 px)
-        near = cat.nearest(*xy, f, max_m=max(500.0, 0.01 * mapview.box_size(mapview.visible_box(box))))
+        near = cat.nearest(*xy, f, max_m=max(500.0, 0.01 * mapview.box_size(vb)))
         if near:
             state.select_slump(near)
             _acted()
@@ -176,9 +176,9 @@ def cell_box_picker(view_box) -> None:
         st.rerun()
 
 
-if facts["focus"] and mapview.box_size(mapview.visible_box(box)) <= mapview.GRID_MAX_M:
+if facts["focus"] and mapview.box_size(vb) <= mapview.GRID_MAX_M:
     with st.expander("Pick cells by dragging a box"):
-        cell_box_picker(mapview.visible_box(box))
+        cell_box_picker(vb)
 
 if picked:
     with st.container(border=True):

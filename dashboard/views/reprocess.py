@@ -8,15 +8,12 @@ anything is written: invalid cell ids or boxes give a message and queue nothing.
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import streamlit as st
 
 from dashboard import state
 from dashboard.auth import Throttle, TokenError, configured_token
 from data_products.catalog import QueryError, parse_bbox
-from data_products.grid import TileIdError, parse_cell_id
 
 MAX_CELLS = 2_000
 MAX_BOX_SIDE_M = 500_000.0  # a job's box: at most 500 km on a side (about 62,500 cells)
@@ -68,17 +65,6 @@ def no_worker_help() -> str:
     return (f"No queue worker has been seen in the last {WORKER_ALIVE_S:.0f} s, so jobs stay pending. Start one on "
             f"the server: `rts jobs work --products {products} --strips <strips folder or STAC>` (or start the "
             "dashboard with `--worker-strips`, as `make run` does).")
-
-
-def parse_cells(text: str) -> tuple[list[str], list[str]]:
-    """Canonical cell ids and error messages for a text of ids separated by commas, spaces or lines."""
-    ids, errors = [], []
-    for tok in [t for t in re.split(r"[\s,;]+", text or "") if t]:
-        try:
-            ids.append(parse_cell_id(tok).id)
-        except TileIdError as exc:
-            errors.append(str(exc)[:200])
-    return sorted(set(ids)), errors
 
 
 try:
@@ -133,7 +119,7 @@ if submitted:
         if not tiles:
             problems.append("No cell is picked: click cells on the Map page, or choose them by id or box.")
     elif mode == "Cell ids":
-        tiles, errs = parse_cells(text)
+        tiles, errs = state.parse_cell_list(text, max_cells=None)
         problems += errs
         if not tiles and not errs:
             problems.append("Give at least one cell id.")

@@ -6,7 +6,6 @@ selection. Without a selected slump, the largest of the selection to pick from."
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.charts import volume_against_temperature
+from data_products import schema
 from data_products.catalog import QueryError, check_rts_id
 from data_products.grid import TileIdError
 
@@ -119,8 +119,6 @@ def matched_outlines(matches: pd.DataFrame) -> list[tuple[str, np.ndarray, np.nd
     inventory is among the dashboard's reference layers (``rts dashboard --reference``)."""
     import geopandas as gpd
 
-    from data_products import schema
-
     folder = cat.products / schema.REFERENCE_DIR
     out = []
     if matches.empty or not folder.is_dir():
@@ -200,7 +198,8 @@ if isinstance(windows.get("t2"), tuple) and dropped is not None and dropped.shap
         st.markdown("#### The scar season by season")
         year = seasons[-1] if len(seasons) == 1 else st.select_slider(
             "Scar by the end of the thaw season of", options=seasons, value=seasons[-1], key="w_season")
-        end = (np.datetime64(f"{year}-09-22") - np.datetime64("2000-01-01")).astype(int)
+        (m1, d1) = schema.THAW_SEASON[1]
+        end = (np.datetime64(f"{year}-{m1:02d}-{d1:02d}") - np.datetime64(schema.DATE_EPOCH)).astype(int)
         grown = np.where(t2 <= end, t2 / 365.25 + 2000.0, np.nan)
         px_m2 = abs((x[1] - x[0]) * (y[1] - y[0])) if len(x) > 1 and len(y) > 1 else float("nan")
         share = np.isfinite(grown).sum() / max(np.isfinite(t2).sum(), 1)
@@ -243,11 +242,6 @@ else:
 st.markdown("#### The strips that saw it")
 
 
-def _sensor(name: str) -> str:
-    m = re.search(r"_(WV0[1-4]|GE01|QB02|W[1-3]W[1-3])_", name or "")
-    return m.group(1) if m else ""
-
-
 try:
     meta = json.loads(cat.path(f"tiles/{row['tile_id']}/cell.json").read_text())
 except (QueryError, OSError, ValueError) as exc:
@@ -256,7 +250,7 @@ except (QueryError, OSError, ValueError) as exc:
 if meta:
     first_c, last_c = str(row.get("first_change") or "")[:10], str(row.get("last_change") or "")[:10]
     strips = pd.DataFrame([{
-        "date": c.get("date"), "sensor": _sensor(c.get("strip", "")), "strip": c.get("strip"),
+        "date": c.get("date"), "sensor": c.get("sensor") or "", "strip": c.get("strip"),
         "used": bool(c.get("used")), "reason": c.get("reason") or "",
         "when": ("before" if first_c and c.get("date", "") < first_c else "after" if last_c and c.get("date", "") > last_c
                  else "during"),
