@@ -35,18 +35,63 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .run import run
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    """Strip selection flags (override the config's ``[selection]``; see pipeline/strip_index.py)."""
+    g = p.add_argument_group("strip selection (any source; cloud, valid area, density and RMSE need PGC's index)")
+    g.add_argument("--start-date", metavar="YYYY-MM-DD", help="first acquisition date kept")
+    g.add_argument("--end-date", metavar="YYYY-MM-DD", help="last acquisition date kept")
+    g.add_argument("--months", type=int, nargs="+", metavar="M", help="acquisition months kept, e.g. 6 7 8 9")
+    g.add_argument("--sensors", nargs="+", metavar="S", help="sensors kept, e.g. WV01 WV02 WV03")
+    g.add_argument("--in-track-only", action="store_true", default=None, help="drop cross-track pairs")
+    g.add_argument("--max-cloud", type=float, metavar="FRACTION", help="largest cloud fraction (0-1) of a strip")
+    g.add_argument("--min-valid", type=float, metavar="FRACTION", help="smallest valid-area fraction (0-1)")
+    g.add_argument("--min-density", type=float, metavar="FRACTION", help="smallest matchtag density (0-1)")
+    g.add_argument("--max-rmse", type=float, metavar="M", help="largest registration RMSE to altimetry (m)")
+    g.add_argument("--asset-root", metavar="URL|DIR",
+                   help="read a strip index's assets from this mirror instead of PGC's bucket (the item path is kept)")
+
+
+def _config_with_selection(args: argparse.Namespace):
+    import dataclasses
+
+    from .config import ConfigError, load_config
 
     cfg = load_config(args.config)
+    flags = {"start_date": args.start_date, "end_date": args.end_date,
+             "months": tuple(args.months) if args.months else None,
+             "sensors": tuple(s.upper() for s in args.sensors) if args.sensors else None,
+             "in_track_only": args.in_track_only, "max_cloud_fraction": args.max_cloud,
+             "min_valid_fraction": args.min_valid, "min_matchtag_density": args.min_density,
+             "max_rmse_m": args.max_rmse}
+    try:
+        sel = dataclasses.replace(cfg.selection, **{k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"strip selection: {exc}") from None
+    return dataclasses.replace(cfg, selection=sel)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    cfg = _config_with_selection(args)
     summary = run(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, climate=args.climate,
-                  workers=args.workers, scheduler=args.scheduler, force=args.force, lock_timeout_s=args.lock_timeout)
+                  workers=args.workers, scheduler=args.scheduler, force=args.force, lock_timeout_s=args.lock_timeout,
+                  asset_root=args.asset_root)
     # 0: every cell published; 3: some cells failed (named above and in run_summary.json),
     # the others published; 1: nothing could be processed; 2: a usage or input error
     if summary["failed"] == 0:
         return 0
     return 3 if summary["done"] > 0 or summary["skipped"] > 0 else 1
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import format_plan, make_plan, plan_json
+
+    cfg = _config_with_selection(args)
+    plan = make_plan(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, force=args.force,
+                     workers=args.workers, asset_root=args.asset_root)
+    print(plan_json(plan) if args.json else format_plan(plan, max_rows=args.max_rows))
+    return 0
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -348,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline over every cell the strips cover",
                        description="Discover strips (a folder, searched recursively, or a STAC catalog/API), then "
                                    "coregister, detect change and write per-cell rasters to PRODUCTS/tiles/<cell>/.")
-    r.add_argument("--strips", required=True, metavar="DIR|STAC", help="strip folder, catalog.json, or STAC API URL")
+    r.add_argument("--strips", required=True, metavar="DIR|STAC|INDEX",
+                   help="strip folder, catalog.json, STAC API URL, or PGC's strip index (.parquet/.shp/.gpkg/.gdb)")
     r.add_argument("--climate", metavar="FILE.nc", help="ERA5 or CRU TS temperature NetCDF")
     r.add_argument("--out", required=True, type=Path, metavar="PRODUCTS")
     r.add_argument("--tiles", nargs="+", metavar="ID", help="only these cells (e.g. 41_16_1_1_02_05)")
@@ -362,7 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lock-timeout", type=float, default=3600.0, metavar="S",
                    help="wait this long for another run on the same PRODUCTS folder to finish (default 3600; "
                         "0: refuse at once)")
+    _add_selection_args(r)
     r.set_defaults(func=_cmd_run)
+
+    pl = sub.add_parser("plan", help="what `rts run` would do, without doing it: cells, strips, cost",
+                        description="List the cells a run would process, their strips (by year, in the thaw season), "
+                                    "the cells already up to date in PRODUCTS, and the estimated core-hours and memory "
+                                    "(the per-cell cost model measured in docs/benchmarks.md). Reads only metadata.")
+    pl.add_argument("--strips", required=True, metavar="DIR|STAC|INDEX", help="as for `rts run`")
+    pl.add_argument("--out", type=Path, default=Path("products"), metavar="PRODUCTS",
+                    help="products folder checked for up-to-date cells (default products; need not exist)")
+    pl.add_argument("--tiles", nargs="+", metavar="ID")
+    pl.add_argument("--bbox", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="EPSG:3413 m")
+    pl.add_argument("--workers", type=int, default=1, help="workers the wall time is estimated for (default 1)")
+    pl.add_argument("--config", type=Path, metavar="FILE.toml")
+    pl.add_argument("--force", action="store_true", help="plan as `rts run --force` (nothing up to date)")
+    pl.add_argument("--json", action="store_true", help="the plan as JSON ({\"cells\": [...], \"totals\": {...}})")
+    pl.add_argument("--max-rows", type=int, default=50, metavar="N", help="cells listed in the table (default 50)")
+    _add_selection_args(pl)
+    pl.set_defaults(func=_cmd_plan)
 
     j = sub.add_parser("jobs", help="the reprocessing queue in the products folder: submit, list, show, cancel, work",
                        description="A persistent job queue (PRODUCTS/jobs.sqlite). `submit` asks for cells to be "

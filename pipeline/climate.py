@@ -2,8 +2,11 @@
 
 Readers for monthly or hourly 2 m temperature in the layouts users have:
 
-* ERA5 from the CDS, new layout (``valid_time``, ``latitude``, ``longitude``, ``t2m`` in K)
-  and old layout (``time`` instead of ``valid_time``), monthly or hourly;
+* ERA5 from the CDS as GRIB (its default; read with cfgrib, shortName ``2t``) or NetCDF, new
+  layout (``valid_time``, ``number``, ``expver``, ``latitude``, ``longitude``, ``t2m`` in K)
+  and old layout (``time`` instead of ``valid_time``, ``expver`` possibly a dimension),
+  monthly or hourly, as cfgrib writes it (scalar ``time``/``step``/``number``, or
+  ``valid_time`` along ``step``); one file, a folder of them or a glob (one per year);
 * CRU TS (``tmp`` in degrees C on ``time``, ``lat``, ``lon``).
 
 Everything is returned as degrees C on (time, lat, lon) with longitudes in [-180, 180).
@@ -40,15 +43,89 @@ def _pick(ds: xr.Dataset, names: tuple[str, ...], what: str, path: Path) -> str:
                        f"found {', '.join(map(str, ds.variables))})")
 
 
-def open_temperature(path: str | Path) -> xr.DataArray:
-    """2 m air temperature (deg C) as a DataArray on (time, lat, lon), monthly means."""
-    path = Path(path)
-    if not path.exists():
-        raise ClimateError(f"{path}: climate file not found")
+#: file suffixes read as GRIB (with cfgrib and the eccodes wheels); others are tried as NetCDF
+GRIB_SUFFIXES = (".grib", ".grib1", ".grib2", ".grb", ".grb2")
+CLIMATE_SUFFIXES = (".nc", ".nc4", ".netcdf") + GRIB_SUFFIXES
+
+
+def climate_files(source: str | Path) -> list[Path]:
+    """The files of a climate source: one file, every NetCDF/GRIB file of a folder (CDS
+    requests are often split, one file per year), or a glob pattern (``era5/*.grib``)."""
+    src = Path(source)
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in CLIMATE_SUFFIXES)
+        if not files:
+            raise ClimateError(f"{src}: no NetCDF or GRIB file in the folder (looked for {', '.join(CLIMATE_SUFFIXES)})")
+        return files
+    if any(ch in str(source) for ch in "*?["):
+        files = sorted(p for p in src.parent.glob(src.name) if p.is_file())
+        if not files:
+            raise ClimateError(f"{source}: no file matches")
+        return files
+    if not src.exists():
+        raise ClimateError(f"{src}: climate file not found")
+    return [src]
+
+
+def _is_grib(path: Path) -> bool:
+    if path.suffix.lower() in GRIB_SUFFIXES:
+        return True
     try:
-        ds = xr.open_dataset(path)
-    except Exception as exc:  # netCDF4/h5 errors vary
-        raise ClimateError(f"{path}: not a readable NetCDF file ({exc})") from None
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"GRIB"
+    except OSError:
+        return False
+
+
+def _open_grib(path: Path) -> xr.Dataset:
+    """The 2 m temperature messages of a GRIB file (shortName ``2t``) as cfgrib reads them;
+    a file without them is an error listing what it holds."""
+    try:
+        import cfgrib  # noqa: F401 - the engine; the eccodes wheel carries the library
+    except ImportError as exc:
+        raise ClimateError(f"{path}: reading GRIB needs cfgrib and eccodes (pip install cfgrib eccodes): {exc}") from None
+    kw = {"indexpath": ""}  # never write a .idx file beside the data (it may be read-only)
+    try:
+        ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={**kw, "filter_by_keys": {"shortName": "2t"}})
+    except Exception as exc:  # noqa: BLE001 - eccodes/cfgrib raise many types for a broken file
+        raise ClimateError(f"{path}: not a readable GRIB file ({type(exc).__name__}: {exc})") from None
+    if ds.data_vars:
+        return ds
+    try:
+        import cfgrib
+
+        held = sorted({f"{v} ({', '.join(str(c) for c in d.coords if d[c].ndim == 0 and c not in _SCALAR_TIME)})"
+                       for d in cfgrib.open_datasets(str(path), backend_kwargs=kw) for v in d.data_vars})
+    except Exception:  # noqa: BLE001 - only for the message
+        held = []
+    raise ClimateError(f"{path}: no 2 m temperature (GRIB shortName '2t', ERA5 '2m_temperature') in the file"
+                       + (f"; it holds {', '.join(held)}" if held else ""))
+
+
+_SCALAR_TIME = ("time", "step", "valid_time", "number")
+
+
+def open_temperature(source: str | Path) -> xr.DataArray:
+    """2 m air temperature (deg C) as a DataArray on (time, lat, lon), monthly means, from
+    one NetCDF or GRIB file, a folder of them or a glob (concatenated in time; a month given
+    twice, e.g. ERA5T and final ERA5 in two requests, is kept once)."""
+    files = climate_files(source)
+    parts = [_open_one(p) for p in files]
+    if len(parts) == 1:
+        return parts[0]
+    da = xr.concat(parts, dim="time", join="outer").sortby("time")
+    keep = ~pd.Index(da.time.values).duplicated(keep="last")
+    return da.isel(time=np.flatnonzero(keep))
+
+
+def _open_one(path: Path) -> xr.DataArray:
+    if _is_grib(path):
+        ds = _open_grib(path)
+    else:
+        try:
+            ds = xr.open_dataset(path)
+        except Exception as exc:  # netCDF4/h5 errors vary
+            raise ClimateError(f"{path}: not a readable NetCDF file ({exc})") from None
     if "t2m" in ds.data_vars or "tmp" in ds.data_vars:
         name = "t2m" if "t2m" in ds.data_vars else "tmp"
         da = _to_celsius(ds[name], name, path)
@@ -60,25 +137,50 @@ def open_temperature(path: str | Path) -> xr.DataArray:
         if ds[c].ndim != 1:
             raise ClimateError(f"{path}: '{c}' is {ds[c].ndim}-D (a curvilinear or projected grid); "
                                "regrid to a regular latitude/longitude grid (e.g. `cdo remapbil`) first")
+    if t not in da.dims and t in da.coords and da[t].ndim == 1:  # cfgrib: valid_time along 'step' (or 'time')
+        da = da.swap_dims({da[t].dims[0]: t})
+    elif t not in da.dims and t in da.coords and da[t].ndim == 2:  # cfgrib: valid_time (time, step)
+        d0, d1 = da[t].dims
+        da = da.stack(_obs=(d0, d1)).drop_vars([d0, d1, "_obs"], errors="ignore")
+        da = da.assign_coords({t: ("_obs", da[t].values)}).swap_dims({"_obs": t})
     if t not in da.dims and t in da.coords and da[t].ndim == 0:  # one time step, kept as a scalar coordinate
         da = da.expand_dims(t)
     if t not in da.dims:
         raise ClimateError(f"{path}: '{da.name}' has no '{t}' dimension (dims {', '.join(map(str, da.dims))})")
-    extra = [d for d in da.dims if d not in (t, la, lo)]
-    for d in extra:  # ensemble 'number', 'expver' and the like
-        da = da.isel({d: 0})
+    for d in [d for d in da.dims if d not in (t, la, lo)]:
+        # 'expver' as a dimension (old CDS NetCDF mixing ERA5 and ERA5T): each month is in one
+        # of them, so the NaN-skipping mean takes it; an ensemble 'number': its mean
+        da = da.mean(d, skipna=True, keep_attrs=True)
     # cfgrib writes both 'valid_time' (what the value is for) and 'time' (the forecast's
     # reference time): the reference time goes, so that the renaming does not clash
     clash = [n for n, src in (("time", t), ("lat", la), ("lon", lo)) if n != src and n in da.coords]
     da = da.drop_vars(clash).rename({t: "time", la: "lat", lo: "lon"}).transpose("time", "lat", "lon")
+    da = da.drop_vars([c for c in da.coords if c not in ("time", "lat", "lon")])
     if da.sizes["lat"] < 1 or da.sizes["lon"] < 1 or da.sizes["time"] < 1:
         raise ClimateError(f"{path}: empty temperature grid")
     da = da.assign_coords(lon=((da.lon + 180.0) % 360.0) - 180.0).sortby("lon").sortby("lat")
     times = _datetimes(da.time.values, path)
-    da = da.assign_coords(time=times)
-    if len(times) > 1 and (times[1:] - times[:-1]).min() < pd.Timedelta(days=27):  # hourly/daily: monthly means
+    da = da.assign_coords(time=times).sortby("time")
+    if len(times) > 1 and np.diff(np.sort(times.values)).min() < np.timedelta64(27, "D"):  # hourly/daily
         da = da.resample(time="MS").mean()
     return da
+
+
+def check_series(da: xr.DataArray, months: tuple[int, ...], source: str | Path, min_years: int = 2) -> None:
+    """A temperature series the response can use: the ``months`` of at least ``min_years``
+    years. A single field (one time step), or a file without those months, is an error
+    saying what is missing."""
+    times = pd.DatetimeIndex(da.time.values)
+    s = pd.Series(1, index=times)
+    s = s[s.index.month.isin(months)]
+    full = int((s.groupby(s.index.year).count() == len(months)).sum())
+    if full >= min_years:
+        return
+    span = f"{times.min():%Y-%m-%d}" + (f" to {times.max():%Y-%m-%d}" if len(times) > 1 else "")
+    what = f"a single field ({span}), not a series" if len(times) == 1 else f"{len(times)} time steps ({span})"
+    raise ClimateError(f"{source}: {what}; the temperature response needs months {','.join(map(str, months))} of at least "
+                       f"{min_years} years (found {full}): request ERA5 monthly (or hourly) 2 m temperature for "
+                       "every summer the strips span")
 
 
 _KELVIN = {"k", "kelvin", "kelvins", "deg k", "degk", "degrees k", "degree k", "degrees kelvin"}

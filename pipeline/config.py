@@ -18,6 +18,7 @@ with changed parameters reprocesses it.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import hashlib
 import json
 import math
@@ -38,6 +39,53 @@ class SourcesConfig:
     #: a cell is planned only if some strip's footprint covers at least this fraction of it
     #: (cells that strips merely graze are left out; 0 plans every touched cell)
     min_plan_coverage_fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which strips a run uses (``rts run``/``rts plan`` flags override these). Dates, months,
+    sensors and in-track apply to every source (from the strip names); cloud, valid area,
+    matchtag density and RMSE to PGC's strip index, whose columns give them
+    (:mod:`pipeline.strip_index`). Not part of the DEM-stage digest: a cell's result depends
+    on the strips it gets, whose names are hashed."""
+
+    #: first and last acquisition date kept (ISO ``YYYY-MM-DD``; empty = open)
+    start_date: str = ""
+    end_date: str = ""
+    #: acquisition months kept (e.g. 6, 7, 8, 9 for the thaw season; empty = all)
+    months: tuple[int, ...] = ()
+    #: sensors kept (``WV01``, ``WV02``, ``WV03``, ``GE01``; empty = all)
+    sensors: tuple[str, ...] = ()
+    #: drop cross-track pairs (index ``is_xtrack``; names such as ``W1W2``)
+    in_track_only: bool = False
+    #: largest cloud fraction of the strip (index ``cloud_area_percent``, a fraction 0-1)
+    max_cloud_fraction: float = 1.0
+    #: smallest valid-area fraction (index ``valid_area_percent``, 0-1)
+    min_valid_fraction: float = 0.0
+    #: smallest matchtag density over the valid area (index ``valid_area_matchtag_density``, 0-1)
+    min_matchtag_density: float = 0.0
+    #: largest registration RMSE to altimetry (index ``rmse``, m; 0 = no limit; unknown passes)
+    max_rmse_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("start_date", "end_date"):
+            v = getattr(self, name)
+            if v:
+                try:
+                    _dt.date.fromisoformat(v)
+                except ValueError:
+                    raise ValueError(f"{name} must be an ISO date YYYY-MM-DD, got {v!r}") from None
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        bad = [m for m in self.months if not 1 <= int(m) <= 12]
+        if bad:
+            raise ValueError(f"months must be 1-12, got {bad}")
+        for name in ("max_cloud_fraction", "min_valid_fraction", "min_matchtag_density"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} is a fraction 0-1, got {v!r}")
+        if self.max_rmse_m < 0:
+            raise ValueError(f"max_rmse_m must be >= 0, got {self.max_rmse_m!r}")
 
 
 @dataclass(frozen=True)
@@ -284,6 +332,7 @@ class GridConfig:
 class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     coreg: CoregConfig = field(default_factory=CoregConfig)
     change: ChangeConfig = field(default_factory=ChangeConfig)
     terrain: TerrainConfig = field(default_factory=TerrainConfig)

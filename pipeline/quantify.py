@@ -40,6 +40,7 @@ from . import __version__
 from .change import NODATA_DATE
 from .climate import (
     ClimateError,
+    check_series,
     open_temperature,
     interval_temperature_response,
     summer_temperature,
@@ -81,6 +82,7 @@ def load_climate(path: str | Path | None, months: tuple[int, ...] = (7, 8)) -> C
         return Climate(None, "no climate file given (--climate)", months)
     try:
         da = open_temperature(path).load()
+        check_series(da, months, path)
     except ClimateError as exc:
         log.error("temperature response skipped: %s", exc)
         return Climate(None, str(exc), months)

@@ -23,7 +23,6 @@ import traceback
 import uuid
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from data_products import grid, writers
@@ -44,9 +43,10 @@ from .sources import (
     StripFootprintError,
     StripReadError,
     cells_for_strips,
-    discover_strips,
     strip_bounds,
+    strip_meets,
 )
+from .strip_index import load_strips
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +79,14 @@ def footprints(strips: list[Strip]) -> list[Strip]:
 
 
 def plan_cells(strips: list[Strip], min_coverage: float) -> list[grid.Cell]:
-    """Cells some strip footprint covers at least ``min_coverage`` of (by bounding box):
-    cells the strips merely graze are left out."""
-    cells = cells_for_strips(strips)
-    b = np.asarray([s.bounds for s in strips if s.bounds is not None])
-    if not b.size or min_coverage <= 0:
-        return cells
-    keep = []
-    for c in cells:
-        xmin, ymin, xmax, ymax = c.bounds
-        w = np.clip(np.minimum(b[:, 2], xmax) - np.maximum(b[:, 0], xmin), 0, None)
-        h = np.clip(np.minimum(b[:, 3], ymax) - np.maximum(b[:, 1], ymin), 0, None)
-        if (w * h).max() >= min_coverage * (xmax - xmin) * (ymax - ymin):
-            keep.append(c)
-    return keep
+    """Cells some strip covers at least ``min_coverage`` of (by its footprint where the source
+    gives one, else by bounding box): cells the strips merely graze are left out."""
+    return cells_for_strips(strips, min_coverage=min_coverage)
 
 
-def _strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
+def strips_for(cell: grid.Cell, strips: list[Strip]) -> list[Strip]:
     """Strips whose footprint meets the cell (and those whose footprint is unknown)."""
-    xmin, ymin, xmax, ymax = cell.bounds
-    return [s for s in strips if s.bounds is None
-            or (s.bounds[0] < xmax and s.bounds[2] > xmin and s.bounds[1] < ymax and s.bounds[3] > ymin)]
+    return [s for s in strips if strip_meets(s, cell)]
 
 
 def _recorded_digest(meta_path: Path) -> str | None:
@@ -406,17 +393,29 @@ class Cancelled(RuntimeError):
 def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[str] | None = None,
         bbox: tuple[float, float, float, float] | None = None, climate: str | Path | None = None,
         workers: int = 1, scheduler: str | None = None, force: bool = False, progress: bool = True,
-        on_progress=None, lock_timeout_s: float = 3600.0) -> dict:
+        on_progress=None, lock_timeout_s: float = 3600.0, asset_root: str | None = None) -> dict:
     """Run the pipeline over every cell the strips cover (or ``tiles``, or the cells meeting
     ``bbox``, EPSG:3413 m): the DEM stage per cell, then the slump stage per cell, then
     publish. ``on_progress(fraction, message)`` is called after each cell; if it returns
-    False the run stops after the cells in flight (:class:`Cancelled`). Returns a summary,
+    False the run stops after the cells in flight (:class:`Cancelled`). ``strips_source`` is a
+    folder, a STAC catalog or API, or PGC's strip index (``cfg.selection`` picks the strips;
+    ``asset_root`` points the index's asset URLs at a mirror). Returns a summary,
     also written to ``PRODUCTS/run_summary.json``. The products folder is locked for the
     whole run (:func:`products_lock`; a second run waits up to ``lock_timeout_s``)."""
     out = Path(out).resolve()  # workers of a remote scheduler have their own working directory
     t0 = time.time()
     load_detector(cfg.detection)  # fails now, not after the DEM stage, if the configured weights are missing
-    strips = footprints(discover_strips(str(strips_source)))
+    strips = footprints(load_strips(str(strips_source), cfg.selection, asset_root=asset_root))
+    cells = select_cells(strips, cfg, tiles, bbox)
+    out.mkdir(parents=True, exist_ok=True)
+    with products_lock(out, lock_timeout_s):
+        return _run_locked(out, strips, cells, cfg, climate, workers, scheduler, force, progress, on_progress, t0)
+
+
+def select_cells(strips: list[Strip], cfg: Config, tiles: list[str] | None = None,
+                 bbox: tuple[float, float, float, float] | None = None) -> list[grid.Cell]:
+    """The cells a run over ``strips`` processes: those the strips cover
+    (:func:`plan_cells`), narrowed to ``tiles`` and to the cells meeting ``bbox`` (EPSG:3413 m)."""
     cells = plan_cells(strips, cfg.sources.min_plan_coverage_fraction)
     if tiles:
         wanted = {grid.parse_cell_id(t).id for t in tiles}  # raises a clear error on a bad id
@@ -430,23 +429,28 @@ def run(strips_source: str | Path, out: str | Path, cfg: Config, *, tiles: list[
             raise ValueError(f"--bbox: expected xmin < xmax and ymin < ymax (EPSG:3413 m), got {bbox}")
         cells = [c for c in cells if c.bounds[0] < xmax and c.bounds[2] > xmin
                  and c.bounds[1] < ymax and c.bounds[3] > ymin]
-    out.mkdir(parents=True, exist_ok=True)
-    with products_lock(out, lock_timeout_s):
-        return _run_locked(out, strips, cells, cfg, climate, workers, scheduler, force, progress, on_progress, t0)
+    return cells
 
 
-def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, scheduler, force, progress, on_progress,
-                t0: float) -> dict:
+def cell_jobs(out: Path, strips: list[Strip], cells: list[grid.Cell], cfg: Config, force: bool = False
+              ) -> tuple[list[tuple], list[str]]:
+    """(DEM-stage jobs ``(cell id, its strips, out, cfg, inputs digest)``, ids of the cells
+    already up to date: their recorded inputs digest matches and they did not fail)."""
     jobs, skipped = [], []
     for c in cells:
-        mine = _strips_for(c, strips)
+        mine = strips_for(c, strips)
         digest = inputs_digest(mine, cfg)
         meta_path = out / "tiles" / c.id / "cell.json"
         if not force and _recorded_digest(meta_path) == digest and not (out / "tiles" / c.id / "failure.json").exists():
             skipped.append(c.id)
             continue
         jobs.append((c.id, mine, out, cfg, digest))
+    return jobs, skipped
 
+
+def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, scheduler, force, progress, on_progress,
+                t0: float) -> dict:
+    jobs, skipped = cell_jobs(out, strips, cells, cfg, force)
     stop = {"requested": False}
 
     def report(stage: str, weight: float, offset: float):

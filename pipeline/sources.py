@@ -61,7 +61,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -219,6 +219,9 @@ class Strip:
     matchtag: str | None  # sibling _matchtag.tif (None when missing)
     meta: StripName
     bounds: tuple[float, float, float, float] | None = None  # EPSG:3413 bbox if known
+    #: the strip's data footprint (shapely geometry, EPSG:3413) when the source gives one
+    #: (PGC's strip index): planning uses it instead of the bounding box
+    footprint: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -510,8 +513,34 @@ def strip_bounds(strip: Strip) -> tuple[float, float, float, float]:
         return check_bounds(b, f"{strip.dem} (header)")
 
 
-def cells_for_strips(strips: Iterable[Strip], *, warn: WarnFn | None = None) -> list[grid.Cell]:
-    """Sorted unique work cells intersected by any strip footprint (bbox).
+def strip_cell_coverage(strip: Strip, bounds: tuple[float, float, float, float] | None = None
+                        ) -> tuple[list[grid.Cell], np.ndarray]:
+    """The work cells a strip meets and the fraction of each it covers: by its footprint
+    polygon where the source gave one (PGC's index), else by its bounding box (``bounds``,
+    default :func:`strip_bounds`)."""
+    import shapely
+
+    b = bounds or strip_bounds(strip)
+    cells = grid.cells_in_bounds(b)
+    if not cells:
+        return [], np.zeros(0)
+    cb = np.array([c.bounds for c in cells], dtype=float)
+    area = (cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])
+    if strip.footprint is not None:
+        boxes = shapely.box(cb[:, 0], cb[:, 1], cb[:, 2], cb[:, 3])
+        frac = shapely.area(shapely.intersection(boxes, strip.footprint)) / area
+    else:
+        w = np.clip(np.minimum(cb[:, 2], b[2]) - np.maximum(cb[:, 0], b[0]), 0, None)
+        h = np.clip(np.minimum(cb[:, 3], b[3]) - np.maximum(cb[:, 1], b[1]), 0, None)
+        frac = w * h / area
+    keep = frac > 0
+    return [c for c, k in zip(cells, keep) if k], frac[keep]
+
+
+def cells_for_strips(strips: Iterable[Strip], *, warn: WarnFn | None = None,
+                     min_coverage: float = 0.0) -> list[grid.Cell]:
+    """Sorted unique work cells some strip covers more than ``min_coverage`` of (its
+    footprint where known, else its bounding box; 0 = every cell it meets).
 
     Strips whose header cannot be read are skipped with a warning.
     """
@@ -519,12 +548,27 @@ def cells_for_strips(strips: Iterable[Strip], *, warn: WarnFn | None = None) -> 
     cells: set[grid.Cell] = set()
     for s in strips:
         try:
-            b = strip_bounds(s)
+            cs, frac = strip_cell_coverage(s)
         except StripReadError as exc:
             warn(f"skipping {s.dem}: {exc}")
             continue
-        cells.update(grid.cells_in_bounds(b))
+        cells.update(c for c, f in zip(cs, frac) if f >= min_coverage)
     return sorted(cells)
+
+
+def strip_meets(strip: Strip, cell: grid.Cell) -> bool:
+    """True when the strip's footprint (else its bounding box; unknown: True) meets the cell."""
+    if strip.bounds is None:
+        return True
+    xmin, ymin, xmax, ymax = cell.bounds
+    b = strip.bounds
+    if not (b[0] < xmax and b[2] > xmin and b[1] < ymax and b[3] > ymin):
+        return False
+    if strip.footprint is None:
+        return True
+    import shapely
+
+    return bool(shapely.intersects(strip.footprint, shapely.box(xmin, ymin, xmax, ymax)))
 
 
 # --------------------------------------------------------------------------- reading

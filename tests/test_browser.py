@@ -20,6 +20,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
+from dashboard import mapview, state
 from dashboard.serve import browser, chromium_path, running_dashboard, wait_for_app
 from data_products import grid, schema
 from data_products.queue import JobQueue
@@ -215,7 +216,7 @@ def test_cells_are_picked_by_dragging_a_box_and_submitted_for_reprocessing(page,
     assert len(jobs) == before + 1 and len(jobs[0].tiles) == n
 
 
-def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, server, products):
+def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, server, products, shots):
     inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "area_m2", "geometry"])
     row = inv.sort_values("area_m2").iloc[-1]
     c = row.geometry.centroid
@@ -224,6 +225,8 @@ def test_clicking_a_slump_on_the_map_selects_it_and_leads_to_its_page(page, serv
     wait_for_app(page)
     _focus_on(page, f"{c.x - 2000:.0f},{c.y - 2000:.0f},{c.x + 2000:.0f},{c.y + 2000:.0f}")
     _click_map_centre(page, f"Selected: {row.rts_id}")
+    wait_for_app(page)
+    _shot(page, shots, "map_slump_clicked")
     page.get_by_text(f"Open {row.rts_id} on the Slump page").click()
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
     assert "/slump" in page.url and f"slump={quote(row.rts_id)}" in page.url.replace("%2B", "+").replace("+", "%2B")
@@ -274,7 +277,7 @@ def test_slump_page_shows_its_charts(page, server, products, shots):
     _shot(page, shots, "slump", full_page=True)
 
 
-def test_a_reference_layer_is_switched_on_and_the_season_slider_stepped(page, server, products):
+def test_a_reference_layer_is_switched_on_and_the_season_slider_stepped(page, server, products, shots):
     page.goto(server + "/")
     page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
     wait_for_app(page)
@@ -288,6 +291,7 @@ def test_a_reference_layer_is_switched_on_and_the_season_slider_stepped(page, se
     page.get_by_text("◯ survey_2021").wait_for(timeout=30_000)  # its legend entry
     page.wait_for_timeout(1_500)
     assert served, "the reference layer's data was not fetched"
+    _shot(page, shots, "map_reference_layer")
     # the Slump page's slider over thaw seasons
     tid = products[1]
     inv = gpd.read_parquet(products[0] / schema.INVENTORY, columns=["rts_id", "tile_id", "n_years", "geometry"])
@@ -307,6 +311,7 @@ def test_a_reference_layer_is_switched_on_and_the_season_slider_stepped(page, se
     after = title.first.text_content()
     year = lambda t: int(re.search(r"end of the (\d{4})", t).group(1))  # noqa: E731
     assert year(after) < year(before)
+    _shot(page, shots, "slump_season_stepped", full_page=True)
 
 
 def test_download_yields_a_valid_geoparquet(page, server, tmp_path, shots):
@@ -373,29 +378,85 @@ def test_reprocess_submission_appears_in_the_queue(page, server, products, shots
     _shot(page, shots, "reprocess")
 
 
+def _click_map_at(page, box, x: float, y: float, until: str, attempts: int = 3) -> None:
+    """Click the map at EPSG:3413 (``x``, ``y``) with the view fitted to ``box`` (the canvas
+    centre is the box's centre, +y is up, 2**zoom pixels per metre), until ``until`` shows."""
+    vs = mapview.view_state(box)
+    scale = 2 ** vs["zoom"]
+    for _ in range(attempts):
+        bb = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.bounding_box()
+        page.mouse.click(bb["x"] + bb["width"] / 2 + (x - vs["target"][0]) * scale,
+                         bb["y"] + bb["height"] / 2 - (y - vs["target"][1]) * scale)
+        try:
+            page.get_by_text(until).first.wait_for(timeout=10_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's timeout: the chart had not drawn yet, click again
+            page.wait_for_timeout(1_000)
+    page.get_by_text(until).first.wait_for(timeout=5_000)
+
+
+def _drag_plotly_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """Open the box picker and drag a box between two EPSG:3413 points, placed in pixels by
+    the Plotly chart's own axes."""
+    page.get_by_text("Pick cells by dragging a box").click()
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)
+    px = page.evaluate("""([x0, y0, x1, y1]) => {
+        const gd = document.querySelector('.js-plotly-plot'), L = gd._fullLayout, r = gd.getBoundingClientRect();
+        const at = (x, y) => [r.left + L._size.l + L.xaxis.d2p(x), r.top + L._size.t + L.yaxis.d2p(y)];
+        return [at(x0, y0), at(x1, y1)]; }""", [x0, y0, x1, y1])
+    (ax, ay), (bx, by) = px
+    page.mouse.move(ax, ay)
+    page.mouse.down()
+    page.mouse.move((ax + bx) / 2, (ay + by) / 2, steps=8)
+    page.mouse.move(bx, by, steps=8)
+    page.mouse.up()
+
+
 def test_a_job_submitted_from_the_page_is_finished_by_the_worker_beside_the_dashboard(sample, processed_cells, chrome,
-                                                                                        tmp_path):
-    """As after `make run`: the dashboard with its queue worker on a published sample. A cell
-    picked on the map (a dragged box) and submitted from the Reprocess page is carried out by
-    that worker, and the page shows the job done."""
+                                                                                        tmp_path, shots):
+    """As after `make run`: the dashboard with its queue worker on a published sample. Three
+    of a site's four cells clicked on the map and the fourth added by a dragged box, submitted
+    from the Reprocess page, are carried out by that worker, and the page shows the job done."""
     from tests.test_orchestration import published_copy
 
     out, manifest = sample
-    cell = manifest["sites"][0]["cells"][0]
-    products = published_copy(processed_cells, out, tmp_path / "p", [cell])
+    cells = manifest["sites"][0]["cells"]
+    products = published_copy(processed_cells, out, tmp_path / "p", cells)
+    bounds = np.array([grid.parse_cell_id(c).bounds for c in cells])
+    box = (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in bounds]
     with running_dashboard(products, args=["--worker-strips", str(out / "stac" / "catalog.json")]) as url:
         page = chrome.new_context(viewport={"width": 1300, "height": 950}).new_page()
         page.goto(url + "/")
         page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
         wait_for_app(page)
-        _focus_on(page, ",".join(f"{v:.0f}" for v in grid.parse_cell_id(cell).bounds))
-        _drag_cell_box(page, 0.45, 0.55)
-        page.get_by_text("1 cell picked for reprocessing").wait_for(timeout=30_000)
+        _focus_on(page, ",".join(f"{v:.0f}" for v in box))
+        for k, (x, y) in enumerate(centres[:3], start=1):
+            _click_map_at(page, box, x, y, f"{k} cell{'s' if k > 1 else ''} picked for reprocessing")
+            wait_for_app(page)
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(1_000)
+        assert sorted(state_cells(page.url)) == sorted(cells[:3])
+        x, y = centres[3]
+        _drag_plotly_box(page, x - 500, y - 500, x + 500, y + 500)
+        page.get_by_text("4 cells picked for reprocessing").wait_for(timeout=30_000)
+        wait_for_app(page)
+        assert sorted(state_cells(page.url)) == sorted(cells)
+        _shot(page, shots, "map_cells_clicked_and_boxed")
         page.get_by_text("Reprocess the picked cells").click()
-        page.get_by_text(f"1 cell picked: {cell}").wait_for(timeout=30_000)
+        page.get_by_text("4 cells picked:").wait_for(timeout=30_000)
         page.get_by_text(re.compile(r"\(idle, seen \d+ s ago\)|running job")).first.wait_for(timeout=60_000)
         page.get_by_role("button", name="Submit job").click()
         page.get_by_text("A worker is running and picks it up").wait_for(timeout=30_000)
         page.get_by_text(re.compile(r"Job\(s\) \d+ done")).wait_for(timeout=300_000)
+        _shot(page, shots, "reprocess_done")
         job = JobQueue(products).list(limit=5)[0]
-        assert job.status == "done" and job.tiles == [cell], (job.status, job.message)
+        assert job.status == "done" and sorted(job.tiles) == sorted(cells), (job.status, job.message)
+
+
+def state_cells(url: str) -> list[str]:
+    """The cell ids in a page URL's ``cells=`` parameter."""
+    from urllib.parse import parse_qs, urlparse
+
+    return state.parse_cell_list(parse_qs(urlparse(url).query).get("cells", [""])[0])[0]

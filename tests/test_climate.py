@@ -194,3 +194,108 @@ def test_a_real_cfgrib_netcdf_with_valid_time_and_time_reads():
     da = open_temperature(SHARED_ERA5 / "test_single.nc")
     assert da.dims == ("time", "lat", "lon") and da.sizes["time"] == 1
     assert -60 < float(da.min()) < float(da.max()) < 45
+
+
+def _grib_series(path: Path, times: list[pd.Timestamp], *, by_step: bool = False, kelvin_of=None) -> Path:
+    """A GRIB file of 2 m temperature built from the real cfgrib test message (its grid and
+    keys), one message per time: each with its own dataDate (as CDS monthly means), or one
+    reference date and growing forecast steps (``by_step``, valid_time along 'step')."""
+    import eccodes
+
+    with open(SHARED_ERA5 / "test_single.grib", "rb") as fh:
+        tmpl = eccodes.codes_grib_new_from_file(fh)
+    n = eccodes.codes_get(tmpl, "Ni") * eccodes.codes_get(tmpl, "Nj")
+    with open(path, "wb") as out:
+        for k, t in enumerate(times):
+            h = eccodes.codes_clone(tmpl)
+            if by_step:
+                eccodes.codes_set(h, "dataDate", int(times[0].strftime("%Y%m%d")))
+                eccodes.codes_set(h, "dataTime", 0)
+                eccodes.codes_set(h, "stepType", "instant")
+                eccodes.codes_set(h, "step", int((t - times[0]) / pd.Timedelta(hours=1)))
+            else:
+                eccodes.codes_set(h, "dataDate", int(t.strftime("%Y%m%d")))
+                eccodes.codes_set(h, "dataTime", 0)
+            eccodes.codes_set_values(h, np.full(n, kelvin_of(t) if kelvin_of else 273.15 + k, dtype=float))
+            eccodes.codes_write(h, out)
+            eccodes.codes_release(h)
+    eccodes.codes_release(tmpl)
+    return path
+
+
+def _summer_k(t: pd.Timestamp) -> float:
+    return 273.15 + (5.0 + 0.5 * (t.year - 2015) if t.month in (7, 8) else -10.0)
+
+
+needs_grib = pytest.mark.skipif(not (SHARED_ERA5 / "test_single.grib").exists(), reason="../shared/data/era5 not present")
+
+
+@needs_grib
+def test_a_real_cfgrib_grib_field_reads_and_is_not_taken_for_a_series(tmp_path):
+    from pipeline.quantify import load_climate
+
+    g = open_temperature(SHARED_ERA5 / "test_single.grib")
+    n = open_temperature(SHARED_ERA5 / "test_single.nc")  # the same field as cfgrib wrote it to NetCDF
+    assert g.dims == ("time", "lat", "lon") and g.sizes["time"] == 1
+    np.testing.assert_allclose(g.values, n.values, atol=1e-4)
+    clim = load_climate(SHARED_ERA5 / "test_single.grib")
+    assert clim.data is None and "a single field (2017-04-27), not a series" in clim.note
+    assert "months 7,8 of at least 2 years" in clim.note
+
+
+@needs_grib
+def test_a_grib_without_2m_temperature_says_what_it_holds():
+    with pytest.raises(ClimateError, match=r"t_time_series.grib: no 2 m temperature .*it holds t \(isobaricInhPa\)"):
+        open_temperature(SHARED_ERA5 / "t_time_series.grib")
+
+
+@needs_grib
+@pytest.mark.parametrize("by_step", [False, True])
+def test_grib_monthly_series_give_the_summer_means(tmp_path, by_step):
+    times = list(pd.date_range("2015-01-01", "2018-12-01", freq="MS"))
+    p = _grib_series(tmp_path / "era5_2t.grib", times, by_step=by_step, kelvin_of=_summer_k)
+    da = open_temperature(p)
+    assert da.sizes["time"] == len(times)
+    s = summer_temperature(da, 60.0, -120.0)  # a node of the template's 30 deg grid
+    np.testing.assert_allclose(s.values, [5.0, 5.5, 6.0, 6.5], atol=1e-3)
+    assert list(s.index) == [2015, 2016, 2017, 2018]
+
+
+@needs_grib
+def test_one_file_per_year_in_a_folder_or_a_glob_make_one_series(tmp_path):
+    folder = tmp_path / "era5"
+    folder.mkdir()
+    for y in (2015, 2016, 2017):
+        _grib_series(folder / f"era5_2t_{y}.grib", list(pd.date_range(f"{y}-01-01", f"{y}-12-01", freq="MS")),
+                     kelvin_of=_summer_k)
+    # a NetCDF year beside the GRIB ones, as when a request was redone in another format
+    t18 = pd.date_range("2018-01-01", periods=12, freq="MS")
+    lat, lon = np.arange(90.0, -91.0, -30.0), np.arange(0.0, 360.0, 30.0)  # the GRIB messages' grid
+    k = np.array([_summer_k(t) for t in t18], np.float32)[:, None, None] + np.zeros((1, lat.size, lon.size), np.float32)
+    ds = xr.Dataset({"t2m": (("valid_time", "latitude", "longitude"), k, {"units": "K"})},
+                    coords={"valid_time": t18, "latitude": lat, "longitude": lon,
+                            "expver": ("valid_time", ["0001"] * 12), "number": 0})
+    ds.to_netcdf(folder / "era5_2t_2018.nc")
+    for src in (folder, str(folder / "era5_2t_*")):
+        s = summer_temperature(open_temperature(src), 60.0, -120.0)
+        np.testing.assert_allclose(s.values, [5.0, 5.5, 6.0, 6.5], atol=1e-3)
+    with pytest.raises(ClimateError, match="no file matches"):
+        open_temperature(str(folder / "cru_*.nc"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClimateError, match="empty: no NetCDF or GRIB file in the folder"):
+        open_temperature(tmp_path / "empty")
+
+
+def test_an_expver_dimension_takes_each_month_from_the_version_holding_it(tmp_path):
+    # the old CDS NetCDF of a request spanning ERA5 and ERA5T: 'expver' (1, 5) is a dimension,
+    # each month is NaN in one of them
+    times = pd.date_range("2019-01-01", periods=36, freq="MS")
+    vals = np.array([_summer_k(t) for t in times], np.float32)
+    data = np.full((len(times), 2, 2, 2), np.nan, np.float32)
+    data[:30, 0] = vals[:30, None, None]
+    data[30:, 1] = vals[30:, None, None]
+    ds = xr.Dataset({"t2m": (("time", "expver", "latitude", "longitude"), data, {"units": "K"})},
+                    coords={"time": times, "expver": [1, 5], "latitude": [71.0, 69.0], "longitude": [229.0, 231.0]})
+    ds.to_netcdf(tmp_path / "era5_expver.nc")
+    s = summer_temperature(open_temperature(tmp_path / "era5_expver.nc"), 70.0, -130.0)
+    np.testing.assert_allclose(s.values, [7.0, 7.5, 8.0], atol=1e-3)

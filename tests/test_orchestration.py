@@ -25,7 +25,7 @@ from data_products.queue import JobQueue
 from pipeline.config import Config
 from pipeline.publish import assemble, part_digest, slump_cell
 from pipeline.quantify import Climate
-from pipeline.run import _strips_for, footprints, inputs_digest, run
+from pipeline.run import strips_for, footprints, inputs_digest, run
 from pipeline.sources import discover_strips
 
 RTS = [sys.executable, "-m", "pipeline"]
@@ -38,7 +38,7 @@ def _stamp(products: Path, sample_dir: Path, cells: list[str]) -> None:
     for cid in cells:
         path = products / "tiles" / cid / "cell.json"
         meta = json.loads(path.read_text())
-        meta["inputs_digest"] = inputs_digest(_strips_for(grid.parse_cell_id(cid), strips), Config())
+        meta["inputs_digest"] = inputs_digest(strips_for(grid.parse_cell_id(cid), strips), Config())
         path.write_text(json.dumps(meta))
 
 
