@@ -48,7 +48,7 @@ def run(work: Path, threads: int = 2) -> str:
     lines = ["## Detection (Mask R-CNN)", ""]
     weights = maskrcnn.weights_file()
     if weights is None:
-        return "\n".join(lines + ["No weights in models/: nothing to benchmark.", ""])
+        return "\n".join(lines + ["No weights in pipeline/models/: nothing to benchmark.", ""])
     log_path = weights.with_name(weights.stem + "_training_log.json")
     if log_path.exists():
         tl = json.loads(log_path.read_text())

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--work", default="bench_work")
     ap.add_argument("--pairs", type=int, default=6)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["scaling", "detection", "dashboard"],
+    ap.add_argument("--skip", nargs="*", default=[], choices=["scaling", "remote", "detection", "dashboard"],
                     help="leave out these sections")
     ap.add_argument("--baseline-ref", metavar="GIT_REF",
                     help="also time the DEM stage of this commit (a git worktree) on the same cell, same run")
@@ -175,10 +175,10 @@ def main(argv=None) -> int:
               "high-passed DEMs (sigma 30 m), which removes the long-wavelength strip errors that dominate an "
               "unfiltered Nuth & Kääb fit such as xdem's."]
     # the other sections: orchestration scaling, slump detection, dashboard and catalog
-    from . import dashboard, detection, scaling
+    from . import dashboard, detection, remote, scaling
 
-    for name, section in (("scaling", lambda: scaling.run(work, sample)), ("detection", lambda: detection.run(work)),
-                          ("dashboard", lambda: dashboard.run(work))):
+    for name, section in (("scaling", lambda: scaling.run(work, sample)), ("remote", lambda: remote.run(work, sample)),
+                          ("detection", lambda: detection.run(work)), ("dashboard", lambda: dashboard.run(work))):
         if name in args.skip:
             continue
         print(f"benchmark: {name} ...", flush=True)

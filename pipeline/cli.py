@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from importlib import resources
 import os
 import signal
 import subprocess
@@ -287,8 +288,10 @@ def _cmd_crossref(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .maskrcnn import DEFAULT_WEIGHTS
     from .training import train
 
+    args.out = args.out or DEFAULT_WEIGHTS
     seeds = list(range(args.first_seed, args.first_seed + args.n_seeds))
     command = "rts train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "rts train"
     rec = train(args.cache, seeds, args.out, sites=args.sites, iterations=args.iterations, batch=args.batch,
@@ -303,7 +306,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
 
     # the ASGI entry: the app plus a route that streams product files from disk
-    app = Path(__file__).resolve().parent.parent / "dashboard" / "asgi.py"
+    app = Path(str(resources.files("dashboard") / "asgi.py"))  # wherever the package is installed
+    try:  # Streamlit serves the map layers from static/ beside the app (read-only installs inline them)
+        (app.parent / "static" / "cache").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
     products = Path(args.products).resolve()
     # the environment or Streamlit's secrets files; a set but unusable token is an error (fail closed)
     token = configured_token(secrets=lambda: file_secrets(secrets_files()))
@@ -463,24 +470,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out samples are paired in order with their products folders.")
     e.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR", help="folder(s) made by rts synth")
     e.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
-    e.add_argument("--weights", metavar="FILE.pt", help="Mask R-CNN weights (default: the shipped models/ file)")
+    e.add_argument("--weights", metavar="FILE.pt", help="Mask R-CNN weights (default: the shipped pipeline/models/ file)")
     e.add_argument("--rules-only", action="store_true", help="do not run the Mask R-CNN")
     e.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
     e.add_argument("--out", type=Path, metavar="FILE.md", help="also write the tables here")
     e.add_argument("--by-family", action="store_true",
                    help="one report per scene family (A, B): rules, the evidence classifier with that family left "
                         "out of its training and as shipped, the Mask R-CNN, the naive baseline")
-    e.add_argument("--evidence", type=Path, metavar="FILE.json", help="evidence model (default models/evidence.json)")
+    e.add_argument("--evidence", type=Path, metavar="FILE.json",
+                   help="evidence model (default pipeline/models/evidence.json)")
     e.set_defaults(func=_cmd_evaluate)
 
     te = sub.add_parser("train-evidence", help="fit the evidence classifier on runs over generated scene families",
                         description="Label each run's candidates by its sample's truth, fit the evidence classifier "
-                                    "once per family left out (models/evidence_without_<F>.json, scored on that "
+                                    "once per family left out (pipeline/models/evidence_without_<F>.json, scored on that "
                                     "family against the rules) and once on all families (the shipped model, which "
                                     "records which detector 'auto' should use).")
     te.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR")
     te.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
-    te.add_argument("--out", type=Path, metavar="FILE.json", help="default models/evidence.json")
+    te.add_argument("--out", type=Path, metavar="FILE.json", help="default pipeline/models/evidence.json")
     te.add_argument("--l2", type=float, default=2.0, help="ridge penalty on the standardised coefficients (default 2)")
     te.add_argument("--config", type=Path, metavar="FILE.toml")
     te.set_defaults(func=_cmd_train_evidence)
@@ -514,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=2, help="processes for sample generation and the DEM stage")
     t.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (default 1: on a shared 2-core machine a second thread mostly spins)")
-    t.add_argument("--out", type=Path, default=Path("models/rts_maskrcnn.pt"), metavar="FILE.pt")
+    t.add_argument("--out", type=Path, metavar="FILE.pt",
+                   help="weights file (default: the shipped pipeline/models/rts_maskrcnn.pt, checksum recorded)")
     t.add_argument("--log", type=Path, metavar="FILE.json", help="training log (default next to the weights)")
     t.set_defaults(func=_cmd_train)
 

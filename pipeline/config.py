@@ -239,12 +239,12 @@ class DetectionConfig:
     """Slump detection (DESIGN step 7): a Mask R-CNN on 3-band chips around the candidates,
     or, without weights, the rule-based criteria alone."""
 
-    #: model weights; empty = the weights shipped in ``models/`` (rules alone if none)
+    #: model weights; empty = the weights shipped in ``pipeline/models/`` (rules alone if none)
     weights_path: str = ""
     #: "auto" (the detector recorded best on the held-out scene family in the evidence
     #: model file), "evidence" (physical-evidence classifier), "maskrcnn" or "rules"
     method: str = "auto"
-    #: evidence model (JSON); empty = ``models/evidence.json``
+    #: evidence model (JSON); empty = ``pipeline/models/evidence.json``
     evidence_path: str = ""
     #: accept candidates with P(slump) at least this; 0 = the model's own threshold
     evidence_min_probability: float = 0.0

@@ -15,7 +15,7 @@ Two detectors share one output, a GeoDataFrame (EPSG:3413) with the columns
   (:mod:`pipeline.maskrcnn`), used when weights are available.
 
 ``auto`` uses the detector that scored best on the scene family left out of its
-training, as recorded in ``models/evidence.json`` (``meta.auto``).
+training, as recorded in ``pipeline/models/evidence.json`` (``meta.auto``).
 
 Polygons are cleaned the same way for both: holes smaller than ``min_hole_m2`` filled,
 slivers narrower than half its square root removed.
@@ -139,7 +139,7 @@ def load_detector(cfg: DetectionConfig):
     """The Mask R-CNN detector the configuration asks for, or None for the rules.
 
     ``method = "auto"`` uses the weights when present (``weights_path`` or the shipped
-    ``models/`` file) and falls back to the rules with a log line otherwise;
+    ``pipeline/models/`` file) and falls back to the rules with a log line otherwise;
     ``"maskrcnn"`` raises if the weights cannot be loaded; ``"rules"`` never loads one."""
     method = cfg.method
     if method not in ("auto", "evidence", "maskrcnn", "rules"):
@@ -154,8 +154,10 @@ def load_detector(cfg: DetectionConfig):
         p = _evidence_path(cfg)
         if p is None:
             if cfg.method == "evidence":
-                raise FileNotFoundError(f"detection.method is evidence but no model at {cfg.evidence_path or 'models/'}")
-            log.info("no evidence model; detecting with the rule-based criteria")
+                raise FileNotFoundError("detection.method is evidence but no model at "
+                                        f"{cfg.evidence_path or 'pipeline/models/evidence.json'}")
+            log.warning("no evidence model at %s (an incomplete installation?); detecting with the rule-based "
+                        "criteria", cfg.evidence_path or "pipeline/models/evidence.json")
             return None
         return EvidenceDetector(EvidenceModel.load(p))
     try:
@@ -168,8 +170,10 @@ def load_detector(cfg: DetectionConfig):
     path = maskrcnn.weights_file(cfg.weights_path)
     if path is None:
         if cfg.method == "maskrcnn":
-            raise FileNotFoundError(f"detection.method is maskrcnn but no weights at {cfg.weights_path or 'models/'}")
-        log.info("no Mask R-CNN weights; detecting with the rule-based criteria")
+            raise FileNotFoundError("detection.method is maskrcnn but no weights at "
+                                    f"{cfg.weights_path or 'pipeline/models/rts_maskrcnn.pt'}")
+        log.warning("no Mask R-CNN weights at %s (an incomplete installation?); detecting with the rule-based "
+                    "criteria", cfg.weights_path or "pipeline/models/rts_maskrcnn.pt")
         return None
     return maskrcnn.Detector.load(path)
 

@@ -16,7 +16,7 @@ the change. What is often mistaken for one is not:
 :func:`cluster_features` measures these per connected loss cluster (the inventory's
 unit, the connected active area) from the change rasters alone - never from a water
 flag; :class:`EvidenceModel` is a logistic regression on them (coefficients in
-``models/evidence.json``), fitted by :func:`fit` on candidates of generated scene
+``pipeline/models/evidence.json``), fitted by :func:`fit` on candidates of generated scene
 families matched to their truth.
 """
 
@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
+
+from . import weights
 
 FEATURES = (
     "ev_log_area", "ev_max_loss_m", "ev_t2_spread_log", "ev_t2_upslope_corr", "ev_depth_upslope_corr",
@@ -46,7 +48,7 @@ def criteria_features(criteria) -> dict[str, np.ndarray]:
     c = np.asarray(criteria, float)
     return {name: (c >= k).astype(float) for name, k in CRITERIA_FEATURES.items()}
 
-MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "evidence.json"
+MODEL_FILE = weights.models_dir() / weights.EVIDENCE_FILE  # package data (pipeline/models/)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,11 +213,12 @@ class EvidenceModel:
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_text(json.dumps(self.to_json(), indent=1))
         tmp.replace(path)
+        weights.record(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "EvidenceModel":
-        path = Path(path) if path else MODEL_FILE
+        path = weights.verify(Path(path) if path else MODEL_FILE)
         try:
             return cls.from_json(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError, KeyError) as exc:

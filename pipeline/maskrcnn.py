@@ -62,6 +62,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from data_products import grid
 
+from . import weights
 from .change import NODATA_DATE
 from .config import DetectionConfig
 
@@ -69,8 +70,8 @@ log = logging.getLogger(__name__)
 
 BANDS = ("dh", "curvature", "t2")
 MODEL_VERSION = 1
-#: the weights shipped with the repository
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "rts_maskrcnn.pt"
+#: the weights shipped with the package
+DEFAULT_WEIGHTS = weights.models_dir() / weights.MASKRCNN_FILE  # package data (pipeline/models/)
 
 DH_SCALE_M = 4.0
 T2_SCALE_DAYS = 1095.0
@@ -180,11 +181,11 @@ def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
 
 def weights_file(path: str | Path | None = None) -> Path | None:
     """The weights to use: ``path`` if given (None if it does not exist), else the shipped
-    ``models/rts_maskrcnn.pt`` if present."""
+    ``pipeline/models/rts_maskrcnn.pt`` if installed."""
     if path:
         p = Path(path)
         return p if p.is_file() else None
-    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
+    return weights.shipped(weights.MASKRCNN_FILE)
 
 
 class Detector:
@@ -212,11 +213,16 @@ class Detector:
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save({"meta": self.meta, "state_dict": sd}, tmp)
         tmp.replace(path)
+        weights.record(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        path = weights.verify(Path(path))  # a shipped file must match its recorded checksum
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
+            raise ValueError(f"{path}: not readable Mask R-CNN weights ({type(exc).__name__}: {exc})") from None
         meta = blob["meta"]
         if meta.get("version") != MODEL_VERSION or list(meta.get("bands", [])) != list(BANDS):
             raise ValueError(f"{path}: weights for model version {meta.get('version')} / bands {meta.get('bands')}, "

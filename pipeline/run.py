@@ -52,10 +52,13 @@ log = logging.getLogger(__name__)
 
 
 def inputs_digest(strips: list[Strip], cfg: Config) -> str:
-    """Hash of the strips' names and the configuration: what a cell's result depends on."""
+    """Hash of the strips' names (and their metadata files' acquisition times, where read)
+    and the configuration: what a cell's result depends on."""
     h = hashlib.sha256(cfg.dem_digest().encode())
     for s in sorted(strips, key=lambda s: s.dem):
         h.update(s.meta.name.encode())
+        if s.meta.acquired is not None:
+            h.update(s.meta.acquired.isoformat().encode())
     return h.hexdigest()[:16]
 
 

@@ -142,6 +142,8 @@ class StripName:
     catid2: str
     segment: int | None
     resolution_m: float
+    #: acquisition time (UTC) from the strip's metadata file, when one was read (pipeline.strip_meta)
+    acquired: _dt.datetime | None = None
 
 
 _CAT = r"[0-9A-Za-z]+"

@@ -40,6 +40,7 @@ import pandas as pd
 
 from .config import SelectionConfig
 from .sources import NoStripsError, Strip, StripNameError, check_bounds, discover_strips, parse_strip_name
+from .strip_meta import StripMetadataError, apply_metadata, metadata_file, read_strip_metadata
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +256,33 @@ def load_strips(source: str | os.PathLike, sel: SelectionConfig | None = None, *
     sel = sel or SelectionConfig()
     if is_strip_index(source):
         return read_strip_index(source, sel, asset_root=asset_root, warn=warn)
-    strips = discover_strips(os.fspath(source), warn=warn)
+    strips = with_metadata(discover_strips(os.fspath(source), warn=warn), warn=warn)
     kept = select_strips(strips, sel)
     if not kept:
         raise NoStripsError(f"{os.fspath(source)}: none of its {len(strips)} strips passes the selection "
                             f"({describe(sel)})")
     return kept
+
+
+def with_metadata(strips: list[Strip], warn=None) -> list[Strip]:
+    """The strips with the acquisition date, time and sensor of their ``_mdf.txt`` /
+    ``_meta.txt`` where one lies beside a local DEM (:mod:`pipeline.strip_meta`); the name
+    stays the fallback. Each disagreement between name and metadata is reported once, and
+    a metadata file that cannot be parsed is reported and ignored."""
+    import dataclasses
+
+    warn = warn or log.warning
+    out = []
+    for s in strips:
+        p = metadata_file(s.dem)
+        if p is not None:
+            try:
+                meta, conflicts = apply_metadata(s.meta, read_strip_metadata(p))
+            except StripMetadataError as exc:
+                warn(f"{exc}; the strip's name gives its date and sensor")
+            else:
+                for c in conflicts:
+                    warn(c)
+                s = dataclasses.replace(s, meta=meta)
+        out.append(s)
+    return sorted(out, key=lambda s: (s.meta.date, s.meta.name))

@@ -443,7 +443,7 @@ def test_a_job_submitted_from_the_page_is_finished_by_the_worker_beside_the_dash
         page.get_by_text("4 cells picked for reprocessing").wait_for(timeout=30_000)
         wait_for_app(page)
         assert sorted(state_cells(page.url)) == sorted(cells)
-        _shot(page, shots, "map_cells_clicked_and_boxed")
+        _shot(page, shots, "map_cells_clicked_and_boxed", full_page=True)
         page.get_by_text("Reprocess the picked cells").click()
         page.get_by_text("4 cells picked:").wait_for(timeout=30_000)
         page.get_by_text(re.compile(r"\(idle, seen \d+ s ago\)|running job")).first.wait_for(timeout=60_000)

@@ -187,7 +187,7 @@ def test_weights_roundtrip_fp16(tmp_path):
 @pytest.fixture(scope="module")
 def shipped():
     path = maskrcnn.weights_file()
-    assert path is not None, "models/rts_maskrcnn.pt is missing"
+    assert path is not None, "pipeline/models/rts_maskrcnn.pt is missing"
     assert path.stat().st_size <= 25e6
     return path
 
