@@ -35,6 +35,7 @@ run: pipeline dashboard
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

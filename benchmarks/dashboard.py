@@ -1,4 +1,4 @@
-"""Dashboard and catalog benchmarks on synthetic load-test products (``data_products.synthetic``).
+"""Dashboard and catalog benchmarks on synthetic load-test products (``benchmarks.load_products``).
 
 * first paint and payload of the Map page with 100,000 slumps (goals <= 3 s, <= 5 MB), in
   Debian's Chromium through Playwright against ``rts dashboard`` (cold: empty browser cache;
@@ -25,7 +25,7 @@ METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testi
 
 def _write_bench(out: Path, n: int, timeseries: bool) -> dict:
     from data_products import schema
-    from data_products.synthetic import make_tables, write_tables
+    from benchmarks.load_products import make_tables, write_tables
 
     t0 = time.perf_counter()
     inv, ts, tiles = make_tables(n, seed=0, timeseries=timeseries)
@@ -74,7 +74,7 @@ def _raw_size(url: str) -> int:
 
 
 def _browser_bench(products: Path) -> dict | str:
-    from dashboard.serve import browser, chromium_path, running_dashboard, wait_for_app
+    from benchmarks.browser import browser, chromium_path, running_dashboard, wait_for_app
 
     if chromium_path() is None:
         return "skipped: /usr/bin/chromium is absent"
@@ -158,7 +158,7 @@ def run(work: Path) -> str:
     br = _browser_bench(work / "synthetic_100k")
 
     lines = ["## Dashboard and catalog", "",
-             "Synthetic load-test products (`data_products.synthetic`: clustered slumps on Arctic land, the "
+             "Synthetic load-test products (`benchmarks.load_products`: clustered slumps on Arctic land, the "
              "product contract's columns; not results). Machine: this benchmark's host, 2 CPU cores, no GPU.", ""]
     lines += ["### Map page, 100,000 slumps (Chromium headless, software WebGL)", ""]
     if isinstance(br, str):

@@ -33,6 +33,8 @@ import streamlit as st
 from data_products import grid, land, schema
 from data_products.catalog import Catalog, Filters
 
+from dashboard.state import open_catalog
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CACHE_DIR = STATIC_DIR / "cache"
 POLYGON_LIMIT = 3_000
@@ -194,9 +196,7 @@ def context_layers() -> list[pdk.Layer]:
 
 
 def _catalog(path: str, version: tuple) -> Catalog:
-    from dashboard.state import _open_catalog
-
-    return _open_catalog(path, version)
+    return open_catalog(path, version)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

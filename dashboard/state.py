@@ -23,6 +23,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from data_products import schema
 from data_products.catalog import (
     METRICS,
     SIZE_CLASSES,
@@ -33,6 +34,7 @@ from data_products.catalog import (
     check_rts_id,
     parse_bbox,
 )
+from data_products.grid import TileIdError, parse_cell_id
 
 DEFAULT_COLOR = "volume_m3"
 #: cells picked on the map for reprocessing: at most this many (the URL holds them)
@@ -63,13 +65,11 @@ def products_dir() -> Path:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _open_catalog(path: str, version: tuple) -> Catalog:
+def open_catalog(path: str, version: tuple) -> Catalog:
     return Catalog(Path(path))
 
 
 def _file_versions(p: Path) -> tuple:
-    from data_products import schema
-
     out = []
     for name in (schema.INVENTORY, schema.TIMESERIES, schema.TILES, schema.MATCHES):  # crossref adds matches later
         try:
@@ -83,7 +83,7 @@ def catalog() -> tuple[Catalog | None, str | None]:
     """The catalog of the products folder (reopened when the pipeline republishes), or an error text."""
     p = products_dir()
     try:
-        return _open_catalog(str(p), _file_versions(p)), None
+        return open_catalog(str(p), _file_versions(p)), None
     except ProductsError as exc:
         return None, str(exc)
     except Exception as exc:  # unreadable files: say so, change nothing
@@ -185,8 +185,6 @@ def current_filters() -> Filters:
 def parse_cell_list(text: str, max_cells: int | None = MAX_PICKED_CELLS) -> tuple[list[str], list[str]]:
     """Canonical 2 km cell ids (sorted, unique, at most ``max_cells`` unless None) from a text of
     ids separated by commas, spaces or lines, and a message for each token that is not one."""
-    from data_products.grid import TileIdError, parse_cell_id
-
     ids, errors = set(), []
     for tok in [t for t in re.split(r"[\s,;]+", text or "") if t]:
         try:

@@ -165,8 +165,9 @@ def hilbert_sort(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | Path, columns: tuple[schema.Column, ...],
-                     *, sort: bool = True) -> Path:
-    """A schema-conformant GeoParquet 1.1 file (WKB, bbox covering, EPSG:3413, zstd), atomically."""
+                     *, sort: bool = True, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """A schema-conformant GeoParquet 1.1 file (WKB, bbox covering, EPSG:3413, zstd), atomically;
+    ``metadata`` is added to the file's key-value metadata (beside ``geo``)."""
     path = Path(path)
     if gdf.crs is None or gdf.crs.to_epsg() != 3413:
         raise SchemaError(f"{path.name}: geometries must be {CRS}, got {gdf.crs}")
@@ -181,17 +182,21 @@ def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | Path, columns: tuple[sch
         if c.name != "geometry" and table.schema.field(c.name).type != c.type:
             i = table.schema.get_field_index(c.name)
             table = table.set_column(i, pa.field(c.name, c.type), table.column(i).cast(c.type))
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
         _check_types(tmp, columns)
     return path
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path, columns: tuple[schema.Column, ...]) -> Path:
-    """A schema-conformant plain Parquet file (zstd), atomically."""
+def write_parquet(df: pd.DataFrame, path: str | Path, columns: tuple[schema.Column, ...],
+                  *, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """A schema-conformant plain Parquet file (zstd), atomically (``metadata``: extra key-value
+    metadata)."""
     path = Path(path)
     frame = conform(df, columns, path.name)
-    table = pa.Table.from_pandas(frame, schema=schema.arrow_schema(columns).with_metadata(None),
+    table = pa.Table.from_pandas(frame, schema=schema.arrow_schema(columns).with_metadata(metadata),
                                  preserve_index=False, safe=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)

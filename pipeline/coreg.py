@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import CoregConfig
+from .terrain import nan_gaussian
 
 NMAD_K = 1.4826
 
@@ -83,8 +84,6 @@ def smooth_for_gradients(z: np.ndarray, sigma_px: float) -> np.ndarray:
     """
     if sigma_px <= 0:
         return z
-    from .terrain import nan_gaussian
-
     return nan_gaussian(z, sigma_px, np.float32)
 
 

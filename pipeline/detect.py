@@ -24,47 +24,17 @@ slivers narrower than half its square root removed.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
-import shapely
 
 from data_products import grid
 
 from .config import DetectionConfig
-from .evidence import drained_lake
+from .evidence import MODEL_FILE, EvidenceModel, drained_lake
+from .vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections  # noqa: F401 - the detections' shape
 
 log = logging.getLogger(__name__)
-
-DETECTION_COLUMNS = ["geometry", "detector", "detector_score", "criteria"]
-
-
-def empty_detections() -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame({"detector": [], "detector_score": [], "criteria": []},
-                            geometry=gpd.GeoSeries([], crs=grid.CRS), crs=grid.CRS)[DETECTION_COLUMNS]
-
-
-def clean_polygon(geom, min_hole_m2: float):
-    """Fill holes smaller than ``min_hole_m2`` and drop slivers narrower than
-    sqrt(min_hole_m2)/2 (an opening by a buffer out and back); keeps the largest part's
-    topology otherwise. Returns a Polygon or MultiPolygon (possibly empty)."""
-    if geom is None or geom.is_empty:
-        return geom
-    w = np.sqrt(min_hole_m2) / 4.0
-    opened = geom.buffer(-w, join_style="mitre").buffer(w, join_style="mitre")
-    if opened.is_empty:
-        return opened
-    opened = opened.intersection(geom)  # opening never grows the outline
-    parts = []
-    for poly in getattr(opened, "geoms", [opened]):
-        if poly.geom_type != "Polygon" or poly.area < min_hole_m2:
-            continue
-        holes = [r for r in poly.interiors if shapely.Polygon(r).area >= min_hole_m2]
-        parts.append(shapely.Polygon(poly.exterior, holes))
-    if not parts:
-        return shapely.Polygon()
-    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
-
 
 def rule_based(candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:
     """Candidates meeting all three criteria, as detections with score 1."""
@@ -106,10 +76,6 @@ class EvidenceDetector:
 
 
 def _evidence_path(cfg: DetectionConfig):
-    from .evidence import MODEL_FILE
-
-    from pathlib import Path
-
     p = Path(cfg.evidence_path) if cfg.evidence_path else MODEL_FILE
     return p if p.is_file() else None
 
@@ -149,8 +115,6 @@ def load_detector(cfg: DetectionConfig):
     if method == "rules":
         return None
     if method == "evidence":
-        from .evidence import EvidenceModel
-
         p = _evidence_path(cfg)
         if p is None:
             if cfg.method == "evidence":

@@ -26,6 +26,9 @@ from .climate import thaw_season_of
 from .inventories import match_inventories
 from .sources import discover_strips, read_cell
 from .vectorize import clusters_to_polygons
+from .candidates import find_candidates, read_mosaic
+from .config import Config
+from .detect import detect_slumps, empty_detections
 
 
 def _site_for(sample: Path, bounds) -> str | None:
@@ -201,9 +204,6 @@ def detect_products(products: str | Path, detector, cfg=None, cells: list[str] |
     lists the cell, else are recomputed. Returns (detections GeoDataFrame, seconds per cell)."""
     import time
 
-    from .candidates import find_candidates, read_mosaic
-    from .config import Config
-    from .detect import detect_slumps, empty_detections
 
     cfg = cfg or Config()
     products = Path(products)

@@ -29,6 +29,10 @@ import rasterio
 from data_products import grid
 
 from .evidence import FEATURES, EvidenceModel, criteria_features, fit
+from .inventories import match_inventories
+from .evaluate import cell_truth
+from .evaluate import detect_products, naive_difference, score_detections
+from .evaluate import _pool
 
 
 def family_of(sample: str | Path) -> str:
@@ -103,7 +107,6 @@ def train_evidence(tables: list[pd.DataFrame], l2: float = 2.0, min_criteria: in
 
 def _causes(found: gpd.GeoDataFrame, truth, looks, cloud_hits) -> dict[str, int]:
     """False positives (found, unmatched at IoU 0.5) by what they lie on."""
-    from .inventories import match_inventories
 
     pairs, _ = match_inventories(found, truth, min_iou=0.5)
     unmatched = found.drop(index=pairs.found_index.to_numpy()) if len(pairs) else found
@@ -169,7 +172,6 @@ def stable_false_change(sample: Path, products: Path, threshold_m: float = 1.0) 
     change) whose published dh exceeds ``threshold_m`` in magnitude."""
     from scipy import ndimage
 
-    from .evaluate import cell_truth
 
     n = bad = 0
     for cid in _cells(products):
@@ -190,8 +192,6 @@ def stable_false_change(sample: Path, products: Path, threshold_m: float = 1.0) 
 def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> list[dict]:
     """Rows (one per detector, plus the naive baseline) pooled over the (sample, products)
     pairs of one family. ``detectors``: label -> detector object (None = rules)."""
-    from .evaluate import detect_products, naive_difference, score_detections
-    from .inventories import match_inventories
 
     rows = {lab: [] for lab in detectors}
     extra = {lab: {"causes": {}, "split": 0, "merged": 0, "vol": [], "temp": [], "with_r": []} for lab in detectors}
@@ -230,7 +230,6 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
                 naive[iou][1] += s[iou]["new"]
                 naive[iou][2] += s[iou]["missed"]
         stable.append(stable_false_change(sample, products))
-    from .evaluate import _pool
 
     out = []
     for lab in detectors:

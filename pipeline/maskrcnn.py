@@ -65,6 +65,7 @@ from data_products import grid
 from . import weights
 from .change import NODATA_DATE
 from .config import DetectionConfig
+from .vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +248,6 @@ class Detector:
         return out
 
     def detect(self, mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:
-        from .detect import DETECTION_COLUMNS, clean_polygon, empty_detections
-
         if candidates is None or not len(candidates):
             return empty_detections()
         cands = candidates[candidates.criteria >= cfg.min_criteria].reset_index(drop=True)

@@ -36,6 +36,7 @@ from . import __version__
 from .candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
 from .config import Config
 from .detect import detect_slumps
+from .inventories import match_inventories, read_inventory
 from .quantify import CarbonDensity, Climate, quantify, regional_totals
 
 log = logging.getLogger(__name__)
@@ -199,12 +200,23 @@ def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=grid.CRS)
 
 
+def live_cells(out: Path) -> list[str]:
+    """Cells with published DEM rasters (a ``tiles/<cell id>/cell.json``); other folders
+    under ``tiles/`` are ignored."""
+    ids = []
+    for p in (Path(out) / "tiles").glob("*/cell.json"):
+        try:
+            if grid.parse_cell_id(p.parent.name).id == p.parent.name:
+                ids.append(p.parent.name)
+        except ValueError:
+            log.warning("%s is not a cell folder; ignored", p.parent)
+    return sorted(ids)
+
+
 def assemble(products: str | Path, cfg: Config) -> dict:
     """Gather every cell's part into the product files (each written atomically).
     Returns counts for the run summary."""
     products = Path(products)
-    from .run import live_cells
-
     live = set(live_cells(products))
     inv_parts, ts_parts, cand_parts, meta = _read_parts(products, live)
     inv = (gpd.GeoDataFrame(pd.concat(inv_parts, ignore_index=True), geometry="geometry", crs=grid.CRS)
@@ -290,8 +302,6 @@ def publish_matches(products: str | Path, reference: str | Path, min_iou: float 
     :func:`pipeline.inventories.read_inventory` reads) and record the matches in
     ``PRODUCTS/inventory_matches.parquet``, replacing earlier rows for the same reference
     file. Returns the match summary (matched / new / missed, precision, recall, mean IoU)."""
-    from .inventories import match_inventories, read_inventory
-
     products, reference = Path(products), Path(reference)
     inv = gpd.read_parquet(products / schema.INVENTORY)
     ref = read_inventory(reference)

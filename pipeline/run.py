@@ -32,6 +32,7 @@ from .config import Config
 from .detect import detector_id, load_detector
 from .publish import (
     assemble,
+    live_cells,
     part_digest,
     read_part_meta,
     recorded_part_digest,
@@ -196,19 +197,6 @@ def slump_task(cell_id: str, out: Path, cfg: Config, climate_path: str | None, d
 
 
 _STAGE_CONTEXT_LOCK = threading.Lock()
-
-
-def live_cells(out: Path) -> list[str]:
-    """Cells with published DEM rasters (a ``tiles/<cell id>/cell.json``); other folders
-    under ``tiles/`` are ignored."""
-    ids = []
-    for p in (Path(out) / "tiles").glob("*/cell.json"):
-        try:
-            if grid.parse_cell_id(p.parent.name).id == p.parent.name:
-                ids.append(p.parent.name)
-        except ValueError:
-            log.warning("%s is not a cell folder; ignored", p.parent)
-    return sorted(ids)
 
 
 class LockTimeout(RuntimeError):

@@ -14,6 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from .config import Config
+from .run import run
+from .synth import generate_sample
+from scipy import ndimage
+from .candidates import find_candidates, read_mosaic
+from .maskrcnn import chip_bands, chip_origin, window
+from data_products import grid
+import torch
+from .maskrcnn import downsample
+from .maskrcnn import ARCH, Detector, build_model
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +35,6 @@ ALL_SITES = ("peel", "banks", "taymyr", "yamal")
 def prepare_sample(cache: Path, seed: int, sites=ALL_SITES, cells: int = 2, workers: int = 2) -> Path:
     """Generate the sample of ``seed`` and run the DEM stage on it, under ``cache/seed_<seed>``
     (reused when complete). Returns the folder (``sample/`` and ``products/`` inside)."""
-    from .config import Config
-    from .run import run
-    from .synth import generate_sample
 
     if seed < MIN_TRAIN_SEED:
         raise ValueError(f"seed {seed} is reserved for evaluation; training seeds are >= {MIN_TRAIN_SEED}")
@@ -75,10 +82,7 @@ def cell_chips(sample: Path, products: Path, cell, cfg, rng: np.random.Generator
     whose centroid lies in the cell. Each: ``image`` (3, chip, chip) float16 normalised
     bands at 2 m, ``masks`` (n, chip, chip) bool instance masks of the slumps visible in
     the chip, ``kind`` (candidate / slump)."""
-    from scipy import ndimage
 
-    from .candidates import find_candidates, read_mosaic
-    from .maskrcnn import chip_bands, chip_origin, window
 
     mosaic = read_mosaic(products, cell, cfg.candidates.halo_m, cfg.grid.resolution_m)
     if not np.isfinite(mosaic.layers["dh"][mosaic.core]).any():
@@ -119,9 +123,7 @@ def cell_chips(sample: Path, products: Path, cell, cfg, rng: np.random.Generator
 
 def sample_chips(folder: Path, chip_px: int = 256, seed: int = 0) -> list[dict]:
     """Every training chip of a prepared sample folder (cached as ``chips_<chip_px>.npz``)."""
-    from data_products import grid
 
-    from .config import Config
 
     folder = Path(folder)
     cache = folder / f"chips_{chip_px}.npz"
@@ -187,7 +189,6 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, scal
 
 
 def _zoom_to(a: np.ndarray, n: int, order: int) -> np.ndarray:
-    from scipy import ndimage
 
     valid = np.isfinite(a)
     z = ndimage.zoom(np.where(valid, a, 0), n / a.shape[0], order=order, grid_mode=True, mode="nearest")
@@ -210,9 +211,7 @@ def _crop_or_pad(a: np.ndarray, size: int, fill) -> np.ndarray:
 def model_target(image: np.ndarray, masks: np.ndarray, scale: int, min_px: int = 12):
     """Model-resolution tensors: the image downsampled by ``scale`` and its target dict
     (boxes from the downsampled masks, so boxes and masks always agree)."""
-    import torch
 
-    from .maskrcnn import downsample
 
     x = downsample(image.astype(np.float32), scale)
     h = x.shape[1]
@@ -236,9 +235,7 @@ def train_model(chips: list[dict], *, iterations: int, batch: int = 8, lr: float
                 augment_data: bool = True):
     """Train a fresh detector on ``chips``; reproducible given ``seed`` (weights initialisation,
     data order and augmentation all derive from it). Returns (Detector, log dict)."""
-    import torch
 
-    from .maskrcnn import ARCH, Detector, build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

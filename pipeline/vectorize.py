@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import geopandas as gpd
 import numpy as np
 import rasterio.features
 import shapely
@@ -36,3 +37,34 @@ def clusters_to_polygons(mask: np.ndarray, transform, min_area_m2: float) -> lis
 def cells_of(geom: shapely.Geometry) -> list[str]:
     """Ids of the work cells a geometry overlaps with a non-zero area."""
     return sorted(c.id for c in grid.cells_in_bounds(geom.bounds) if geom.intersection(shapely.box(*c.bounds)).area > 0)
+
+
+# --------------------------------------------------------------------------- detections
+DETECTION_COLUMNS = ["geometry", "detector", "detector_score", "criteria"]
+
+
+def empty_detections() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"detector": [], "detector_score": [], "criteria": []},
+                            geometry=gpd.GeoSeries([], crs=grid.CRS), crs=grid.CRS)[DETECTION_COLUMNS]
+
+
+def clean_polygon(geom, min_hole_m2: float):
+    """Fill holes smaller than ``min_hole_m2`` and drop slivers narrower than
+    sqrt(min_hole_m2)/2 (an opening by a buffer out and back); keeps the largest part's
+    topology otherwise. Returns a Polygon or MultiPolygon (possibly empty)."""
+    if geom is None or geom.is_empty:
+        return geom
+    w = np.sqrt(min_hole_m2) / 4.0
+    opened = geom.buffer(-w, join_style="mitre").buffer(w, join_style="mitre")
+    if opened.is_empty:
+        return opened
+    opened = opened.intersection(geom)  # opening never grows the outline
+    parts = []
+    for poly in getattr(opened, "geoms", [opened]):
+        if poly.geom_type != "Polygon" or poly.area < min_hole_m2:
+            continue
+        holes = [r for r in poly.interiors if shapely.Polygon(r).area >= min_hole_m2]
+        parts.append(shapely.Polygon(poly.exterior, holes))
+    if not parts:
+        return shapely.Polygon()
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)

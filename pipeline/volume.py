@@ -22,6 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
+from .change import NODATA_DATE
+from .climate import season_coverage, seasons_covered, thaw_season_of
+
 
 @dataclass(frozen=True)
 class Variogram:
@@ -134,8 +137,6 @@ def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray
     Returns a frame indexed by season year with ``volume_m3`` (positive for loss) and
     ``area_m2`` (the area that changed that season, shared the same way), sorted by year.
     """
-    from .change import NODATA_DATE
-    from .climate import seasons_covered, thaw_season_of
 
     ok = mask & np.isfinite(dh) & (t2 != NODATA_DATE) & (t1 != NODATA_DATE)
     if not ok.any():
@@ -173,8 +174,6 @@ def interval_losses(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.nda
     fraction of it covered) and ``volume_m3`` (positive for loss); the volumes add up to
     the polygon's volume over the pixels with dates.
     """
-    from .change import NODATA_DATE
-    from .climate import season_coverage
 
     cols = ["start", "end", "seasons", "coverage", "volume_m3"]
     ok = mask & np.isfinite(dh) & (t2 != NODATA_DATE) & (t1 != NODATA_DATE) & (t2 > t1)

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from dashboard import mapview, state
-from dashboard.serve import browser, chromium_path, running_dashboard, wait_for_app
+from benchmarks.browser import browser, chromium_path, running_dashboard, wait_for_app
 from data_products import grid, schema
 from data_products.queue import JobQueue
-from data_products.synthetic import generate_products
+from benchmarks.load_products import generate_products
 from tests.conftest import validate_geoparquet
 
 if chromium_path() is None and os.environ.get("RTS_REQUIRE_BROWSER") == "1":  # CI: a missing browser fails

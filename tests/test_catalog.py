@@ -25,7 +25,7 @@ from data_products.catalog import (
     spatial_extension_path,
 )
 from data_products.grid import TileIdError
-from data_products.synthetic import SYNTHETIC_VERSION, generate_products
+from benchmarks.load_products import SYNTHETIC_VERSION, generate_products
 from tests.conftest import validate_geoparquet
 
 N = 3_000

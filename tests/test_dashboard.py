@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from data_products import schema
-from data_products.synthetic import generate_products
+from benchmarks.load_products import generate_products
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 N = 1_500

@@ -290,7 +290,7 @@ def test_the_dashboard_starts_a_worker_that_runs_submitted_jobs_and_stops_with_i
     """`rts dashboard --worker-strips` (what `make run` starts): a job queued as the Reprocess
     page queues it is carried out by the worker beside the dashboard, which announces itself
     while alive and is gone, announced stopped, once the dashboard stops."""
-    from dashboard.serve import running_dashboard
+    from benchmarks.browser import running_dashboard
 
     out, manifest = sample
     products = tmp_path / "p"

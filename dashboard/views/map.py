@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import mapview, state
+from data_products import grid
 from data_products.catalog import METRICS, QueryError, parse_bbox
 
 cat = state.require_catalog()
@@ -154,10 +156,6 @@ for layer_id, items in objs.items():
 def cell_box_picker(view_box) -> None:
     """The work grid of the view as a Plotly chart in box-select mode: the cells a dragged box
     covers are added to the picked cells (the deck.gl map picks by click only)."""
-    import plotly.graph_objects as go
-
-    from data_products import grid
-
     cells = grid.cells_in_bounds(view_box)
     cx = [(c.bounds[0] + c.bounds[2]) / 2 for c in cells]
     cy = [(c.bounds[1] + c.bounds[3]) / 2 for c in cells]

@@ -39,6 +39,7 @@ from .landscape import (
     make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, surface_at,
 )
 from .strips import Acquisition, WaterBody, plan_dates, render_strip, strip_name, write_strip
+from ..sources import discover_strips, write_stac_catalog
 
 GENERATOR_VERSION = "1"
 MARGIN_M = 320.0
@@ -388,7 +389,6 @@ def generate_sample(out: str | Path, seed: int = 0, sites: list[str] | None = No
     climate_sites = [(r["lat"], r["lon"], r["_anomalies"]) for r in results]
     paths = synth_climate.write_climate(out / "climate", climate_sites, range(2010, 2023), seed)
 
-    from ..sources import discover_strips, write_stac_catalog
 
     strips = discover_strips(out / "strips")
     write_stac_catalog(strips, out / "stac", catalog_id="rts-sample",

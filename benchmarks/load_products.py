@@ -31,19 +31,17 @@ bounds), written as GeoParquet 1.1 (WKB, ``bbox`` covering column, zstd).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-import os
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
 from pyproj import Transformer
 
-from data_products import grid, schema
+from data_products import grid, schema, writers
 from data_products.regions import REGIONS, region_of
 
 SYNTHETIC_VERSION = "synthetic-load-test"
@@ -53,7 +51,7 @@ _SEASON_START = (6, 20)  # 20 June
 _SEASON_DAYS = 94        # to 22 September
 _ROW_GROUP = 50_000
 _SYNTHETIC_KEY = b"rts:synthetic"
-_SYNTHETIC_NOTE = b"synthetic load-test data written by data_products.synthetic; not results"
+_SYNTHETIC_NOTE = b"synthetic load-test data written by benchmarks.load_products; not results"
 
 _TO_3413 = Transformer.from_crs("EPSG:4326", schema.CRS, always_xy=True)
 _TO_4326 = Transformer.from_crs(schema.CRS, "EPSG:4326", always_xy=True)
@@ -302,31 +300,6 @@ def make_tables(n_slumps: int, seed: int = 0, timeseries: bool = True
     return inv, ts, tiles
 
 
-def _write_geoparquet(gdf: gpd.GeoDataFrame, columns, path: Path) -> None:
-    """GeoParquet 1.1 (WKB, bbox covering, zstd) tagged synthetic, written to a temporary name then renamed.
-
-    Equivalent to ``gdf.to_parquet(path, schema_version="1.1.0", write_covering_bbox=True,
-    compression="zstd")`` plus the ``rts:synthetic`` metadata key, in a single write.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame = gdf[schema.names(columns)]
-    try:
-        from geopandas.io.arrow import _geopandas_to_arrow
-
-        table = _geopandas_to_arrow(frame, index=False, schema_version="1.1.0", write_covering_bbox=True)
-        for c in columns:  # exact contract types (e.g. timestamp[s, UTC], not pandas' ns/ms)
-            if c.name != "geometry":
-                i = table.schema.get_field_index(c.name)
-                table = table.set_column(i, pa.field(c.name, c.type, nullable=True), table[c.name].cast(c.type))
-        md = dict(table.schema.metadata or {})
-        md[_SYNTHETIC_KEY] = _SYNTHETIC_NOTE
-        pq.write_table(table.replace_schema_metadata(md), tmp, compression="zstd", row_group_size=_ROW_GROUP)
-    except ImportError:  # geopandas without the helper: public writer, no tag
-        frame.to_parquet(tmp, schema_version="1.1.0", write_covering_bbox=True, compression="zstd",
-                         row_group_size=_ROW_GROUP)
-    os.replace(tmp, path)
-
-
 def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None:
     """dh and t2 COGs (2 m, the cell grid) for ``tile_ids`` with the cell's slumps burnt in."""
     import rasterio
@@ -336,7 +309,7 @@ def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None
         cell = grid.parse_cell_id(tid)
         h, w = cell.shape()
         tr = cell.transform()
-        rng = np.random.default_rng(abs(hash(tid)) % 2**32)
+        rng = np.random.default_rng(int(hashlib.sha256(tid.encode()).hexdigest()[:8], 16))  # stable per cell
         dh = rng.normal(0, 0.25, (h, w)).astype("float32")
         t2 = np.full((h, w), -9999, dtype="int32")
         xmin, ymin, xmax, ymax = cell.bounds
@@ -369,15 +342,14 @@ def write_tables(out: Path, inv: gpd.GeoDataFrame, ts: pd.DataFrame, tiles: gpd.
     """Write the three tables (GeoParquet 1.1 / Parquet, zstd), the data dictionary and the synthetic label."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_geoparquet(inv, schema.INVENTORY_COLUMNS, out / schema.INVENTORY)
-    _write_geoparquet(tiles, schema.TILES_COLUMNS, out / schema.TILES)
-    table = pa.Table.from_pandas(ts, schema=schema.arrow_schema(schema.TIMESERIES_COLUMNS), preserve_index=False)
-    table = table.replace_schema_metadata({_SYNTHETIC_KEY: _SYNTHETIC_NOTE})
-    pq.write_table(table, out / schema.TIMESERIES, compression="zstd")
+    tag = {_SYNTHETIC_KEY: _SYNTHETIC_NOTE}  # the project's own writers, with the load-test label
+    writers.write_geoparquet(inv, out / schema.INVENTORY, schema.INVENTORY_COLUMNS, sort=False, metadata=tag)
+    writers.write_geoparquet(tiles, out / schema.TILES, schema.TILES_COLUMNS, sort=False, metadata=tag)
+    writers.write_parquet(ts, out / schema.TIMESERIES, schema.TIMESERIES_COLUMNS, metadata=tag)
     (out / schema.DICTIONARY_MD).write_text(schema.dictionary_markdown())
     (out / schema.DICTIONARY_JSON).write_text(json.dumps(schema.dictionary_json(), indent=1))
     (out / "SYNTHETIC_LOAD_TEST.txt").write_text(
-        "Synthetic load-test products written by data_products.synthetic (seed %d, %d slumps).\n"
+        "Synthetic load-test products written by benchmarks.load_products (seed %d, %d slumps).\n"
         "They follow the product contract but are NOT measurements.\n" % (seed, len(inv)))
 
 
