@@ -8,7 +8,7 @@ SEED    ?= 0
 WORKERS ?= 2
 PORT    ?= 8501
 
-.PHONY: setup run sample pipeline dashboard test bench clean
+.PHONY: setup run sample pipeline dashboard test test-fast bench clean
 
 # idempotent: re-installs only when pyproject.toml changed
 setup: $(VENV)/.stamp-setup
@@ -37,6 +37,12 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# the unit tests: no sample region, no whole stage, no browser (tests marked slow are left out)
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md

@@ -71,3 +71,16 @@ def validate_geoparquet(path):
     geo = json.loads(pq.read_schema(path).metadata[b"geo"])
     jsonschema.Draft7Validator(schema, registry=registry).validate(geo)
     return geo
+
+
+#: fixtures that generate a sample region or run a whole stage: a test using one is ``slow``
+SLOW_FIXTURES = {"sample", "sample_strips", "processed_cells", "up_to_date", "http_sample", "wheel", "server",
+                 "products", "chrome", "scene"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that build a sample or run a whole stage (or a browser) as ``slow``:
+    ``make test-fast`` (``pytest -m "not slow"``) runs the others."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -107,6 +107,7 @@ def _digest(folder):
     return h.hexdigest()
 
 
+@pytest.mark.slow  # generates two samples
 def test_sample_is_deterministic_by_seed(tmp_path):
     a = generate_sample(tmp_path / "a", seed=5, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
     b = generate_sample(tmp_path / "b", seed=5, sites=["yamal"], cells=1, workers=1, log=lambda m: None)
