@@ -25,6 +25,7 @@ temperatures °C, years are thaw seasons (20 Jun - 22 Sep).
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import threading
@@ -308,6 +309,17 @@ def where(f: Filters, alias: str = "") -> tuple[str, list]:
     return (" WHERE " + " AND ".join(sql)) if sql else "", params
 
 
+def recorded_temperature_driven_r(products: Path) -> float:
+    """The r threshold the products were made with (``manifest.json`` -> ``config.quantify.
+    temperature_driven_r``), or :data:`schema.DEFAULT_TEMPERATURE_DRIVEN_R` when unrecorded."""
+    try:
+        v = json.loads((Path(products) / schema.MANIFEST).read_text())["config"]["quantify"]["temperature_driven_r"]
+        v = float(v)
+        return v if -1.0 <= v <= 1.0 else schema.DEFAULT_TEMPERATURE_DRIVEN_R
+    except (OSError, ValueError, KeyError, TypeError):
+        return schema.DEFAULT_TEMPERATURE_DRIVEN_R
+
+
 # --------------------------------------------------------------------------- catalog
 @dataclass
 class Catalog:
@@ -359,6 +371,7 @@ class Catalog:
             raise ProductsError(f"{inv} lacks columns {sorted(missing)}")
         self.has_bbox = "bbox" in cols
         self.columns = cols
+        self.temperature_driven_r = recorded_temperature_driven_r(p)
 
     # ------------------------------------------------------------------ plumbing
     def cursor(self):
@@ -427,18 +440,19 @@ class Catalog:
 
     def totals(self, f: Filters | None = None) -> dict:
         """Number, total area (m²), volume (m³) and its σ (root sum of squares, m³; an independence
-        assumption between slumps), carbon (kg C/yr), and the share of slumps with r >= 0.5."""
+        assumption between slumps), carbon (kg C/yr), and the share of slumps with r at least the
+        products' :attr:`temperature_driven_r` (``r_threshold``)."""
         w, p = self._where(f)
         row = self._one(
             "SELECT count(*), sum(area_m2), sum(volume_m3), sqrt(sum(volume_sigma_m3 * volume_sigma_m3)), "
             "sum(carbon_kg_yr), sum(volume_rate_m3_yr), count(r_temperature), "
-            f"count(*) FILTER (WHERE r_temperature >= 0.5) FROM inventory{w}", p)
+            f"count(*) FILTER (WHERE r_temperature >= ?) FROM inventory{w}", [self.temperature_driven_r, *p])
         n = int(row[0])
         return {"n": n, "area_m2": float(row[1] or 0), "volume_m3": float(row[2] or 0),
                 "volume_sigma_m3": float(row[3] or 0), "carbon_kg_yr": float(row[4] or 0),
-                "volume_rate_m3_yr": float(row[5] or 0), "n_with_r": int(row[6]), "n_r_ge_05": int(row[7]),
-                "share_r_ge_05": (row[7] / n) if n else float("nan"),
-                "share_r_ge_05_of_computable": (row[7] / row[6]) if row[6] else float("nan")}
+                "volume_rate_m3_yr": float(row[5] or 0), "n_with_r": int(row[6]), "n_r_ge": int(row[7]),
+                "r_threshold": self.temperature_driven_r, "share_r_ge": (row[7] / n) if n else float("nan"),
+                "share_r_ge_of_computable": (row[7] / row[6]) if row[6] else float("nan")}
 
     def regions(self) -> list[str]:
         return [r[0] for r in self.cursor().execute(
@@ -532,14 +546,15 @@ class Catalog:
                         "GROUP BY tile_id ORDER BY n DESC", p)
 
     def region_totals(self, f: Filters | None = None) -> pd.DataFrame:
-        """Per region: slumps, area (m²), volume (m³) and σ, rate (m³/yr), carbon (kg C/yr), share r >= 0.5."""
+        """Per region: slumps, area (m²), volume (m³) and σ, rate (m³/yr), carbon (kg C/yr), share with r
+        at least :attr:`temperature_driven_r`."""
         w, p = self._where(f)
         return self._df(
             "SELECT region, count(*) AS slumps, sum(area_m2) AS area_m2, sum(volume_m3) AS volume_m3, "
             "sqrt(sum(volume_sigma_m3 * volume_sigma_m3)) AS volume_sigma_m3, "
             "sum(volume_rate_m3_yr) AS volume_rate_m3_yr, sum(carbon_kg_yr) AS carbon_kg_yr, "
-            "avg(CASE WHEN r_temperature >= 0.5 THEN 1.0 ELSE 0.0 END) AS share_r_ge_05 "
-            f"FROM inventory{w} GROUP BY region ORDER BY volume_m3 DESC", p)
+            "avg(CASE WHEN r_temperature >= ? THEN 1.0 ELSE 0.0 END) AS share_r_ge "
+            f"FROM inventory{w} GROUP BY region ORDER BY volume_m3 DESC", [self.temperature_driven_r, *p])
 
     def yearly(self, f: Filters | None = None) -> pd.DataFrame:
         """Per thaw season over the selection: volume_m3 (sum), volume_sigma_m3 (root sum of squares),

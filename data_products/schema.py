@@ -31,6 +31,12 @@ MATCHES = "inventory_matches.parquet"
 DATE_EPOCH = "2000-01-01"
 #: the thaw season, ((month, day), (month, day)): 20 June - 22 September (Dai et al. 2025)
 THAW_SEASON = ((6, 20), (9, 22))
+#: slumps with a Pearson r of loss rate against summer temperature at least this are called
+#: temperature-driven, unless the products record another value (``manifest.json`` ->
+#: ``config.quantify.temperature_driven_r``, written from the run's configuration)
+DEFAULT_TEMPERATURE_DRIVEN_R = 0.5
+#: written last by publishing: checksums of every product file and the resolved configuration
+MANIFEST = "manifest.json"
 #: published inventories converted for the dashboard's reference layers (``rts dashboard --reference``)
 REFERENCE_DIR = "reference"
 

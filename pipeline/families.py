@@ -28,6 +28,7 @@ import rasterio
 
 from data_products import grid
 
+from .config import Config
 from .evidence import FEATURES, EvidenceModel, criteria_features, fit
 from .inventories import match_inventories
 from .evaluate import cell_truth
@@ -193,6 +194,7 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
     """Rows (one per detector, plus the naive baseline) pooled over the (sample, products)
     pairs of one family. ``detectors``: label -> detector object (None = rules)."""
 
+    r_flag = (cfg or Config()).quantify.temperature_driven_r
     rows = {lab: [] for lab in detectors}
     extra = {lab: {"causes": {}, "split": 0, "merged": 0, "vol": [], "temp": [], "with_r": []} for lab in detectors}
     naive = {0.5: [0, 0, 0], 0.1: [0, 0, 0]}
@@ -222,7 +224,7 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
                     extra[lab]["vol"].append((r.volume_m3, r.volume_sigma_m3, t.volume_m3))
                     extra[lab]["with_r"].append(bool(np.isfinite(r.r_temperature)))
                     if np.isfinite(r.r_temperature):
-                        extra[lab]["temp"].append(bool(r.r_temperature >= 0.5) == bool(t.temperature_driven))
+                        extra[lab]["temp"].append(bool(r.r_temperature >= r_flag) == bool(t.temperature_driven))
         for site in sorted(set(truth.site)):
             s = naive_difference(sample, site)
             for iou in (0.5, 0.1):

@@ -258,7 +258,7 @@ def assemble(products: str | Path, cfg: Config) -> dict:
         schema.TIMESERIES: {"rows": len(ts), "csv": schema.TIMESERIES_CSV, "title": "Yearly volume loss per RTS"},
         schema.TILES: {"rows": len(tiles), "csv": None, "title": "Processed 2 km cells"},
     }, bounds, start, end, __version__)
-    write_manifest(products)  # last: its checksums say the set above is complete and consistent
+    write_manifest(products, cfg)  # last: its checksums say the set above is complete and consistent
     arctic = summary[summary.region == "Arctic"]
     return {"slumps": len(inv_sorted), "timeseries_rows": len(ts), "candidates": len(cands),
             "volume_m3": float(inv_sorted.volume_m3.sum()) if len(inv_sorted) else 0.0,
@@ -266,19 +266,21 @@ def assemble(products: str | Path, cfg: Config) -> dict:
             "share_r_ge": float(arctic.share_r_ge.iloc[0]) if len(arctic) else float("nan")}
 
 
-MANIFEST = "manifest.json"
+MANIFEST = schema.MANIFEST
 PUBLISHED = (schema.INVENTORY, schema.TIMESERIES, schema.TILES, CANDIDATES, schema.INVENTORY_CSV,
              schema.TIMESERIES_CSV, YEARLY_TOTALS_CSV, REGION_SUMMARY_CSV, schema.DICTIONARY_MD,
              schema.DICTIONARY_JSON, schema.STAC_COLLECTION)
 
 
-def write_manifest(products: Path) -> None:
+def write_manifest(products: Path, cfg: Config | None = None) -> None:
     """``PRODUCTS/manifest.json``: the SHA-256 of every published file, written after all of
-    them. A reader (or :func:`verify_published`) that finds a file not matching it knows the
-    set is mid-update or was interrupted; the next run's publishing rewrites it whole."""
+    them, and the resolved configuration the products were made with (readers such as the
+    dashboard take their thresholds from it). A reader (or :func:`verify_published`) that
+    finds a file not matching it knows the set is mid-update or was interrupted; the next
+    run's publishing rewrites it whole."""
     files = {name: writers.file_sha256(products / name) for name in PUBLISHED if (products / name).is_file()}
     writers.write_json(products / MANIFEST, {
-        "pipeline_version": __version__, "files": files,
+        "pipeline_version": __version__, "files": files, "config": (cfg or Config()).to_dict(),
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
 

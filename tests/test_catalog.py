@@ -189,7 +189,7 @@ def test_aggregates_add_up(cat, inv):
     t = cat.tile_aggregate()
     assert t.n.sum() == N
     tot = cat.totals()
-    assert tot["n"] == N and tot["share_r_ge_05"] == pytest.approx((inv.r_temperature >= 0.5).mean())
+    assert tot["n"] == N and tot["share_r_ge"] == pytest.approx((inv.r_temperature >= 0.5).mean())
     assert tot["carbon_kg_yr"] == pytest.approx(inv.carbon_kg_yr.sum())
 
 
@@ -264,3 +264,21 @@ def test_glob_characters_in_the_products_path_never_read_another_folder(products
     inv.iloc[:10].to_parquet(decoy / schema.INVENTORY, schema_version="1.1.0", write_covering_bbox=True)
     c = Catalog(real)
     assert c.count() == N
+
+
+def test_the_temperature_driven_share_uses_the_threshold_the_products_were_made_with(tmp_path):
+    import json
+
+    from data_products.catalog import Catalog
+
+    generate_products(tmp_path, 400, seed=3)
+    inv = pd.read_parquet(tmp_path / schema.INVENTORY, columns=["r_temperature", "region"])
+    assert Catalog(tmp_path).totals()["r_threshold"] == schema.DEFAULT_TEMPERATURE_DRIVEN_R  # nothing recorded
+    (tmp_path / schema.MANIFEST).write_text(json.dumps({"files": {}, "config": {"quantify": {"temperature_driven_r": 0.7}}}))
+    cat = Catalog(tmp_path)
+    tot = cat.totals()
+    assert tot["r_threshold"] == 0.7
+    assert tot["share_r_ge"] == pytest.approx((inv.r_temperature >= 0.7).mean())
+    reg = cat.region_totals().set_index("region")
+    want = inv.assign(ge=inv.r_temperature >= 0.7).groupby("region").ge.mean()
+    assert np.allclose(reg.loc[want.index, "share_r_ge"], want)

@@ -23,7 +23,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Slumps selected", f"{tot['n']:,}")
 c2.metric("Volume (m³)", f"{tot['volume_m3']:,.0f}")
 c3.metric("Carbon (t C/yr)", f"{tot['carbon_kg_yr'] / 1000:,.0f}")
-c4.metric("Share with r ≥ 0.5", "–" if tot["n"] == 0 else f"{100 * tot['share_r_ge_05']:.0f} %")
+c4.metric(f"Share with r ≥ {tot['r_threshold']:g}", "–" if tot["n"] == 0 else f"{100 * tot['share_r_ge']:.0f} %")
 st.caption(f"Selection: {state.describe(f)}")
 
 if tot["n"] == 0 and cat.count() == 0:

@@ -1,5 +1,5 @@
 """Summary page: totals per region, Arctic-wide yearly volume against temperature, the share of
-slumps with r >= 0.5, carbon."""
+slumps with r at least the products' temperature_driven_r, carbon."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ c[1].metric("Volume lost (10⁶ m³)", f"{tot['volume_m3'] / 1e6:,.2f}",
             help=f"± {tot['volume_sigma_m3'] / 1e6:,.3f} × 10⁶ m³ (1σ, slumps' errors taken as independent)")
 c[2].metric("Area (km²)", f"{tot['area_m2'] / 1e6:,.2f}")
 c[3].metric("Carbon (10⁶ kg C/yr)", f"{tot['carbon_kg_yr'] / 1e6:,.2f}")
-c[4].metric("Share with r ≥ 0.5", f"{100 * tot['share_r_ge_05']:.1f} %",
-            help=f"{tot['n_r_ge_05']:,} of {tot['n']:,} slumps; {tot['n_with_r']:,} have an r "
-                 f"({100 * tot['share_r_ge_05_of_computable']:.1f} % of those)" if tot["n_with_r"] else None)
+c[4].metric(f"Share with r ≥ {tot['r_threshold']:g}", f"{100 * tot['share_r_ge']:.1f} %",
+            help=f"{tot['n_r_ge']:,} of {tot['n']:,} slumps; {tot['n_with_r']:,} have an r "
+                 f"({100 * tot['share_r_ge_of_computable']:.1f} % of those). The threshold is the one the "
+                 "products were made with (quantify.temperature_driven_r)." if tot["n_with_r"] else None)
 
 st.subheader("Arctic-wide yearly volume against summer temperature")
 y = cat.yearly(f)
@@ -52,9 +53,9 @@ fig = go.Figure(go.Bar(x=reg.region, y=reg.volume_m3 / 1e6, marker_color="#35978
 fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(title="volume lost (10⁶ m³)"))
 st.plotly_chart(fig, width="stretch", key="regions")
 show = reg.assign(area_km2=reg.area_m2 / 1e6, volume_1e6_m3=reg.volume_m3 / 1e6, sigma_1e6_m3=reg.volume_sigma_m3 / 1e6,
-                  carbon_t_yr=reg.carbon_kg_yr / 1e3, share_r_ge_05_pct=100 * reg.share_r_ge_05)
+                  carbon_t_yr=reg.carbon_kg_yr / 1e3, share_r_ge_pct=100 * reg.share_r_ge)
 st.dataframe(show[["region", "slumps", "area_km2", "volume_1e6_m3", "sigma_1e6_m3", "volume_rate_m3_yr", "carbon_t_yr",
-                   "share_r_ge_05_pct"]].round(3), hide_index=True, width="stretch", key="region_table")
+                   "share_r_ge_pct"]].round(3), hide_index=True, width="stretch", key="region_table")
 counts = cat.tile_status_counts()
 if counts:
     st.caption("Work cells: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
