@@ -61,7 +61,6 @@ METRICS: dict[str, str] = {
 YEAR_MIN, YEAR_MAX = 1990, 2100
 
 #: The bounds of the EPSG:3413 work grid (m); boxes are clipped to them.
-GRID_BOUNDS = (grid.ORIGIN_M, grid.ORIGIN_M, -grid.ORIGIN_M, -grid.ORIGIN_M)
 
 _LOCK = threading.Lock()
 
@@ -168,21 +167,14 @@ def _finite(v, name: str) -> float | None:
 
 
 def parse_bbox(value) -> tuple[float, float, float, float] | None:
-    """(xmin, ymin, xmax, ymax) in EPSG:3413 metres from a 4-sequence or 'xmin,ymin,xmax,ymax' text."""
+    """(xmin, ymin, xmax, ymax) in EPSG:3413 metres from a 4-sequence or 'xmin,ymin,xmax,ymax' text,
+    cut to the grid (:func:`data_products.grid.parse_bbox`); None for an empty value."""
     if value is None or value == "" or value == ():
         return None
-    parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
-    if len(parts) != 4:
-        raise QueryError("box: give four numbers xmin, ymin, xmax, ymax (EPSG:3413 metres)")
-    xmin, ymin, xmax, ymax = (_finite(p, "box") for p in parts)
-    if None in (xmin, ymin, xmax, ymax):
-        raise QueryError("box: give four numbers xmin, ymin, xmax, ymax (EPSG:3413 metres)")
-    if not (xmin < xmax and ymin < ymax):
-        raise QueryError("box: need xmin < xmax and ymin < ymax")
-    lo, hi = GRID_BOUNDS[0], GRID_BOUNDS[2]
-    if xmax < lo or xmin > hi or ymax < lo or ymin > hi:
-        raise QueryError(f"box: outside the EPSG:3413 grid ({lo:.0f} to {hi:.0f} m)")
-    return (max(xmin, lo), max(ymin, lo), min(xmax, hi), min(ymax, hi))
+    try:
+        return grid.parse_bbox(value, clip=True)
+    except grid.BBoxError as exc:
+        raise QueryError(f"box: {exc}") from None
 
 
 def check_search(text: str) -> str:

@@ -107,3 +107,44 @@ def cells_in_bounds(bounds: tuple[float, float, float, float]) -> list[Cell]:
 
 def snap_down(v: float, step: float = RESOLUTION_M) -> float:
     return math.floor(v / step) * step
+
+
+class BBoxError(ValueError):
+    """A box that is not four finite numbers xmin < xmax, ymin < ymax on the work grid."""
+
+
+def parse_bbox(value, *, clip: bool = False) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) in EPSG:3413 metres from a 4-sequence or an 'xmin,ymin,xmax,ymax'
+    text (commas, semicolons or spaces): four finite numbers (not booleans), xmin < xmax and
+    ymin < ymax, on the work grid (+-4,000 km from the pole). With ``clip`` a box reaching
+    beyond the grid is cut to it (one wholly outside is still an error); without, it is an
+    error. The one check of a box for every caller (CLI, queue, catalog)."""
+    if isinstance(value, str):
+        parts = value.replace(",", " ").replace(";", " ").split()
+    else:
+        try:
+            parts = list(value)
+        except TypeError:
+            raise BBoxError(f"bbox must be 4 numbers xmin, ymin, xmax, ymax, got {str(value)[:40]!r}") from None
+    if len(parts) != 4:
+        raise BBoxError(f"bbox must be 4 numbers xmin, ymin, xmax, ymax (EPSG:3413 m), got {len(parts)} values")
+    vals = []
+    for p in parts:
+        if isinstance(p, bool):
+            raise BBoxError(f"bbox value {p!r} is not a number")
+        try:
+            v = float(p)
+        except (TypeError, ValueError):
+            raise BBoxError(f"bbox value {str(p)[:40]!r} is not a number") from None
+        if not math.isfinite(v):
+            raise BBoxError(f"bbox value {p!r} is not finite")
+        vals.append(v)
+    xmin, ymin, xmax, ymax = vals
+    if not (xmin < xmax and ymin < ymax):
+        raise BBoxError(f"bbox {vals} is empty or inverted: need xmin < xmax and ymin < ymax")
+    lo, hi = ORIGIN_M, -ORIGIN_M
+    outside = xmin < lo or ymin < lo or xmax > hi or ymax > hi
+    if outside and (not clip or xmax < lo or xmin > hi or ymax < lo or ymin > hi):
+        raise BBoxError(f"bbox {vals} extends beyond the work grid ({lo:.0f} to {hi:.0f} m in EPSG:3413)")
+    return (max(xmin, lo), max(ymin, lo), min(xmax, hi), min(ymax, hi))
+

@@ -88,8 +88,6 @@ MAX_MESSAGE_CHARS = 4_000
 MAX_NAME_CHARS = 200
 BUSY_TIMEOUT_S = 30.0
 
-_GRID_MIN = grid.ORIGIN_M
-_GRID_MAX = -grid.ORIGIN_M
 
 
 class QueueError(ValueError):
@@ -206,36 +204,13 @@ def normalise_tiles(tiles) -> list[str]:
 
 
 def normalise_bbox(bbox) -> tuple[float, float, float, float]:
-    """(xmin, ymin, xmax, ymax) as floats in EPSG:3413 metres, checked: four finite numbers,
-    xmin < xmax, ymin < ymax, inside the work grid (+-4,000 km). A string
-    'xmin,ymin,xmax,ymax' is accepted too."""
-    if isinstance(bbox, str):
-        parts = [p for p in bbox.replace(",", " ").split()]
-    else:
-        try:
-            parts = list(bbox)
-        except TypeError:
-            raise QueueError(f"bbox must be 4 numbers xmin, ymin, xmax, ymax, got {_short(bbox)}") from None
-    if len(parts) != 4:
-        raise QueueError(f"bbox must be 4 numbers xmin, ymin, xmax, ymax (EPSG:3413 m), got {len(parts)} values")
-    vals = []
-    for p in parts:
-        if isinstance(p, bool):
-            raise QueueError(f"bbox value {p!r} is not a number")
-        try:
-            v = float(p)
-        except (TypeError, ValueError):
-            raise QueueError(f"bbox value {_short(p)} is not a number") from None
-        if not math.isfinite(v):
-            raise QueueError(f"bbox value {p!r} is not finite")
-        vals.append(v)
-    xmin, ymin, xmax, ymax = vals
-    if not (xmin < xmax and ymin < ymax):
-        raise QueueError(f"bbox {vals} is empty or inverted: need xmin < xmax and ymin < ymax")
-    if xmin < _GRID_MIN or ymin < _GRID_MIN or xmax > _GRID_MAX or ymax > _GRID_MAX:
-        raise QueueError(f"bbox {vals} extends beyond the work grid "
-                         f"({_GRID_MIN:.0f} to {_GRID_MAX:.0f} m in EPSG:3413)")
-    return (xmin, ymin, xmax, ymax)
+    """(xmin, ymin, xmax, ymax) as floats in EPSG:3413 metres, checked by
+    :func:`data_products.grid.parse_bbox` (inside the work grid; a string 'xmin,ymin,xmax,ymax'
+    is accepted too)."""
+    try:
+        return grid.parse_bbox(bbox)
+    except grid.BBoxError as exc:
+        raise QueueError(str(exc)) from None
 
 
 def _job_id(job_id) -> int:

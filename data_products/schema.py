@@ -27,6 +27,12 @@ DICTIONARY_MD = "data_dictionary.md"
 DICTIONARY_JSON = "data_dictionary.json"
 QUEUE = "jobs.sqlite"
 MATCHES = "inventory_matches.parquet"
+CANDIDATES = "candidates.parquet"
+REGION_SUMMARY_CSV = "rts_region_summary.csv"
+YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
+#: per-cell side files: ``tiles/<cell>/cell.json`` (DEM stage) and ``parts/<cell>/part.json`` (slump stage)
+CELL_META = "cell.json"
+PART_META = "part.json"
 #: day zero of the t1/t2 rasters (their values are days since this date)
 DATE_EPOCH = "2000-01-01"
 #: the thaw season, ((month, day), (month, day)): 20 June - 22 September (Dai et al. 2025)
@@ -137,6 +143,72 @@ TABLES: dict[str, tuple[Column, ...]] = {
 }
 #: written only on request (``rts crossref --products``); documented in the dictionary too
 OPTIONAL_TABLES: dict[str, tuple[Column, ...]] = {MATCHES: MATCHES_COLUMNS}
+
+
+# --------------------------------------------------------------------------- side files
+#: ``candidates.parquet`` (GeoParquet, EPSG:3413): every candidate loss cluster, the reference
+#: criteria it meets, and its ``ev_*`` evidence features (all float64); columns not listed may follow
+CANDIDATE_COLUMNS = {
+    "cell_id": "string", "geometry": "geometry", "area_m2": "float64", "loss_m3": "float64",
+    "volume_sigma_m3": "float64", "gain_m3": "float64", "max_loss_m": "float64", "time_spread_days": "float64",
+    "confident": "bool", "progressive": "bool", "loss_upslope": "bool", "loss_exceeds_gain": "bool",
+    "geomorphic": "bool", "touches_edge": "bool", "criteria": "int64",
+}
+#: ``rts_region_summary.csv``: one row per region and one "Arctic" row
+REGION_SUMMARY_HEADER = ("region", "n_slumps", "area_m2", "volume_m3", "volume_sigma_m3", "carbon_kg_yr",
+                         "n_without_carbon", "n_with_r", "share_r_ge", "slope_m3_per_degc", "slope_se_m3_per_degc")
+#: ``rts_yearly_totals.csv``: one row per region and thaw season
+YEARLY_TOTALS_HEADER = ("region", "year", "volume_m3", "n_slumps", "summer_t2m_c", "volume_sigma_m3")
+
+_DIGEST = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+_CHECKSUMS = {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{16,64}$"}}
+_CELL_ID = {"type": "string", "pattern": r"^\d+_\d+_\d_\d_\d{2}_\d{2}$"}
+_WHEN = {"type": "string", "format": "date-time"}
+
+#: JSON Schema (2020-12) of ``cell.json``: what the DEM stage of a cell used and found
+CELL_META_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "cell.json", "type": "object",
+    "required": ["cell_id", "status", "bounds_3413", "strips", "dates", "coregistration", "timings_s", "warnings",
+                 "config_digest", "inputs_digest", "processed_at", "date_encoding", "files"],
+    "properties": {
+        "cell_id": _CELL_ID,
+        "status": {"enum": ["ok", "no_data", "too_few_dems"]},
+        "bounds_3413": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+        "strips": {"type": "array", "items": {"type": "string"}},
+        "dates": {"type": "array", "items": {"type": "string", "format": "date"}},
+        "coregistration": {"type": "array", "items": {
+            "type": "object", "required": ["strip", "date", "dx_m", "dy_m", "dz_m", "used", "reason"],
+            "properties": {"strip": {"type": "string"}, "sensor": {"type": ["string", "null"]},
+                           "date": {"type": "string"},
+                           "dx_m": {"type": ["number", "null"]}, "dy_m": {"type": ["number", "null"]},
+                           "dz_m": {"type": ["number", "null"]}, "used": {"type": "boolean"},
+                           "reason": {"type": ["string", "null"]}}}},
+        "rejected_pairs": {"type": "array"},
+        "timings_s": {"type": "object", "additionalProperties": {"type": "number"}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        # inputs_digest is null for rasters written outside `rts run` (which then reprocesses the cell)
+        "config_digest": _DIGEST, "inputs_digest": {"anyOf": [_DIGEST, {"type": "null"}]}, "processed_at": _WHEN,
+        "date_encoding": {"type": "string"}, "files": _CHECKSUMS,
+    },
+}
+#: JSON Schema (2020-12) of ``part.json``: a cell's slump-stage part, written last
+PART_META_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "part.json", "type": "object",
+    "required": ["cell_id", "digest", "n_slumps", "n_candidates", "volume_m3", "files", "processed_at"],
+    "properties": {
+        "cell_id": _CELL_ID, "digest": {"type": "string"},
+        "n_slumps": {"type": "integer", "minimum": 0}, "n_candidates": {"type": "integer", "minimum": 0},
+        "volume_m3": {"type": "number", "minimum": 0}, "seconds": {"type": "number", "minimum": 0},
+        "files": _CHECKSUMS, "processed_at": _WHEN, "variogram": {"type": ["object", "null"]},
+    },
+}
+#: JSON Schema (2020-12) of ``manifest.json``
+MANIFEST_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "manifest.json", "type": "object",
+    "required": ["pipeline_version", "files", "written_at"],
+    "properties": {"pipeline_version": {"type": "string"}, "files": _CHECKSUMS, "written_at": _WHEN,
+                   "config": {"type": "object", "properties": {"quantify": {"type": "object"}}}},
+}
 
 
 def names(columns: tuple[Column, ...]) -> list[str]:

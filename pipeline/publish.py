@@ -42,9 +42,9 @@ from .quantify import CarbonDensity, Climate, quantify, regional_totals
 log = logging.getLogger(__name__)
 
 PARTS = "parts"
-CANDIDATES = "candidates.parquet"
-REGION_SUMMARY_CSV = "rts_region_summary.csv"
-YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
+CANDIDATES = schema.CANDIDATES
+REGION_SUMMARY_CSV = schema.REGION_SUMMARY_CSV
+YEARLY_TOTALS_CSV = schema.YEARLY_TOTALS_CSV
 
 
 def _cell_digest(products: Path, cell_id: str) -> str:

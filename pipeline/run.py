@@ -415,9 +415,7 @@ def select_cells(strips: list[Strip], cfg: Config, tiles: list[str] | None = Non
         if missing:
             log.warning("no strip covers cell(s) %s", ", ".join(sorted(missing)))
     if bbox is not None:
-        xmin, ymin, xmax, ymax = map(float, bbox)
-        if not (xmin < xmax and ymin < ymax):
-            raise ValueError(f"--bbox: expected xmin < xmax and ymin < ymax (EPSG:3413 m), got {bbox}")
+        xmin, ymin, xmax, ymax = grid.parse_bbox(bbox)  # a clear error for an inverted or off-grid box
         cells = [c for c in cells if c.bounds[0] < xmax and c.bounds[2] > xmin
                  and c.bounds[1] < ymax and c.bounds[3] > ymin]
     return cells

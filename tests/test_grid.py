@@ -44,3 +44,21 @@ def test_peel_plateau_lands_in_its_real_polar_stereographic_position():
     x, y = Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True).transform(-135.2, 67.25)
     c = grid.cell_at(x, y)
     assert c.id.startswith("41_16_")
+
+
+def test_one_box_check_for_every_caller():
+    from data_products.catalog import QueryError, parse_bbox as catalog_bbox
+    from data_products.grid import BBoxError, parse_bbox
+    from data_products.queue import QueueError, normalise_bbox
+
+    assert parse_bbox("1, 2 3;4") == (1.0, 2.0, 3.0, 4.0)
+    for bad, why in [((3, 0, 1, 1), "inverted"), ((0, 0, float("nan"), 1), "not finite"), ((True, 0, 1, 1), "number"),
+                     ((0, 0, 1), "4 numbers"), ((-5e6, 0, 10, 10), "beyond the work grid")]:
+        with pytest.raises(BBoxError, match=why):
+            parse_bbox(bad)
+        with pytest.raises(QueueError, match=why):
+            normalise_bbox(bad)
+    # the catalog cuts a box reaching past the grid to it, and refuses one wholly outside
+    assert catalog_bbox((-5e6, 0, 10, 10)) == (-4e6, 0.0, 10.0, 10.0)
+    with pytest.raises(QueryError, match="box: .*beyond the work grid"):
+        catalog_bbox((-6e6, 0, -5e6, 10))

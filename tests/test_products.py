@@ -289,3 +289,35 @@ def test_stac_bbox_crosses_the_antimeridian_west_to_east():
     west, south, east, north = _lonlat_bbox((-2.0e6, 1.9e6, -1.9e6, 2.0e6))  # Chukotka / Bering Strait
     assert west > 170 and east < -170 and 60 < south < north < 70
     assert _lonlat_bbox((-1e5, -1e5, 1e5, 1e5))[3] == 90.0  # the pole inside: all longitudes
+
+
+def test_every_side_file_follows_its_schema(published):
+    """cell.json, part.json, manifest.json, candidates.parquet and the summary CSVs against the
+    contract in data_products.schema; a broken cell.json is caught by the same check."""
+    import json
+
+    import jsonschema
+
+    from pipeline.evidence import FEATURES
+
+    products = published[0]
+    check = jsonschema.Draft202012Validator
+    cells = sorted((products / "tiles").glob(f"*/{schema.CELL_META}"))
+    parts = sorted((products / "parts").glob(f"*/{schema.PART_META}"))
+    assert len(cells) == len(parts) == len(published[2])
+    for path, sch in [(p, schema.CELL_META_SCHEMA) for p in cells] + [(p, schema.PART_META_SCHEMA) for p in parts] + [
+            (products / schema.MANIFEST, schema.MANIFEST_SCHEMA)]:
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in check(sch).iter_errors(json.loads(path.read_text()))]
+        assert not errors, (path, errors)
+    broken = json.loads(cells[0].read_text())
+    broken["status"], broken["inputs_digest"] = "fine", "xyz"
+    assert len(list(check(schema.CELL_META_SCHEMA).iter_errors(broken))) == 2
+    cands = gpd.read_parquet(products / schema.CANDIDATES)
+    for name, kind in schema.CANDIDATE_COLUMNS.items():
+        assert name in cands.columns, name
+        if kind != "geometry":
+            assert str(cands[name].dtype) == {"string": "object"}.get(kind, kind), (name, cands[name].dtype)
+    assert all(str(cands[f].dtype) == "float64" for f in FEATURES)
+    assert cands.crs.to_epsg() == 3413
+    assert tuple(pd.read_csv(products / schema.REGION_SUMMARY_CSV).columns) == schema.REGION_SUMMARY_HEADER
+    assert tuple(pd.read_csv(products / schema.YEARLY_TOTALS_CSV).columns) == schema.YEARLY_TOTALS_HEADER
