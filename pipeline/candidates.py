@@ -35,13 +35,13 @@ from data_products import grid
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
-from .evidence import FEATURES, cluster_features, criteria_features
+from .evidence import FEATURES, VETO_FEATURES, cluster_features, criteria_features
 from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
 MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
-           "touches_edge", "criteria", *FEATURES, "geometry"]
+           "touches_edge", "criteria", *FEATURES, *VETO_FEATURES, "geometry"]
 
 
 def empty_candidates() -> gpd.GeoDataFrame:

@@ -266,6 +266,11 @@ class DetectionConfig:
     #: headwall is steep), t2 not growing upslope and flat ground as above. Both branches were
     #: set on the fitting samples (A3, A7, A11, B1, B2: no slump of 150 vetoed), not on A5/B5
     lake_max_rim_slope_deg: float = 5.0
+    #: or, on any ground: the surface before the change was a water level - the least-squares
+    #: plane through it inside the unit slopes at most this (degrees) ...
+    lake_max_pre_surface_slope_deg: float = 1.0
+    #: ... and departs from it by at most this RMS (m); t2 not growing upslope as above
+    lake_max_pre_surface_rms_m: float = 0.5
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)

@@ -38,6 +38,9 @@ FEATURES = (
     "ev_elongation", "ev_support_fraction", "ev_confident_fraction", "ev_gain_ratio", "ev_loss_cv",
     "ev_criterion_2", "ev_criterion_3",
 )
+#: evidence written beside :data:`FEATURES` but not an input of the classifier: the drained-lake
+#: veto's water-level test (:func:`drained_lake`)
+VETO_FEATURES = ("ev_pre_surface_slope_deg", "ev_pre_surface_rms_m")
 #: features derived from the candidate's ``criteria`` count (the reference study's criteria
 #: 2, progressive retreat, and 3, loss upslope of and larger than its debris; each needs the ones before)
 CRITERIA_FEATURES = {"ev_criterion_2": 2, "ev_criterion_3": 3}
@@ -125,6 +128,7 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
         elong = float(np.log(np.sqrt(max(w[1], 1e-6) / max(w[0], 0.25))))
     else:
         elong = 0.0
+    pre_slope, pre_rms = _plane_fit(before, mine, res)
     sup = support[mine]
     sup_frac = float(np.mean(sup >= 2)) if sup.size else 0.0
     gain_m3 = float(d[gain].sum() * px) if gain.any() else 0.0
@@ -145,7 +149,26 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
         "ev_confident_fraction": float(conf[mine].mean()) if mine.any() else 0.0,
         "ev_gain_ratio": float(np.log1p(gain_m3 / max(loss_m3, 1.0) * 10.0)),
         "ev_loss_cv": float(loss.std() / max(loss.mean(), 1e-6)) if loss.size else 0.0,
+        "ev_pre_surface_slope_deg": pre_slope,
+        "ev_pre_surface_rms_m": pre_rms,
     }
+
+
+def _plane_fit(z: np.ndarray, mine: np.ndarray, res: float) -> tuple[float, float]:
+    """Slope (degrees) and RMS residual (m) of the least-squares plane through ``z`` over
+    ``mine``. On the surface before the change, a lake's is its water level: horizontal
+    and smooth whatever the ground's slope, where a slump's is the hillside it cut into.
+    (90, 90) when fewer than 9 finite pixels."""
+    rr, cc = np.nonzero(mine)
+    v = z[rr, cc]
+    ok = np.isfinite(v)
+    if ok.sum() < 9:
+        return 90.0, 90.0
+    x, y, v = cc[ok] * res, rr[ok] * res, v[ok]
+    a = np.c_[x - x.mean(), y - y.mean(), np.ones_like(x, dtype=float)]
+    coef, *_ = np.linalg.lstsq(a, v, rcond=None)
+    resid = v - a @ coef
+    return float(np.degrees(np.arctan(np.hypot(coef[0], coef[1])))), float(np.sqrt(np.mean(resid ** 2)))
 
 
 def drained_lake(table, cfg) -> np.ndarray:
@@ -153,7 +176,10 @@ def drained_lake(table, cfg) -> np.ndarray:
     water flag, which misses many lakes and no longer marks one once it has drained. On flat
     ground, with a change time that does not grow upslope, either a flat-floored basin, or a
     closed basin with a low rim (a lake whose floor kept a channel or a residual pond is not
-    flat, but it has no headwall and its surroundings stand above it all round).
+    flat, but it has no headwall and its surroundings stand above it all round); and on any
+    ground, a unit whose surface before the change was a water level (a horizontal, smooth
+    plane: ``ev_pre_surface_slope_deg``, ``ev_pre_surface_rms_m``), where a slump cut into a
+    hillside.
     ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
         return np.zeros(0, bool)
@@ -164,7 +190,13 @@ def drained_lake(table, cfg) -> np.ndarray:
     rim = np.asarray(table["ev_rim_slope_deg"], float)
     basin = (floor <= cfg.lake_max_floor_relief_ratio) | ((closed >= cfg.lake_min_closed_rim)
                                                           & (rim <= cfg.lake_max_rim_slope_deg))
-    return basin & (t_up <= cfg.lake_max_t2_upslope_corr) & (slope <= cfg.lake_max_ground_slope_deg)
+    flat_ground_lake = basin & (slope <= cfg.lake_max_ground_slope_deg)
+    # a water level before the change: horizontal and smooth, on flat or sloping ground
+    nan = np.full(len(table), np.nan)
+    pre_slope = np.asarray(table.get("ev_pre_surface_slope_deg", nan), float)
+    pre_rms = np.asarray(table.get("ev_pre_surface_rms_m", nan), float)
+    water_level = (pre_slope <= cfg.lake_max_pre_surface_slope_deg) & (pre_rms <= cfg.lake_max_pre_surface_rms_m)
+    return (flat_ground_lake | water_level) & (t_up <= cfg.lake_max_t2_upslope_corr)
 
 
 @dataclass

@@ -225,9 +225,45 @@ def test_a_lake_whose_floor_is_not_flat_is_still_a_drained_lake_when_closed_and_
     assert row.ev_floor_relief_ratio > DetectionConfig().lake_max_floor_relief_ratio  # not flat-floored
     assert row.ev_closed_rim >= 0.6 and row.ev_rim_slope_deg <= 5.0
     assert drained_lake(found, DetectionConfig()).all()
-    steep = found.assign(ev_rim_slope_deg=12.0)
+    steep = found.assign(ev_rim_slope_deg=12.0, ev_pre_surface_slope_deg=3.4)  # cut into a hillside
     upslope = found.assign(ev_t2_upslope_corr=0.6)
     assert not drained_lake(steep, DetectionConfig()).any() and not drained_lake(upslope, DetectionConfig()).any()
+
+
+def test_a_lake_on_sloping_ground_is_vetoed_by_its_water_level(shipped):
+    """A lake dammed on 6 degree ground drains to an uneven bed over several seasons: neither
+    flat-floored nor on flat ground, so only the surface before the change tells it, a
+    horizontal water level. A scar cut into the same hillside is not vetoed."""
+    from pipeline.config import DetectionConfig
+    from pipeline.detect import EvidenceDetector
+    from pipeline.evidence import drained_lake
+
+    n = 240
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    ground = 100.0 - 0.21 * yy  # ~6 degrees, north upslope
+    q = np.hypot(yy - 120, (xx - 120) * 0.8) / 45
+    lm = q < 1
+    level = float(np.percentile(ground[lm], 20))
+    before = np.where(lm, level, ground)
+    bed = level - 3.0 * (1 - q ** 2) - 0.8 * np.sin(xx / 7.0)  # an uneven bed
+    after = np.where(lm, np.minimum(bed, level - 0.6), ground)
+    rng = np.random.default_rng(2)
+    t2 = np.where(lm, rng.choice([5000, 5400, 5750, 6100], size=lm.shape), 6500)
+    mos = _mosaic(n, after - before, t2, after)
+    found = find_candidates(mos, CandidatesConfig())
+    found = found[found.area_m2 > 1000]
+    assert len(found) == 1
+    row = found.iloc[0]
+    assert row.ev_ground_slope_deg > DetectionConfig().lake_max_ground_slope_deg  # not flat ground
+    assert row.ev_pre_surface_slope_deg < 0.2 and row.ev_pre_surface_rms_m < 0.1
+    assert drained_lake(found, DetectionConfig()).all()
+    assert len(EvidenceDetector(shipped).detect(mos, found, DetectionConfig())) == 0
+
+    m, dh, t2s = _slump(yy, xx, 120, 120, 35, 6.0)
+    scar = find_candidates(_mosaic(n, dh, t2s, ground + dh), CandidatesConfig())
+    scar = scar[scar.area_m2 > 1000]
+    assert len(scar) == 1 and scar.ev_pre_surface_slope_deg.iloc[0] > 5.0
+    assert not drained_lake(scar, DetectionConfig()).any()
 
 
 def test_a_retreating_scar_is_published_by_the_evidence_detector(shipped):
