@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _products(work: Path) -> tuple[Path, list[str]]:
+    from data_products.store import DH_RASTER, ProductsStore
     from pipeline.config import Config
     from pipeline.run import run as run_pipeline
     from pipeline.synth import generate_sample
@@ -28,7 +29,7 @@ def _products(work: Path) -> tuple[Path, list[str]]:
         generate_sample(sample, seed=0, cells=2, workers=2, log=lambda m: None)
     cells = json.loads((sample / "sample.json").read_text())["sites"][0]["cells"]
     products = work / "products_detection"
-    if not all((products / "tiles" / c / "dh.tif").exists() for c in cells):
+    if not all(ProductsStore(products).tile_file(c, DH_RASTER).exists() for c in cells):
         run_pipeline(sample / "stac" / "catalog.json", products, Config(), tiles=cells, workers=2, progress=False)
     return products, cells
 

@@ -41,7 +41,8 @@ import pandas as pd
 import shapely
 from pyproj import Transformer
 
-from data_products import grid, schema, writers
+from data_products import grid, ids, schema, timebase, writers
+from data_products.store import ProductsStore
 from data_products.regions import REGIONS, region_of
 
 SYNTHETIC_VERSION = "synthetic-load-test"
@@ -133,11 +134,7 @@ def _cell_ids(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return names[inv]
 
 
-def rts_id_for(x: float, y: float) -> str:
-    """The id the pipeline gives a slump centred at EPSG:3413 (x, y) m: 'RTS_' + signed x and y in
-    decametres (the format of ``pipeline.quantify.rts_id``, repeated here: data_products does not
-    import the pipeline)."""
-    return f"RTS_{int(round(x / 10.0)):+08d}_{int(round(y / 10.0)):+08d}"
+rts_id_for = ids.rts_id  # the id the pipeline gives a slump centred at EPSG:3413 (x, y) m
 
 
 def _summer_temperature(rng: np.random.Generator, regions: list[str]) -> dict[str, np.ndarray]:
@@ -177,12 +174,12 @@ def make_tables(n_slumps: int, seed: int = 0, timeseries: bool = True
     x, y = np.asarray(x), np.asarray(y)
     on_land = np.flatnonzero(shapely.contains_xy(_land(), x, y))  # slumps are on land
     cand = rng.permutation(on_land)[: int(n_slumps * 1.05) + 10]
-    ids = np.array([rts_id_for(a, b) for a, b in zip(x[cand], y[cand])], dtype=object)
-    _, first = np.unique(ids, return_index=True)
+    rids = np.array([rts_id_for(a, b) for a, b in zip(x[cand], y[cand])], dtype=object)
+    _, first = np.unique(rids, return_index=True)
     keep = cand[np.sort(first)[:n_slumps]]
-    ids = np.array([rts_id_for(a, b) for a, b in zip(x[keep], y[keep])], dtype=object)
+    rids = np.array([rts_id_for(a, b) for a, b in zip(x[keep], y[keep])], dtype=object)
     lon, lat, x, y = lon[keep], lat[keep], x[keep], y[keep]
-    n = len(ids)
+    n = len(rids)
 
     area = np.maximum(2_000.0, np.exp(rng.normal(np.log(12_000.0), 0.9, n)))
     geom = _polygons(rng, x, y, area)
@@ -219,7 +216,7 @@ def make_tables(n_slumps: int, seed: int = 0, timeseries: bool = True
     note = np.where(span < 3, "fewer than 3 thaw seasons", None)
 
     inv = gpd.GeoDataFrame({
-        "rts_id": ids,
+        "rts_id": rids,
         "tile_id": _cell_ids(cx, cy),
         "region": regions,
         "geometry": geom,
@@ -322,14 +319,13 @@ def write_rasters(inv: gpd.GeoDataFrame, out: Path, tile_ids: list[str]) -> None
             # distance along the slump's long axis: headwall (late t2, deep) to toe (early t2, shallow)
             d = (cols - cols.min()) / max(1, cols.max() - cols.min())
             dh[rows, cols] = (2.0 * mean_dh * (0.3 + 0.7 * d)).astype("float32")
-            d0 = (first - dt.date(2000, 1, 1)).days
-            d1 = (last - dt.date(2000, 1, 1)).days
+            d0 = timebase.days_since_epoch(first)
+            d1 = timebase.days_since_epoch(last)
             t2[rows, cols] = (d0 + d * (d1 - d0)).astype("int32")
-        folder = out / "tiles" / tid
+        folder = ProductsStore(out).tile_dir(tid)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, arr, nodata, desc in (("dh", dh, np.nan, "elevation change of the dominant step, m"),
-                                         ("t2", t2, -9999, "date of the first observation after the step, "
-                                                           "days since 2000-01-01")):
+        for name, arr in (("dh", dh), ("t2", t2)):
+            _, nodata, desc = schema.CELL_RASTERS[name]
             with rasterio.open(folder / f"{name}.tif", "w", driver="COG", width=w, height=h, count=1,
                                dtype=arr.dtype, crs=grid.CRS, transform=tr, nodata=nodata, compress="deflate",
                                blocksize=512, overviews="NONE") as dst:

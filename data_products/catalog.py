@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from data_products import grid, schema
+from data_products.store import FAILURE, TILES_DIR, ProductsStore
 
 #: Size classes on ``area_m2`` (m²): [low, high).
 SIZE_CLASSES: dict[str, tuple[float, float]] = {
@@ -121,9 +122,9 @@ def _published(parts: tuple[str, ...]) -> bool:
         return not parts[0].startswith(("jobs", "run_summary"))
     if parts[0] == "stac":
         return True
-    if parts[0] == "tiles" and len(parts) == 3:
+    if parts[0] == TILES_DIR and len(parts) == 3:
         try:
-            return grid.parse_cell_id(parts[1]).id == parts[1] and parts[2] != "failure.json"
+            return grid.parse_cell_id(parts[1]).id == parts[1] and parts[2] != FAILURE
         except ValueError:
             return False
     return False
@@ -418,10 +419,10 @@ class Catalog:
     def tile_raster(self, tile_id: str, name: str) -> Path | None:
         """``tiles/<tile_id>/<name>.tif`` for a valid cell id, or None when absent."""
         cell = grid.parse_cell_id(tile_id)
-        if name not in {"dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation"}:
+        if name not in schema.CELL_RASTERS:
             raise QueryError(f"{name!r} is not a cell raster")
         try:
-            return self.path(f"tiles/{cell.id}/{name}.tif")
+            return self.path(ProductsStore.tile_key(cell.id, f"{name}.tif"))
         except QueryError:
             return None
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from . import timebase
+
 CRS = "EPSG:3413"
 
 INVENTORY = "rts_inventory.parquet"
@@ -33,10 +35,26 @@ YEARLY_TOTALS_CSV = "rts_yearly_totals.csv"
 #: per-cell side files: ``tiles/<cell>/cell.json`` (DEM stage) and ``parts/<cell>/part.json`` (slump stage)
 CELL_META = "cell.json"
 PART_META = "part.json"
-#: day zero of the t1/t2 rasters (their values are days since this date)
-DATE_EPOCH = "2000-01-01"
+#: day zero of the t1/t2 rasters (their values are days since this date; data_products.timebase)
+DATE_EPOCH = timebase.EPOCH_ISO
+#: the t1/t2 rasters' nodata (no step, or undefined)
+NODATA_DATE = -9999
+#: the DEM stage's rasters of a cell (``tiles/<cell id>/<name>.tif``, COGs in EPSG:3413 at the
+#: grid resolution): name -> (dtype, nodata, description with its unit last)
+CELL_RASTERS = {
+    "dh": ("float32", float("nan"), "elevation change of the dominant step, m (negative: ground dropped)"),
+    "dh_sigma": ("float32", float("nan"), "1-sigma uncertainty of dh, m"),
+    "t1": ("int32", NODATA_DATE, "date of the last observation before the step, days since 2000-01-01"),
+    "t2": ("int32", NODATA_DATE, "date of the first observation after the step, days since 2000-01-01"),
+    "n_obs": ("int16", -1, "number of observations used"),
+    "n_before": ("int16", -1, "trusted observations supporting the level before the step"),
+    "n_after": ("int16", -1, "trusted observations supporting the level after the step"),
+    "confidence": ("uint8", 255, "1 confident step, 0 not confident, 255 undefined"),
+    "curvature": ("float32", float("nan"), "total curvature of the recent surface, m^-2"),
+    "elevation": ("float32", float("nan"), "recent surface: median of the latest coregistered DEMs, m"),
+}
 #: the thaw season, ((month, day), (month, day)): 20 June - 22 September (Dai et al. 2025)
-THAW_SEASON = ((6, 20), (9, 22))
+THAW_SEASON = timebase.THAW_SEASON
 #: slumps with a Pearson r of loss rate against summer temperature at least this are called
 #: temperature-driven, unless the products record another value (``manifest.json`` ->
 #: ``config.quantify.temperature_driven_r``, written from the run's configuration)

@@ -32,6 +32,7 @@ from rasterio.windows import from_bounds
 from scipy import ndimage
 
 from data_products import grid
+from data_products.store import DH_RASTER, ProductsStore
 
 from .change import NODATA_DATE
 from .config import CandidatesConfig
@@ -73,9 +74,10 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
         "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.int16),
         "n_before": np.full(shape, -1, np.int16), "n_after": np.full(shape, -1, np.int16),
     }
+    store = ProductsStore(products)
     for other in grid.cells_in_bounds(bounds):
-        folder = products / "tiles" / other.id
-        if not (folder / "dh.tif").exists():
+        folder = store.tile_dir(other.id)
+        if not (folder / DH_RASTER).exists():
             continue
         ob = other.bounds
         ix0 = max(ob[0], bounds[0])

@@ -23,7 +23,8 @@ import numpy as np
 import rasterio
 from pyproj import Transformer
 
-from data_products import grid, writers
+from data_products import grid, schema, timebase, writers
+from data_products.store import ProductsStore
 
 from .change import NODATA_DATE, ChangeResult, detect_steps
 from .config import Config
@@ -33,7 +34,6 @@ from .terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)
 HALO_M = 32.0  # margin kept through resampling, cropped at the end
-EPOCH = dt.date(2000, 1, 1)
 RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "n_before", "n_after", "confidence", "curvature", "elevation")
 
 
@@ -66,7 +66,7 @@ class CellResult:
 
 
 def _days(d: dt.date) -> int:
-    return (d - EPOCH).days
+    return timebase.days_since_epoch(d)
 
 
 _TO_LONLAT = Transformer.from_crs(grid.CRS, "EPSG:4326", always_xy=True)
@@ -148,19 +148,7 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     return CellResult(cell.id, change, curv, surf, names, dates, bundle, timings, warnings, "ok", sensors)
 
 
-RASTER_SPECS = {
-    # name: (dtype, nodata, description)
-    "dh": ("float32", np.nan, "elevation change of the dominant step, m (negative: ground dropped)"),
-    "dh_sigma": ("float32", np.nan, "1-sigma uncertainty of dh, m"),
-    "t1": ("int32", NODATA_DATE, "date of the last observation before the step, days since 2000-01-01"),
-    "t2": ("int32", NODATA_DATE, "date of the first observation after the step, days since 2000-01-01"),
-    "n_obs": ("int16", -1, "number of observations used"),
-    "n_before": ("int16", -1, "trusted observations supporting the level before the step"),
-    "n_after": ("int16", -1, "trusted observations supporting the level after the step"),
-    "confidence": ("uint8", 255, "1 confident step, 0 not confident, 255 undefined"),
-    "curvature": ("float32", np.nan, "total curvature of the recent surface, m^-2"),
-    "elevation": ("float32", np.nan, "recent surface: median of the latest coregistered DEMs, m"),
-}
+RASTER_SPECS = schema.CELL_RASTERS  # name -> (dtype, nodata, description), in the product contract
 
 
 def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_digest: str | None = None) -> Path:
@@ -172,7 +160,8 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
     """
     cell = grid.parse_cell_id(result.cell_id)
     res = cfg.grid.resolution_m
-    folder = Path(out_dir) / "tiles" / result.cell_id
+    store = ProductsStore(out_dir)
+    folder = store.tile_dir(result.cell_id)
     folder.mkdir(parents=True, exist_ok=True)
     h, w = cell.shape(res)
     arrays = {
@@ -199,10 +188,10 @@ def write_cell_rasters(result: CellResult, out_dir: Path, cfg: Config, inputs_di
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "warnings": result.warnings,
         "config_digest": cfg.dem_digest(), "inputs_digest": inputs_digest,
         "processed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "date_encoding": "t1/t2: days since 2000-01-01",
+        "date_encoding": f"t1/t2: days since {timebase.EPOCH_ISO}",
         # checked before the rasters are reused (a truncated raster behind a valid cell.json
         # makes the cell run again)
         "files": {f"{name}.tif": writers.file_sha256(folder / f"{name}.tif") for name in arrays},
     }
-    writers.write_text(folder / "cell.json", json.dumps(meta, indent=1, default=float))
+    writers.write_text(store.cell_meta_path(result.cell_id), json.dumps(meta, indent=1, default=float))
     return folder

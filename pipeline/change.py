@@ -65,10 +65,12 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from data_products import schema
+
 from .config import ChangeConfig
 from .snow import trusted_acquisitions
 
-NODATA_DATE = -9999
+NODATA_DATE = schema.NODATA_DATE  # days since DATE_EPOCH: no step
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from data_products import schema
+from data_products import timebase
 
 
 class ClimateError(ValueError):
@@ -249,36 +249,11 @@ def summer_temperature(da: xr.DataArray, lat: float, lon: float, months: tuple[i
     return means[counts == len(months)]
 
 
-def thaw_season_of(days_since_2000: np.ndarray) -> np.ndarray:
-    """Thaw season (year) of dates given as days since 2000-01-01: dates before 20 June
-    count to the previous year's season."""
-    d = pd.to_datetime(np.datetime64("2000-01-01") + np.asarray(days_since_2000, dtype="timedelta64[D]"))
-    after = (d.month > 6) | ((d.month == 6) & (d.day >= 20))
-    return np.where(after, d.year, d.year - 1)
-
-
-THAW_SEASON = schema.THAW_SEASON  # 20 June - 22 September (Dai et al. 2025), part of the product contract
-
-
-def season_coverage(t1: float, t2: float) -> dict[int, float]:
-    """Fraction (0-1) of each thaw season (20 Jun - 22 Sep) lying between two dates (days
-    since 2000-01-01); seasons not touched are left out."""
-    a = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t1))
-    b = pd.Timestamp("2000-01-01") + pd.Timedelta(days=float(t2))
-    (m0, d0), (m1, d1) = THAW_SEASON
-    out = {}
-    for y in range(a.year, b.year + 1):
-        s, e = pd.Timestamp(y, m0, d0), pd.Timestamp(y, m1, d1)
-        covered = (min(e, b) - max(s, a)).days
-        if covered > 0:
-            out[y] = covered / (e - s).days
-    return out
-
-
-def seasons_covered(t1: float, t2: float, min_fraction: float = 0.25) -> list[int]:
-    """Thaw seasons (20 Jun - 22 Sep) of which at least ``min_fraction`` lies between two
-    dates (days since 2000-01-01), the rule of Dai et al. (2025) for a season to count."""
-    return [y for y, c in season_coverage(t1, t2).items() if c >= min_fraction]
+# the time base and thaw seasons are part of the product contract (data_products.timebase)
+THAW_SEASON = timebase.THAW_SEASON
+thaw_season_of = timebase.thaw_season_of
+season_coverage = timebase.season_coverage
+seasons_covered = timebase.seasons_covered
 
 
 def interval_temperature_response(intervals: pd.DataFrame, summer_c: pd.Series, min_intervals: int = 6

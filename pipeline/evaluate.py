@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,7 +19,8 @@ import pandas as pd
 import rasterio
 from rasterio.windows import from_bounds
 
-from data_products import grid
+from data_products import grid, timebase
+from data_products.store import ProductsStore
 
 from .climate import thaw_season_of
 from .inventories import match_inventories
@@ -94,7 +94,7 @@ def expected_t2(sample: str | Path, cell: grid.Cell, change_time: np.ndarray, *,
             with rasterio.open(cloud_files[0]) as src:
                 cloud = src.read(1, window=from_bounds(*cell.bounds, src.transform), boundless=True, fill_value=0)
             seen &= cloud == 0
-        obs.append(((s.meta.date - dt.date(2000, 1, 1)).days, seen))
+        obs.append((timebase.days_since_epoch(s.meta.date), seen))
     obs.sort(key=lambda o: o[0])
     out = np.full(change_time.shape, -1, np.int64)
     todo = np.isfinite(change_time)
@@ -145,7 +145,7 @@ def evaluate_products(sample: str | Path, products: str | Path) -> dict:
     mean IoU, look-alikes kept as slumps (IoU >= 0.3), and for matched slumps the volume
     error and the coverage of the stated 1-sigma and 2-sigma uncertainty."""
     sample, products = Path(sample), Path(products)
-    cands = gpd.read_parquet(products / "candidates.parquet")
+    cands = gpd.read_parquet(ProductsStore(products).candidates)
     truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
     looks = gpd.read_parquet(sample / "truth" / "lookalikes.parquet")
     cells = {c for c in cands.cell_id} if len(cands) else set()
@@ -207,8 +207,9 @@ def detect_products(products: str | Path, detector, cfg=None, cells: list[str] |
 
     cfg = cfg or Config()
     products = Path(products)
-    all_cands = gpd.read_parquet(products / "candidates.parquet") if (products / "candidates.parquet").exists() else None
-    ids = cells or sorted(p.parent.name for p in (products / "tiles").glob("*/dh.tif"))
+    store = ProductsStore(products)
+    all_cands = gpd.read_parquet(store.candidates) if store.candidates.exists() else None
+    ids = cells or store.raster_cells()
     parts, seconds = [], []
     for cid in ids:
         cell = grid.parse_cell_id(cid)
@@ -271,7 +272,7 @@ def compare_detectors(sample: str | Path, products: str | Path, detector=None, c
     sample, products = Path(sample), Path(products)
     truth = gpd.read_parquet(sample / "truth" / "slumps.parquet")
     looks = gpd.read_parquet(sample / "truth" / "lookalikes.parquet")
-    cells = sorted(p.parent.name for p in (products / "tiles").glob("*/dh.tif"))
+    cells = ProductsStore(products).raster_cells()
     truth = truth[truth.cells.apply(lambda s: bool(set(s.split()) & set(cells)))].reset_index(drop=True)
     looks = looks[looks.site.isin(set(truth.site))].reset_index(drop=True)
     rows, timing = [], {}

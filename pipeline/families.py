@@ -27,6 +27,8 @@ import pandas as pd
 import rasterio
 
 from data_products import grid
+from data_products import schema
+from data_products.store import DH_RASTER, ProductsStore
 
 from .config import Config
 from .evidence import FEATURES, EvidenceModel, criteria_features, fit
@@ -53,11 +55,11 @@ def _truth(sample: Path, cells: set[str]):
 
 
 def _cells(products: Path) -> list[str]:
-    return sorted(p.parent.name for p in (products / "tiles").glob("*/dh.tif"))
+    return ProductsStore(products).raster_cells()
 
 
 def _all_candidates(products: Path) -> gpd.GeoDataFrame:
-    parts = [gpd.read_parquet(p) for p in sorted((products / "parts").glob("*/candidates.parquet"))]
+    parts = [gpd.read_parquet(p) for p in ProductsStore(products).part_files(schema.CANDIDATES)]
     parts = [p for p in parts if len(p)]
     if not parts:
         return gpd.GeoDataFrame(geometry=gpd.GeoSeries([], crs=grid.CRS))
@@ -178,7 +180,7 @@ def stable_false_change(sample: Path, products: Path, threshold_m: float = 1.0) 
     for cid in _cells(products):
         cell = grid.parse_cell_id(cid)
         t = cell_truth(sample, cell)
-        with rasterio.open(products / "tiles" / cid / "dh.tif") as src:
+        with rasterio.open(ProductsStore(products).tile_file(cid, DH_RASTER)) as src:
             dh = src.read(1).astype(float)
             if src.nodata is not None:
                 dh[dh == src.nodata] = np.nan
@@ -205,7 +207,8 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
         truth, looks = _truth(sample, set(cells))
         looks = looks[looks.site.isin(set(truth.site))].reset_index(drop=True)
         clouds = _cloud_checker(sample)
-        inv = gpd.read_parquet(products / "rts_inventory.parquet") if (products / "rts_inventory.parquet").exists() else None
+        inv_path = ProductsStore(products).inventory
+        inv = gpd.read_parquet(inv_path) if inv_path.exists() else None
         for lab, det in detectors.items():
             found, _ = detect_products(products, det, cfg, cells)
             found = found.reset_index(drop=True)

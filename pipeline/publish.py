@@ -31,6 +31,7 @@ import pandas as pd
 import shapely
 
 from data_products import grid, schema, stac, writers
+from data_products.store import ProductsStore
 
 from . import __version__
 from .candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
@@ -41,7 +42,6 @@ from .quantify import CarbonDensity, Climate, quantify, regional_totals
 
 log = logging.getLogger(__name__)
 
-PARTS = "parts"
 CANDIDATES = schema.CANDIDATES
 REGION_SUMMARY_CSV = schema.REGION_SUMMARY_CSV
 YEARLY_TOTALS_CSV = schema.YEARLY_TOTALS_CSV
@@ -49,8 +49,8 @@ YEARLY_TOTALS_CSV = schema.YEARLY_TOTALS_CSV
 
 def _cell_digest(products: Path, cell_id: str) -> str:
     try:
-        return json.loads((products / "tiles" / cell_id / "cell.json").read_text()).get("inputs_digest") or "?"
-    except (OSError, json.JSONDecodeError):
+        return ProductsStore(products).read_cell_meta(cell_id).get("inputs_digest") or "?"
+    except (OSError, ValueError):
         return "none"
 
 
@@ -71,15 +71,16 @@ PART_FILES = ("slumps.parquet", "timeseries.parquet", CANDIDATES)
 def read_part_meta(products: Path, cell_id: str) -> tuple[dict | None, str]:
     """A cell's ``part.json`` and "" when the part is whole (every file it lists there and
     matching its checksum), else (None, what is wrong)."""
-    folder = Path(products) / PARTS / cell_id
+    store = ProductsStore(products)
+    folder, meta_path = store.part_dir(cell_id), store.part_meta_path(cell_id)
     try:
-        meta = json.loads((folder / "part.json").read_text())
+        meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         return None, "no part published"
     except (OSError, json.JSONDecodeError) as exc:
-        return None, f"{folder / 'part.json'} unreadable ({exc})"
+        return None, f"{meta_path} unreadable ({exc})"
     if not isinstance(meta, dict):
-        return None, f"{folder / 'part.json'} is not a JSON object"
+        return None, f"{meta_path} is not a JSON object"
     problem = writers.files_intact(folder, meta.get("files"))
     return (None, problem) if problem else (meta, "")
 
@@ -96,6 +97,7 @@ def recorded_part_digest(products: Path, cell_id: str) -> str | None:
 def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climate: Climate, digest: str) -> dict:
     """Detect and quantify the slumps one cell owns and write its part; never raises."""
     products = Path(products)
+    store = ProductsStore(products)
     t0 = time.perf_counter()
     try:
         cell = grid.parse_cell_id(cell_id)
@@ -105,29 +107,28 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
         cands = find_candidates(mosaic, cfg.candidates, res, vg)
         dets = detect_slumps(mosaic, cands, cfg.detection, detector)
         now = pd.Timestamp.now(tz="UTC").floor("s")
-        dates = json.loads((products / "tiles" / cell_id / "cell.json").read_text()).get("dates") or []
+        dates = store.read_cell_meta(cell_id).get("dates") or []
         inv, ts = quantify(mosaic, dets, vg, cfg, climate, CarbonDensity(cfg.quantify), now, dates)
-        folder = products / PARTS / cell_id
+        folder = store.part_dir(cell_id)
         writers.write_geoparquet(inv, folder / "slumps.parquet", schema.INVENTORY_COLUMNS, sort=False)
         writers.write_parquet(ts, folder / "timeseries.parquet", schema.TIMESERIES_COLUMNS)
         with writers.atomic_path(folder / CANDIDATES) as tmp:
             cands.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
         seconds = time.perf_counter() - t0
-        writers.write_json(folder / "part.json", {
+        writers.write_json(store.part_meta_path(cell_id), {
             "cell_id": cell_id, "digest": digest, "n_slumps": len(inv), "n_candidates": len(cands),
             "volume_m3": float(inv.volume_m3.sum()), "seconds": round(seconds, 3),
             "files": {name: writers.file_sha256(folder / name) for name in PART_FILES},
             "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
                                                            "range_m": vg.range_m},
         })
-        if (folder / "failure.json").exists():
-            (folder / "failure.json").unlink()
+        store.part_failure_path(cell_id).unlink(missing_ok=True)
         return {"cell_id": cell_id, "status": "ok", "n_slumps": len(inv), "seconds": seconds}
     except Exception as exc:  # one bad cell never stops the others; its previous part stays published
         log.exception("slump stage failed for %s", cell_id)
         error = f"{type(exc).__name__}: {exc}"
         try:
-            writers.write_json(products / PARTS / cell_id / "failure.json", {"error": error})
+            writers.write_json(store.part_failure_path(cell_id), {"error": error})
         except OSError as write_exc:  # the failure still reaches the run summary
             log.error("could not record the failure of %s in its part folder: %s", cell_id, write_exc)
         return {"cell_id": cell_id, "status": "failed", "error": error, "seconds": time.perf_counter() - t0}
@@ -135,8 +136,9 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
 
 def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]:
     inv, ts, cands, meta = [], [], [], {}
-    for pj in sorted((products / PARTS).glob("*/part.json")):
-        cid = pj.parent.name
+    store = ProductsStore(products)
+    for cid in store.part_cells():
+        folder = store.part_dir(cid)
         if cid not in live:
             continue  # its DEM products were removed: its slumps go too
         try:
@@ -144,27 +146,24 @@ def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]
             if m is None:
                 raise ValueError(problem)
             meta[cid] = m
-            inv.append(gpd.read_parquet(pj.parent / "slumps.parquet"))
-            ts.append(pd.read_parquet(pj.parent / "timeseries.parquet"))
-            if (pj.parent / CANDIDATES).exists():
-                cands.append(gpd.read_parquet(pj.parent / CANDIDATES))
+            inv.append(gpd.read_parquet(folder / "slumps.parquet"))
+            ts.append(pd.read_parquet(folder / "timeseries.parquet"))
+            if (folder / CANDIDATES).exists():
+                cands.append(gpd.read_parquet(folder / CANDIDATES))
         except Exception as exc:  # a damaged part is reported, the others published
-            log.error("%s: part unreadable (%s); its cell's slumps are left out until it is rerun", pj.parent, exc)
+            log.error("%s: part unreadable (%s); its cell's slumps are left out until it is rerun", folder, exc)
             meta.pop(cid, None)
     return inv, ts, cands, meta
 
 
 def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
     rows = []
-    for folder in sorted(p for p in (products / "tiles").glob("*") if p.is_dir()):
-        try:
-            cell = grid.parse_cell_id(folder.name)
-        except ValueError:
-            continue
+    store = ProductsStore(products)
+    for cell, _ in store.tile_folders():
         row = {"tile_id": cell.id, "geometry": shapely.box(*cell.bounds), "status": "failed", "n_strips": 0,
                "n_slumps": 0, "volume_m3": 0.0, "inputs_digest": None, "seconds": None, "processed_at": None,
                "error": None}
-        meta_path, fail_path = folder / "cell.json", folder / "failure.json"
+        meta_path, fail_path = store.cell_meta_path(cell.id), store.tile_failure_path(cell.id)
         if meta_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -180,7 +179,7 @@ def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
                 row["processed_at"] = row["processed_at"] or fail.get("at")
             except (OSError, json.JSONDecodeError):
                 row.update(status="failed", error="failure.json unreadable")
-        slump_fail = products / PARTS / cell.id / "failure.json"
+        slump_fail = store.part_failure_path(cell.id)
         if slump_fail.exists():
             try:
                 err = json.loads(slump_fail.read_text()).get("error")
@@ -201,16 +200,8 @@ def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
 
 
 def live_cells(out: Path) -> list[str]:
-    """Cells with published DEM rasters (a ``tiles/<cell id>/cell.json``); other folders
-    under ``tiles/`` are ignored."""
-    ids = []
-    for p in (Path(out) / "tiles").glob("*/cell.json"):
-        try:
-            if grid.parse_cell_id(p.parent.name).id == p.parent.name:
-                ids.append(p.parent.name)
-        except ValueError:
-            log.warning("%s is not a cell folder; ignored", p.parent)
-    return sorted(ids)
+    """Cells with published DEM rasters (:meth:`ProductsStore.live_cells`)."""
+    return ProductsStore(out).live_cells()
 
 
 def assemble(products: str | Path, cfg: Config) -> dict:

@@ -33,7 +33,7 @@ import rasterio.features
 from pyproj import Transformer
 from scipy import ndimage, stats
 
-from data_products import grid, schema
+from data_products import grid, ids, schema, timebase
 from data_products.regions import region_of
 
 from . import __version__
@@ -51,7 +51,6 @@ from .volume import Variogram, interval_losses, sigma_mean_dh, volume_and_sigma,
 log = logging.getLogger(__name__)
 
 TO_LONLAT = Transformer.from_crs(grid.CRS, "EPSG:4326", always_xy=True)
-EPOCH = np.datetime64("2000-01-01")
 
 
 @dataclass
@@ -120,14 +119,11 @@ class CarbonDensity:
         return out
 
 
-def rts_id(x: float, y: float) -> str:
-    """A slump's id from its centroid (EPSG:3413 m) snapped to 10 m: stable across reruns and
-    independent of processing order, e.g. ``RTS_-0224567_-0071234``."""
-    return f"RTS_{int(round(x / 10.0)):+08d}_{int(round(y / 10.0)):+08d}"
+rts_id = ids.rts_id  # the id scheme is part of the product contract (data_products.ids)
 
 
 def _date(days: float):
-    return None if not np.isfinite(days) else (EPOCH + np.timedelta64(int(days), "D")).astype("datetime64[D]").item()
+    return timebase.date_of(days)
 
 
 def rim_depth(dh: np.ndarray, mask: np.ndarray, band_px: int = 2) -> float:
@@ -169,7 +165,7 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
     t1[L["t1"] == NODATA_DATE] = np.nan
     t2[L["t2"] == NODATA_DATE] = np.nan
     inv_rows, ts_rows = [], []
-    epoch_days = [(pd.Timestamp(d) - pd.Timestamp(EPOCH)).days for d in epochs]
+    epoch_days = [timebase.days_since_epoch(d) for d in epochs]
     if len(detections):
         cx = detections.geometry.centroid.x.to_numpy()
         cy = detections.geometry.centroid.y.to_numpy()

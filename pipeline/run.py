@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_products import grid, writers
+from data_products.store import ProductsStore
 
 from .cell import RASTER_SPECS, process_cell, write_cell_rasters
 from .config import Config
@@ -164,13 +165,12 @@ def _run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest:
 
 def _record_failure(out: Path, result: dict) -> None:
     """Keep a cell's failure beside its (previous, intact) products; cleared on success."""
-    folder = out / "tiles" / result["cell_id"]
+    failure = ProductsStore(out).tile_failure_path(result["cell_id"])
     if result["status"] in ("failed", "no_data"):
         at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        writers.write_json(folder / "failure.json",
-                           {"status": result["status"], "error": result.get("error"), "at": at})
-    elif (folder / "failure.json").exists():
-        (folder / "failure.json").unlink()
+        writers.write_json(failure, {"status": result["status"], "error": result.get("error"), "at": at})
+    else:
+        failure.unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=2)
@@ -426,11 +426,12 @@ def cell_jobs(out: Path, strips: list[Strip], cells: list[grid.Cell], cfg: Confi
     """(DEM-stage jobs ``(cell id, its strips, out, cfg, inputs digest)``, ids of the cells
     already up to date: their recorded inputs digest matches and they did not fail)."""
     jobs, skipped = [], []
+    store = ProductsStore(out)
     for c in cells:
         mine = strips_for(c, strips)
         digest = inputs_digest(mine, cfg)
-        meta_path = out / "tiles" / c.id / "cell.json"
-        if not force and _recorded_digest(meta_path) == digest and not (out / "tiles" / c.id / "failure.json").exists():
+        if (not force and _recorded_digest(store.cell_meta_path(c.id)) == digest
+                and not store.tile_failure_path(c.id).exists()):
             skipped.append(c.id)
             continue
         jobs.append((c.id, mine, out, cfg, digest))

@@ -19,13 +19,12 @@ before and after it is rejected by the change model's consensus test
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
+
+from data_products import timebase
 
 from .config import ChangeConfig
 
-EPOCH = dt.date(2000, 1, 1)
 
 
 def snow_free_window(lat_deg: float, cfg: ChangeConfig) -> tuple[float, float]:
@@ -40,5 +39,5 @@ def snow_free_window(lat_deg: float, cfg: ChangeConfig) -> tuple[float, float]:
 def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
     """True for acquisitions (days since 2000-01-01) inside the snow-free window."""
     first, last = snow_free_window(lat_deg, cfg)
-    doy = np.array([(EPOCH + dt.timedelta(days=int(d))).timetuple().tm_yday for d in np.asarray(dates_days)])
+    doy = timebase.day_of_year(np.asarray(dates_days, dtype=np.int64))
     return (doy >= first) & (doy <= last)

@@ -21,6 +21,7 @@ from scipy import ndimage
 from .candidates import find_candidates, read_mosaic
 from .maskrcnn import chip_bands, chip_origin, window
 from data_products import grid
+from data_products.store import ProductsStore
 import torch
 from .maskrcnn import downsample
 from .maskrcnn import ARCH, Detector, build_model
@@ -137,8 +138,8 @@ def sample_chips(folder: Path, chip_px: int = 256, seed: int = 0) -> list[dict]:
     cfg = Config()
     rng = np.random.default_rng(seed)
     chips = []
-    for cj in sorted((folder / "products" / "tiles").glob("*/cell.json")):
-        chips += cell_chips(folder / "sample", folder / "products", grid.parse_cell_id(cj.parent.name), cfg, rng, chip_px)
+    for cid in ProductsStore(folder / "products").live_cells():
+        chips += cell_chips(folder / "sample", folder / "products", grid.parse_cell_id(cid), cfg, rng, chip_px)
     images = np.stack([c["image"] for c in chips]) if chips else np.zeros((0, 3, chip_px, chip_px), np.float16)
     masks = (np.concatenate([np.packbits(c["masks"], axis=-1) for c in chips])
              if chips else np.zeros((0, chip_px, chip_px // 8), np.uint8))

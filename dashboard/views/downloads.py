@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard import files, state
 from data_products import schema
 from data_products.catalog import QueryError
+from data_products.store import ProductsStore
 
 cat = state.require_catalog()
 f = state.sidebar_filters(cat)
@@ -63,7 +64,7 @@ for name in names:
     offer_file(cols[1], "Download", p, f"dl_full_{name}", mimes.get(p.suffix, "application/octet-stream"))
 
 with st.expander("Another file of the products folder"):
-    rel = st.text_input("Path relative to the products folder", placeholder="tiles/<cell id>/dh.tif",
+    rel = st.text_input("Path relative to the products folder", placeholder=ProductsStore.tile_key("<cell id>", "dh.tif"),
                         key="w_other_file", max_chars=300)
     if rel.strip():
         try:

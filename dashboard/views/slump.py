@@ -16,9 +16,10 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.charts import volume_against_temperature
-from data_products import schema
+from data_products import schema, timebase
 from data_products.catalog import QueryError, check_rts_id
 from data_products.grid import TileIdError
+from data_products.store import ProductsStore
 
 cat = state.require_catalog()
 ss = st.session_state
@@ -171,7 +172,7 @@ for col, name in zip(img_cols, ("dh", "t2")):
         a = np.where(a < -9000, np.nan, a)
         if dropped is not None and dropped.shape == a.shape:
             a = np.where(dropped, a, np.nan)
-        z = a / 365.25 + 2000.0  # days since 2000-01-01 -> decimal year
+        z = a / 365.25 + timebase.EPOCH.year  # days since the epoch (1 January) -> decimal year
         title, scale, zr, unit = (f"t2: first observation after the drop (where dh ≤ {DROP_M:g} m)", "Turbo",
                                   (None, None), "year")
     else:
@@ -243,7 +244,7 @@ st.markdown("#### The strips that saw it")
 
 
 try:
-    meta = json.loads(cat.path(f"tiles/{row['tile_id']}/cell.json").read_text())
+    meta = json.loads(cat.path(ProductsStore.tile_key(row["tile_id"], schema.CELL_META)).read_text())
 except (QueryError, OSError, ValueError) as exc:
     meta = None
     st.caption(f"No readable cell.json for cell {row['tile_id']}: {state.plain(exc)}")

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-EPOCH = dt.date(2000, 1, 1)
+from data_products import timebase
+
+EPOCH = timebase.EPOCH
 SEASON_START = (6, 20)  # thaw season: 20 June ...
 SEASON_END = (9, 22)  # ... to 22 September
 

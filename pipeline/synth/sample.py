@@ -15,7 +15,6 @@ deterministic given (seed, site).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import time
@@ -31,7 +30,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from data_products import grid
+from data_products import grid, timebase
 from . import climate as synth_climate
 from ..vectorize import cells_of, mask_to_geometry
 from .landscape import (
@@ -286,7 +285,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
         else:
             mask = delta <= -0.5 if isinstance(f, StepFeature) and f.kind == "drained_lake" else np.abs(delta) >= 0.5
             code = 3 if f.kind == "drained_lake" else 4
-            event = (dt.date(2000, 1, 1) + dt.timedelta(days=int(f.t_event))).isoformat()
+            event = timebase.date_of(f.t_event).isoformat()
         tr = from_origin(g.x0 + f.c0 * res, g.y1 - f.r0 * res, res, res)
         poly = mask_to_geometry(mask, tr)
         if poly is None:
