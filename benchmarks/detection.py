@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _products(work: Path) -> tuple[Path, list[str]]:
     from data_products.store import DH_RASTER, ProductsStore
     from pipeline.config import Config
-    from pipeline.run import run as run_pipeline
+    from pipeline.orchestration.run import run as run_pipeline
     from pipeline.synth import generate_sample
 
     sample = work / "sample"
@@ -38,10 +38,10 @@ def run(work: Path, threads: int = 2) -> str:
     import torch
 
     from data_products import grid
-    from pipeline import maskrcnn
-    from pipeline.candidates import find_candidates, read_mosaic
+    from pipeline.detection import maskrcnn
+    from pipeline.detection.candidates import find_candidates, read_mosaic
     from pipeline.config import Config
-    from pipeline.detect import detect_slumps
+    from pipeline.detection.detect import detect_slumps
 
     torch.set_num_threads(threads)
     work = Path(work)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _read_all(strips, cell) -> tuple[float, int]:
-    from pipeline.sources import read_cell_stack
+    from pipeline.strips.sources import read_cell_stack
 
     t0 = time.perf_counter()
     ws = read_cell_stack(strips, cell, halo_m=400, warn=lambda m: None)
@@ -20,8 +20,8 @@ def _read_all(strips, cell) -> tuple[float, int]:
 
 def run(work: Path, sample: Path | None = None, repeats: int = 3) -> str:
     from data_products import grid
-    from pipeline.run import footprints, strips_for
-    from pipeline.sources import discover_strips
+    from pipeline.orchestration.run import footprints, strips_for
+    from pipeline.strips.sources import discover_strips
     from pipeline.synth import generate_sample
 
     from .rangeserver import serve

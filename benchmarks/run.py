@@ -27,8 +27,8 @@ def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
 
     from data_products import grid
     from pipeline.config import CoregConfig
-    from pipeline.coreg import nuth_kaab
-    from pipeline.sources import discover_strips, read_cell
+    from pipeline.dem.coreg import nuth_kaab
+    from pipeline.strips.sources import discover_strips, read_cell
 
     truth = pd.read_csv(sample / "truth" / "strips.csv").set_index("name")
     manifest = json.loads((sample / "sample.json").read_text())
@@ -67,9 +67,9 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np, rasterio
 from data_products import grid
-from pipeline.cell import process_cell
+from pipeline.dem.cell import process_cell
 from pipeline.config import Config
-from pipeline.sources import discover_strips, read_cell_stack
+from pipeline.strips.sources import discover_strips, read_cell_stack
 sample = Path(sys.argv[1])
 m = json.loads((sample / "sample.json").read_text())
 cell = grid.parse_cell_id(m["sites"][0]["cells"][0])
@@ -78,7 +78,7 @@ t0 = time.perf_counter(); ws = read_cell_stack(strips, cell, halo_m=400); t_read
 process_cell(strips[:4], cell, Config(), warn=lambda m: None)  # compile the kernels first
 t0 = time.perf_counter(); r = process_cell(strips, cell, Config(), warn=lambda m: None); t = time.perf_counter() - t0
 n = len(r.strips); px = 1000 * 1000
-from pipeline.evaluate import offset_errors
+from pipeline.evaluation.evaluate import offset_errors
 err = offset_errors(r.coreg_table(), sample, cell)
 print(json.dumps({"n_strips": n, "seconds": t, "decode_s": t_read, "timings": r.timings_s,
                   "rmse_h": float(np.sqrt(np.mean(err[:, 0] ** 2 + err[:, 1] ** 2))),
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-ref", metavar="GIT_REF",
                     help="also time the DEM stage of this commit (a git worktree) on the same cell, same run")
     args = ap.parse_args(argv)
-    from pipeline.evaluate import naive_difference
+    from pipeline.evaluation.evaluate import naive_difference
     from pipeline.synth import generate_sample
 
     work = Path(args.work)

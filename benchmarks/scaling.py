@@ -39,7 +39,7 @@ def _land_area_km2() -> float:
 
 def run(work: Path, sample: Path) -> str:
     from pipeline.config import Config
-    from pipeline.run import run as rts_run
+    from pipeline.orchestration.run import run as rts_run
 
     manifest = json.loads((sample / "sample.json").read_text())
     cells = manifest["sites"][0]["cells"]

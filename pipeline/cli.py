@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__
+from pipeline import __version__
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
               f"{manifest['n_lookalikes']} look-alikes in {manifest['seconds']} s "
               f"(truth in {Path(args.out) / 'truth'}: evaluation only)")
         return 0
-    from .synth import SITES, generate_sample
+    from pipeline.synth import SITES, generate_sample
 
     sites = args.sites or list(SITES)
     print(f"rts synth: generating {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
@@ -37,7 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
-    """Strip selection flags (override the config's ``[selection]``; see pipeline/strip_index.py)."""
+    """Strip selection flags (override the config's ``[selection]``; see pipeline/strips/index.py)."""
     g = p.add_argument_group("strip selection (any source; cloud, valid area, density and RMSE need PGC's index)")
     g.add_argument("--start-date", metavar="YYYY-MM-DD", help="first acquisition date kept")
     g.add_argument("--end-date", metavar="YYYY-MM-DD", help="last acquisition date kept")
@@ -55,7 +55,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 def _config_with_selection(args: argparse.Namespace):
     import dataclasses
 
-    from .config import ConfigError, load_config
+    from pipeline.config import ConfigError, load_config
 
     cfg = load_config(args.config)
     flags = {"start_date": args.start_date, "end_date": args.end_date,
@@ -72,7 +72,7 @@ def _config_with_selection(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import run
+    from pipeline.orchestration.run import run
 
     cfg = _config_with_selection(args)
     summary = run(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, climate=args.climate,
@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import format_plan, make_plan, plan_json
+    from pipeline.orchestration.plan import format_plan, make_plan, plan_json
 
     cfg = _config_with_selection(args)
     plan = make_plan(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, force=args.force,
@@ -120,8 +120,8 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         job = queue.cancel(args.id)
         print(f"job {job.id} {job.status}{' (cancel requested)' if job.cancel_requested else ''}")
     elif args.jobs_command == "work":
-        from .config import load_config
-        from .jobs import work
+        from pipeline.config import load_config
+        from pipeline.orchestration.jobs import work
 
         def _stop(signum, frame):  # SIGTERM (e.g. from rts dashboard): leave through the finally blocks
             raise SystemExit(143)
@@ -134,8 +134,8 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .evaluate import (
+    from pipeline.config import load_config
+    from pipeline.evaluation.evaluate import (
         compare_many,
         detectors_markdown,
         evaluate_products,
@@ -154,7 +154,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                  f"{result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n" + evaluation_markdown(result))
     detector = None
     if not args.rules_only:
-        from . import maskrcnn
+        from pipeline.detection import maskrcnn
 
         path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
         if path is None:
@@ -173,9 +173,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
-    from .detect import EvidenceDetector
-    from .evidence import MODEL_FILE, EvidenceModel
-    from .families import family_of, report_markdown, score_family
+    from pipeline.detection.detect import EvidenceDetector
+    from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
+    from pipeline.evaluation.families import family_of, report_markdown, score_family
 
     by: dict[str, list] = {}
     for s, p in zip(args.sample, args.products):
@@ -192,7 +192,7 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
             dets["evidence (family left out)"] = EvidenceDetector(EvidenceModel.load(lofo))
         dets["evidence (shipped, trained on all families)"] = EvidenceDetector(shipped)
         if not args.rules_only:
-            from . import maskrcnn
+            from pipeline.detection import maskrcnn
 
             path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
             if path is not None:
@@ -211,10 +211,10 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
 
 
 def _cmd_train_evidence(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .detect import EvidenceDetector
-    from .evidence import MODEL_FILE
-    from .families import family_of, label_candidates, score_family, train_evidence
+    from pipeline.config import load_config
+    from pipeline.detection.detect import EvidenceDetector
+    from pipeline.detection.evidence import MODEL_FILE
+    from pipeline.evaluation.families import family_of, label_candidates, score_family, train_evidence
 
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
@@ -251,14 +251,14 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_crossref(args: argparse.Namespace) -> int:
-    from .inventories import match_inventories, read_inventory
+    from pipeline.publish.inventories import match_inventories, read_inventory
 
     if (args.inventory is None) == (args.products is None):
         raise ValueError("give either --inventory FILE or --products PRODUCTS")
     if args.products is not None:
         from data_products.schema import MATCHES
 
-        from .publish import publish_matches
+        from pipeline.publish.assemble import publish_matches
 
         s = publish_matches(args.products, args.reference, args.min_iou)
         print(f"rts crossref: {args.products} against {args.reference}: matched {s['matched']}, new {s['new']}, "
@@ -288,8 +288,8 @@ def _cmd_crossref(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .maskrcnn import DEFAULT_WEIGHTS
-    from .training import train
+    from pipeline.detection.maskrcnn import DEFAULT_WEIGHTS
+    from pipeline.detection.training import train
 
     args.out = args.out or DEFAULT_WEIGHTS
     seeds = list(range(args.first_seed, args.first_seed + args.n_seeds))
@@ -325,7 +325,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
            str(products)]
     host = "localhost" if is_loopback(args.address) else args.address
     if args.reference:  # published inventories as switchable map layers
-        from .inventories import export_references
+        from pipeline.publish.inventories import export_references
 
         layers = export_references(args.reference, products)
         fresh = sum(1 for n in layers.values() if n >= 0)
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.set_defaults(func=_cmd_train_evidence)
 
     x = sub.add_parser("crossref", help="cross-reference an inventory against a published one (matched/new/missed)",
-                       description="Match the polygons of an inventory (any format pipeline.inventories reads: "
+                       description="Match the polygons of an inventory (any format pipeline.publish.inventories reads: "
                                    "GeoParquet, shapefile, GeoPackage, GeoJSON, CSV with lat/lon) one-to-one against "
                                    "a reference inventory (polygons by IoU, points by containment).")
     x.add_argument("--inventory", type=Path, metavar="FILE", help="an inventory file")

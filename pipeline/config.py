@@ -46,7 +46,7 @@ class SelectionConfig:
     """Which strips a run uses (``rts run``/``rts plan`` flags override these). Dates, months,
     sensors and in-track apply to every source (from the strip names); cloud, valid area,
     matchtag density and RMSE to PGC's strip index, whose columns give them
-    (:mod:`pipeline.strip_index`). Not part of the DEM-stage digest: a cell's result depends
+    (:mod:`pipeline.strips.index`). Not part of the DEM-stage digest: a cell's result depends
     on the strips it gets, whose names are hashed."""
 
     #: first and last acquisition date kept (ISO ``YYYY-MM-DD``; empty = open)
@@ -141,7 +141,7 @@ class CoregConfig:
 
 @dataclass(frozen=True)
 class ChangeConfig:
-    """Per-pixel dominant-step model (DESIGN step 4; :mod:`pipeline.change`)."""
+    """Per-pixel dominant-step model (DESIGN step 4; :mod:`pipeline.dem.change`)."""
 
     #: 1-sigma elevation precision of a matched (matchtag 1) observation
     sigma_matched_m: float = 0.3
@@ -149,7 +149,7 @@ class ChangeConfig:
     sigma_interpolated_m: float = 3.0
     #: 1-sigma (at best) of an acquisition outside the snow-free window (drifts, late snow)
     sigma_snow_season_m: float = 1.0
-    #: snow-free window by latitude (:mod:`pipeline.snow`): melt-out day of year at 60 deg N
+    #: snow-free window by latitude (:mod:`pipeline.dem.snow`): melt-out day of year at 60 deg N
     #: and its delay per degree further north ...
     melt_out_doy_at_60n: float = 140.0
     melt_out_days_per_deg: float = 2.4

@@ -4,7 +4,7 @@ Written from its own specification (``docs/scene_family_b.md``) and sharing no c
 parameters with :mod:`pipeline.synth` (family A), so that passing on both families is not
 passing one model of the world. It imports nothing from :mod:`pipeline`; it writes the
 same *public* contract the pipeline reads (ArcticDEM strip files, a STAC catalog, ERA5
-netCDF) and the same truth layout :mod:`pipeline.evaluate` scores against.
+netCDF) and the same truth layout :mod:`pipeline.evaluation.evaluate` scores against.
 
 - :mod:`scenes.terrain` - relief from a real SRTM tile (or a spectral surface when the tile
   is absent), rescaled to tundra relief, with ice-wedge polygon troughs.

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from data_products import grid
-from pipeline.cell import process_cell, write_cell_rasters
+from pipeline.dem.cell import process_cell, write_cell_rasters
 from pipeline.config import Config
-from pipeline.sources import discover_strips
+from pipeline.strips.sources import discover_strips
 from pipeline.synth import generate_sample
 
 SAMPLE_SEED = 11

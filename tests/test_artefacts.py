@@ -9,10 +9,10 @@ from scipy import ndimage
 from rasterio.transform import from_origin
 
 from data_products import grid
-from pipeline.candidates import Mosaic, find_candidates
-from pipeline.change import detect_steps
+from pipeline.detection.candidates import Mosaic, find_candidates
+from pipeline.dem.change import detect_steps
 from pipeline.config import CandidatesConfig, ChangeConfig
-from pipeline.evidence import MODEL_FILE, EvidenceModel, cluster_features
+from pipeline.detection.evidence import MODEL_FILE, EvidenceModel, cluster_features
 
 
 def _days(y, m, d):
@@ -184,8 +184,8 @@ def test_a_lake_that_drains_over_several_seasons_is_still_not_published(shipped)
     alone might accept it) is recognised by its shape: a flat-floored basin on flat ground
     whose change time does not grow upslope."""
     from pipeline.config import DetectionConfig
-    from pipeline.detect import EvidenceDetector
-    from pipeline.evidence import drained_lake
+    from pipeline.detection.detect import EvidenceDetector
+    from pipeline.detection.evidence import drained_lake
 
     n = 240
     yy, xx = np.mgrid[0:n, 0:n].astype(float)
@@ -208,7 +208,7 @@ def test_a_lake_whose_floor_is_not_flat_is_still_a_drained_lake_when_closed_and_
     not grow upslope. The same loss below a steep rim (a headwall), or retreating upslope, is
     not vetoed."""
     from pipeline.config import DetectionConfig
-    from pipeline.evidence import drained_lake
+    from pipeline.detection.evidence import drained_lake
 
     n = 240
     yy, xx = np.mgrid[0:n, 0:n].astype(float)
@@ -235,8 +235,8 @@ def test_a_lake_on_sloping_ground_is_vetoed_by_its_water_level(shipped):
     flat-floored nor on flat ground, so only the surface before the change tells it, a
     horizontal water level. A scar cut into the same hillside is not vetoed."""
     from pipeline.config import DetectionConfig
-    from pipeline.detect import EvidenceDetector
-    from pipeline.evidence import drained_lake
+    from pipeline.detection.detect import EvidenceDetector
+    from pipeline.detection.evidence import drained_lake
 
     n = 240
     yy, xx = np.mgrid[0:n, 0:n].astype(float)
@@ -268,7 +268,7 @@ def test_a_lake_on_sloping_ground_is_vetoed_by_its_water_level(shipped):
 
 def test_a_retreating_scar_is_published_by_the_evidence_detector(shipped):
     from pipeline.config import DetectionConfig
-    from pipeline.detect import EvidenceDetector
+    from pipeline.detection.detect import EvidenceDetector
 
     yy, xx, before = _slope_scene()
     m, dh, t2 = _slump(yy, xx, 120, 120, 35, 6.0)
@@ -283,7 +283,7 @@ def test_auto_uses_the_detector_recorded_best_on_the_family_left_out(shipped):
     """The shipped model records which detector won on each family left out of training,
     and ``auto`` follows it (today the evidence classifier)."""
     from pipeline.config import DetectionConfig
-    from pipeline.detect import EvidenceDetector, auto_choice, load_detector
+    from pipeline.detection.detect import EvidenceDetector, auto_choice, load_detector
 
     meta = shipped.meta
     assert meta["auto"] in ("evidence", "rules") and set(meta["held_out_f1"]) == {"A", "B"}

@@ -40,7 +40,7 @@ SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 @pytest.fixture(scope="module")
 def products(tmp_path_factory):
-    from pipeline.inventories import export_references
+    from pipeline.publish.inventories import export_references
 
     out = tmp_path_factory.mktemp("browser_products")
     info = generate_products(out, N, seed=7, raster_tiles=1)

@@ -8,9 +8,9 @@ import pandas as pd
 from rasterio.transform import from_origin
 
 from data_products import grid
-from pipeline.candidates import Mosaic, find_candidates, read_mosaic
+from pipeline.detection.candidates import Mosaic, find_candidates, read_mosaic
 from pipeline.config import CandidatesConfig
-from pipeline.inventories import match_inventories
+from pipeline.publish.inventories import match_inventories
 
 
 def _all_candidates(processed_cells):

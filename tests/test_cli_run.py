@@ -75,7 +75,7 @@ def test_empty_strip_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_planning_takes_the_cells_strips_cover_and_leaves_out_grazed_ones(sample, sample_strips):
-    from pipeline.run import footprints, plan_cells
+    from pipeline.orchestration.run import footprints, plan_cells
 
     sample_strips = footprints(sample_strips)
     _, manifest = sample

@@ -405,7 +405,7 @@ def test_the_map_grid_offers_every_cell_of_a_small_box_and_fills_the_picked_ones
 
 # --------------------------------------------------------------------------- reference inventories
 def test_published_inventories_are_switchable_map_layers(app, products, inv, tmp_path):
-    from pipeline.inventories import export_references
+    from pipeline.publish.inventories import export_references
 
     src = tmp_path / "refs" / "team"
     src.mkdir(parents=True)
@@ -463,7 +463,7 @@ def test_slump_page_draws_the_matched_outlines_of_published_inventories(app, pro
     import pandas as pd
 
     from data_products.writers import write_parquet
-    from pipeline.inventories import export_references
+    from pipeline.publish.inventories import export_references
 
     row = inv[inv.tile_id == raster_tile].sort_values("n_years").iloc[-1]
     src = tmp_path / "refs"

@@ -10,12 +10,12 @@ import numpy as np
 import rasterio
 
 from data_products import grid
-from pipeline.cell import RASTERS, process_cell, write_cell_rasters
-from pipeline.change import detect_steps
+from pipeline.dem.cell import RASTERS, process_cell, write_cell_rasters
+from pipeline.dem.change import detect_steps
 from pipeline.config import ChangeConfig, Config, CoregConfig
-from pipeline.coreg import bundle_adjust, coregister_stack, nuth_kaab
-from pipeline.evaluate import cell_truth, expected_t2, offset_errors, thaw_season
-from pipeline.terrain import total_curvature
+from pipeline.dem.coreg import bundle_adjust, coregister_stack, nuth_kaab
+from pipeline.evaluation.evaluate import cell_truth, expected_t2, offset_errors, thaw_season
+from pipeline.dem.terrain import total_curvature
 
 # ----------------------------------------------------------------------------- accuracy on the sample
 
@@ -31,7 +31,7 @@ def test_recovered_strip_offsets_match_the_injected_ones(sample, processed_cells
 
 def test_each_strip_of_a_cell_is_recorded_with_the_sensor_its_name_gives(processed_cells):
     """cell.json's coregistration table names the sensor of every strip (the Slump page shows it)."""
-    from pipeline.sources import parse_strip_name
+    from pipeline.strips.sources import parse_strip_name
 
     for r in processed_cells.values():
         rows = r.coreg_table()
@@ -148,7 +148,7 @@ def test_bundle_adjustment_rejects_a_blunder_dem_and_reports_why():
 
 
 def test_bundle_adjustment_drops_an_inconsistent_pair():
-    from pipeline.coreg import PairFit
+    from pipeline.dem.coreg import PairFit
 
     truth = np.array([0.0, 1.0, 2.0, 3.0])
     pairs = [PairFit(i, j, dx=truth[j] - truth[i], dy=0.0, dz=0.0, nmad_m=0.2, sigma_dx=0.05, sigma_dy=0.05,
@@ -221,7 +221,7 @@ def test_total_curvature_of_a_paraboloid():
 
 def _one_cell_stack(tmp_path, n, transform_values):
     """Write ``n`` tiny strips over one cell; ``transform_values(k, z)`` edits strip k."""
-    from pipeline.sources import discover_strips
+    from pipeline.strips.sources import discover_strips
 
     cell = grid.cell_at(-2_496_500.0, 9_500.0)
     z, rng = _terrain(1000 + 32, 2.0, 1)

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from data_products import grid
-from pipeline import maskrcnn, training
-from pipeline.candidates import find_candidates, read_mosaic
-from pipeline.change import NODATA_DATE
+from pipeline.detection import maskrcnn
+from pipeline.detection import training
+from pipeline.detection.candidates import find_candidates, read_mosaic
+from pipeline.dem.change import NODATA_DATE
 from pipeline.config import Config, DetectionConfig
-from pipeline.detect import DETECTION_COLUMNS, detect_slumps, load_detector
-from pipeline.inventories import match_inventories
+from pipeline.detection.detect import DETECTION_COLUMNS, detect_slumps, load_detector
+from pipeline.publish.inventories import match_inventories
 
 #: the issue's goal, F1 at IoU >= 0.5 on held-out scenes with look-alikes present
 GOAL_F1 = 0.90

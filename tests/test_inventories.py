@@ -1,4 +1,4 @@
-"""Tests for pipeline.inventories against the real published RTS inventories.
+"""Tests for pipeline.publish.inventories against the real published RTS inventories.
 
 The inventories are read from the shared data folder ($RTS_SHARED_DATA, else
 <repo root>/../shared/data) and never copied into the repository; the tests that need them skip
@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely.geometry import Point, Polygon, box
 
-from pipeline import inventories as inv
+from pipeline.publish import inventories as inv
 
 # Counts found in the files (checked against the README below). The Taymyr shapefiles hold more
 # polygons than the README's 75 / 1,404, which are the row counts of the per-RTS CSV tables
@@ -198,7 +198,7 @@ def test_repair_and_drop_with_warning(tmp_path, caplog):
                      geometry=[shapely.affinity.translate(bowtie, 500_000, 7_700_000), collapsed,
                                good, Polygon()],
                      crs="EPSG:32610").to_file(path)
-    with caplog.at_level(logging.WARNING, logger="pipeline.inventories"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.publish.inventories"):
         gdf = inv.read_inventory(path)
     assert list(gdf["k"]) == [0, 2]
     assert list(gdf.index) == [0, 2]

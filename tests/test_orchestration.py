@@ -23,10 +23,10 @@ import rasterio
 from data_products import grid, schema
 from data_products.queue import JobQueue
 from pipeline.config import Config
-from pipeline.publish import assemble, part_digest, slump_cell
-from pipeline.quantify import Climate
-from pipeline.run import strips_for, footprints, inputs_digest, run
-from pipeline.sources import discover_strips
+from pipeline.publish.assemble import assemble, part_digest, slump_cell
+from pipeline.quantify.slumps import Climate
+from pipeline.orchestration.run import strips_for, footprints, inputs_digest, run
+from pipeline.strips.sources import discover_strips
 
 RTS = [sys.executable, "-m", "pipeline"]
 
@@ -260,7 +260,7 @@ def test_a_run_on_a_separately_started_dask_scheduler_gives_the_in_process_produ
 
 
 def test_a_cancelled_job_stops_before_publishing(sample, up_to_date, tmp_path):
-    from pipeline.jobs import work_one
+    from pipeline.orchestration.jobs import work_one
 
     out, manifest = sample
     products = tmp_path / "p"

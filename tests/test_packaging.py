@@ -55,10 +55,11 @@ def test_an_installed_copy_finds_and_loads_its_own_weights(wheel, tmp_path):
     site = _installed(tmp_path, wheel[0])
     r = _py(site, """
 import json, pipeline
-from pipeline import maskrcnn, weights
+from pipeline.detection import maskrcnn
+from pipeline.detection import weights
 from pipeline.config import DetectionConfig
-from pipeline.detect import load_detector
-from pipeline.evidence import EvidenceModel
+from pipeline.detection.detect import load_detector
+from pipeline.detection.evidence import EvidenceModel
 p = maskrcnn.weights_file()
 det = load_detector(DetectionConfig(method="maskrcnn"))
 ev = EvidenceModel.load()
@@ -79,8 +80,8 @@ def test_a_corrupt_shipped_model_is_an_error_naming_it(wheel, tmp_path):
     ev = site / "pipeline" / "models" / "evidence.json"
     ev.write_text(ev.read_text().replace('"threshold"', '"threshold_"', 1) + " ")
     r = _py(site, """
-from pipeline import maskrcnn
-from pipeline.evidence import EvidenceModel
+from pipeline.detection import maskrcnn
+from pipeline.detection.evidence import EvidenceModel
 for load in (lambda: maskrcnn.Detector.load(maskrcnn.weights_file()), EvidenceModel.load):
     try:
         load()
@@ -96,7 +97,7 @@ for load in (lambda: maskrcnn.Detector.load(maskrcnn.weights_file()), EvidenceMo
 
 
 def test_the_recorded_checksums_match_the_shipped_files():
-    from pipeline import weights
+    from pipeline.detection import weights
 
     sums = weights.recorded_sums()
     assert {"rts_maskrcnn.pt", "evidence.json"} <= set(sums)

@@ -23,10 +23,10 @@ from pystac.validation import validate_dict
 
 from data_products import grid, schema, writers
 from pipeline.config import Config, QuantifyConfig
-from pipeline.detect import detector_id, load_detector
-from pipeline.inventories import match_inventories
-from pipeline.publish import assemble, part_digest, slump_cell
-from pipeline.quantify import (
+from pipeline.detection.detect import detector_id, load_detector
+from pipeline.publish.inventories import match_inventories
+from pipeline.publish.assemble import assemble, part_digest, slump_cell
+from pipeline.quantify.slumps import (
     CarbonDensity,
     Climate,
     load_climate,
@@ -264,7 +264,7 @@ def test_regional_totals_and_the_volume_temperature_slope():
 
 def test_matches_with_a_published_inventory_are_recorded_for_the_slump_pages(published, tmp_path):
     from data_products.catalog import Catalog
-    from pipeline.publish import publish_matches
+    from pipeline.publish.assemble import publish_matches
 
     products = published[0]
     inv = gpd.read_parquet(products / schema.INVENTORY)
@@ -298,7 +298,7 @@ def test_every_side_file_follows_its_schema(published):
 
     import jsonschema
 
-    from pipeline.evidence import FEATURES
+    from pipeline.detection.evidence import FEATURES
 
     products = published[0]
     check = jsonschema.Draft202012Validator

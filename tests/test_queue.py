@@ -344,7 +344,7 @@ def test_one_queue_shared_by_threads(tmp_path):
 
 
 def test_a_worker_rides_out_a_transient_queue_error(tmp_path, monkeypatch):
-    from pipeline import jobs
+    from pipeline.orchestration import jobs
     from pipeline.config import Config
 
     calls = {"n": 0}

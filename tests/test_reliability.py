@@ -16,8 +16,8 @@ import pytest
 
 from data_products import schema, writers
 from pipeline.config import Config
-from pipeline.publish import assemble, read_part_meta, recorded_part_digest
-from pipeline.run import LockTimeout, _recorded_digest, cell_log, products_lock, run
+from pipeline.publish.assemble import assemble, read_part_meta, recorded_part_digest
+from pipeline.orchestration.run import LockTimeout, _recorded_digest, cell_log, products_lock, run
 
 from tests.test_orchestration import published_copy
 
@@ -122,8 +122,8 @@ def test_writes_are_atomic_and_synced(tmp_path):
 def test_a_broken_footprint_leaves_out_that_strip_only_with_its_file_named(sample_strips, bounds, match, caplog):
     import dataclasses
 
-    from pipeline.run import footprints
-    from pipeline.sources import StripFootprintError, strip_bounds
+    from pipeline.orchestration.run import footprints
+    from pipeline.strips.sources import StripFootprintError, strip_bounds
 
     bad = dataclasses.replace(sample_strips[0], bounds=bounds)
     with pytest.raises(StripFootprintError, match=match):
@@ -186,8 +186,8 @@ def test_user_text_is_never_rendered_as_markdown():
 
 
 def test_a_crash_between_the_inventory_and_time_series_renames_is_seen_and_heals(published, monkeypatch):
-    from pipeline import publish
-    from pipeline.publish import verify_published
+    from pipeline.publish import assemble as publish
+    from pipeline.publish.assemble import verify_published
 
     out, products, cells = published
     assert verify_published(products) == ""
@@ -237,8 +237,8 @@ def test_the_products_do_not_depend_on_the_order_cells_run_in(processed_cells, t
     import random
 
     from data_products import grid
-    from pipeline.publish import part_digest, slump_cell
-    from pipeline.quantify import Climate
+    from pipeline.publish.assemble import part_digest, slump_cell
+    from pipeline.quantify.slumps import Climate
     from tests.test_orchestration import _same_products
 
     cfg = Config()
@@ -262,7 +262,7 @@ def test_the_products_do_not_depend_on_the_order_cells_run_in(processed_cells, t
 
 
 def test_a_malformed_stac_item_costs_that_item_only(sample, tmp_path, caplog):
-    from pipeline.sources import discover_strips
+    from pipeline.strips.sources import discover_strips
 
     out, _ = sample
     stac = tmp_path / "stac"
@@ -285,7 +285,7 @@ def test_a_malformed_stac_item_costs_that_item_only(sample, tmp_path, caplog):
 def test_a_hung_stac_api_times_out_with_a_message_naming_it(monkeypatch):
     import socket
 
-    from pipeline import sources
+    from pipeline.strips import sources
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -302,7 +302,7 @@ def test_a_hung_stac_api_times_out_with_a_message_naming_it(monkeypatch):
 def test_a_strip_server_that_never_answers_costs_that_strip_with_its_url_named(monkeypatch):
     import socket
 
-    from pipeline import sources
+    from pipeline.strips import sources
 
     assert sources.GDAL_REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]  # bounded by default
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
@@ -346,7 +346,7 @@ def test_cf_unit_spellings(tmp_path, units):
     import numpy as np
     import xarray as xr
 
-    from pipeline.climate import open_temperature
+    from pipeline.quantify.climate import open_temperature
 
     k = 260.0 + 15 * np.cos(2 * np.pi * (np.arange(24) % 12 + 1 - 7.5) / 12)
     vals = k - 273.15 if "C" in units else k

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.rangeserver import serve
 from pipeline.config import Config
-from pipeline.run import run
+from pipeline.orchestration.run import run
 from tests.test_orchestration import _same_products
 
 
@@ -54,8 +54,8 @@ def test_a_strip_that_404s_or_drops_its_connection_costs_that_strip_only(http_sa
     import geopandas as gpd
 
     from data_products import grid
-    from pipeline.run import footprints, strips_for
-    from pipeline.sources import discover_strips
+    from pipeline.orchestration.run import footprints, strips_for
+    from pipeline.strips.sources import discover_strips
 
     url, srv, root, manifest = http_sample
     cell = manifest["sites"][0]["cells"][0]

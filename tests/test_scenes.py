@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from pipeline.sources import discover_strips, parse_strip_name
+from pipeline.strips.sources import discover_strips, parse_strip_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from data_products import grid
-from pipeline.sources import (
+from pipeline.strips.sources import (
     NoStripsError,
     Strip,
     StripNameError,
@@ -144,7 +144,7 @@ def test_folder_discovery_is_recursive_sorted_and_skips_bad_names_with_one_warni
     b = make_strip(tmp_path / "2016" / "deep", "W1W2_20160715_1020010052F1E400_10300100575B5A00_seg2_2m_v3.0",
                    x_left=X0, y_top=Y1, shape=(20, 20))
     (tmp_path / "notes_dem.tif").write_bytes(b"not a strip")
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.strips.sources"):
         strips = discover_strips(tmp_path)
     assert [s.dem for s in strips] == [str(b.resolve()), str(a.resolve())]  # by date
     assert all(s.bitmask and s.matchtag for s in strips)
@@ -154,7 +154,7 @@ def test_folder_discovery_is_recursive_sorted_and_skips_bad_names_with_one_warni
 
 def test_missing_sibling_is_warned_about_and_the_strip_still_reads(tmp_path, caplog):
     dem = make_strip(tmp_path, V41, x_left=X0, y_top=Y1, siblings=("matchtag",))
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.strips.sources"):
         [s] = discover_strips(tmp_path)
     assert s.bitmask is None and s.matchtag is not None
     assert any("_bitmask.tif" in r.getMessage() and V41 in r.getMessage() for r in caplog.records)
@@ -295,7 +295,7 @@ def test_a_truncated_strip_does_not_stop_the_others_being_read(tmp_path, caplog)
     _truncate(bad)
     strips = discover_strips(tmp_path)
     assert len(strips) == 2
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.strips.sources"):
         windows = read_cell_stack(strips, CELL)
     assert [w.strip.dem for w in windows] == [str(good.resolve())]
     assert any(bad_name in r.getMessage() for r in caplog.records)

@@ -14,10 +14,10 @@ import shapely
 from data_products import grid
 from pipeline.cli import main
 from pipeline.config import Config, SelectionConfig
-from pipeline.plan import CostModel, make_plan
-from pipeline.run import plan_cells, strips_for
-from pipeline.sources import NoStripsError
-from pipeline.strip_index import StripIndexError, asset_hrefs, item_url, read_strip_index
+from pipeline.orchestration.plan import CostModel, make_plan
+from pipeline.orchestration.run import plan_cells, strips_for
+from pipeline.strips.sources import NoStripsError
+from pipeline.strips.index import StripIndexError, asset_hrefs, item_url, read_strip_index
 
 INDEX = Path(__file__).resolve().parents[2] / "shared" / "data" / "pgc_strip_index" / \
     "ArcticDEM_Strip_Index_s2s041_excerpt.parquet"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pipeline.run import inputs_digest
+from pipeline.orchestration.run import inputs_digest
 from pipeline.config import Config
-from pipeline.strip_index import load_strips
-from pipeline.strip_meta import parse_mdf, read_strip_metadata
+from pipeline.strips.index import load_strips
+from pipeline.strips.meta import parse_mdf, read_strip_metadata
 
 NAME = "SETSM_s2s041_WV01_20160608_1020010053BC3A00_1020010050BE1800_2m_lsf_seg1"
 OTHER = "SETSM_s2s041_WV02_20170712_10300100AAAAAA00_10300100BBBBBB00_2m_lsf_seg1"

@@ -12,9 +12,9 @@ import rasterio
 import shapely
 import xarray as xr
 
-from pipeline.evaluate import naive_difference
-from pipeline.inventories import known_inventories, read_inventory, shape_metrics, shared_data_dir
-from pipeline.sources import discover_strips, parse_strip_name
+from pipeline.evaluation.evaluate import naive_difference
+from pipeline.publish.inventories import known_inventories, read_inventory, shape_metrics, shared_data_dir
+from pipeline.strips.sources import discover_strips, parse_strip_name
 from pipeline.synth import generate_sample
 
 

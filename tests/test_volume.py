@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.synth.landscape import smooth_noise
-from pipeline.volume import Variogram, empirical_variogram, fit_spherical, sigma_mean_dh, volume_and_sigma
+from pipeline.quantify.volume import Variogram, empirical_variogram, fit_spherical, sigma_mean_dh, volume_and_sigma
 
 
 def test_uncorrelated_errors_shrink_with_sqrt_n():
@@ -56,7 +56,7 @@ def test_outline_term_is_a_band_along_the_perimeter_at_the_rim_depth():
     import shapely.geometry
 
     from pipeline.config import QuantifyConfig
-    from pipeline.quantify import rim_depth, volume_sigma
+    from pipeline.quantify.slumps import rim_depth, volume_sigma
 
     dh = np.zeros((70, 70), np.float32)
     mask = np.zeros(dh.shape, bool)

@@ -32,13 +32,13 @@ from scipy import ndimage
 
 from data_products import grid, timebase
 from . import climate as synth_climate
-from ..vectorize import cells_of, mask_to_geometry
+from pipeline.detection.vectorize import cells_of, mask_to_geometry
 from .landscape import (
     Grid, Slump, StepFeature, Subsidence, days, make_detachment, make_drained_lake, make_permanent_lake,
     make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, surface_at,
 )
 from .strips import Acquisition, WaterBody, plan_dates, render_strip, strip_name, write_strip
-from ..sources import discover_strips, write_stac_catalog
+from pipeline.strips.sources import discover_strips, write_stac_catalog
 
 GENERATOR_VERSION = "1"
 MARGIN_M = 320.0

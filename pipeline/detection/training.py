@@ -14,17 +14,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from .config import Config
-from .run import run
-from .synth import generate_sample
+from pipeline.config import Config
+from pipeline.orchestration.run import run
+from pipeline.synth import generate_sample
 from scipy import ndimage
-from .candidates import find_candidates, read_mosaic
-from .maskrcnn import chip_bands, chip_origin, window
+from pipeline.detection.candidates import find_candidates, read_mosaic
+from pipeline.detection.maskrcnn import chip_bands, chip_origin, window
 from data_products import grid
 from data_products.store import ProductsStore
 import torch
-from .maskrcnn import downsample
-from .maskrcnn import ARCH, Detector, build_model
+from pipeline.detection.maskrcnn import downsample
+from pipeline.detection.maskrcnn import ARCH, Detector, build_model
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SIT
     return record
 
 
-if __name__ == "__main__":  # python -m pipeline.training CACHE SEED...
+if __name__ == "__main__":  # python -m pipeline.detection.training CACHE SEED...
     import sys
 
     logging.basicConfig(level=logging.INFO)

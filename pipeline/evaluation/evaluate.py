@@ -22,13 +22,13 @@ from rasterio.windows import from_bounds
 from data_products import grid, timebase
 from data_products.store import ProductsStore
 
-from .climate import thaw_season_of
-from .inventories import match_inventories
-from .sources import discover_strips, read_cell
-from .vectorize import clusters_to_polygons
-from .candidates import find_candidates, read_mosaic
-from .config import Config
-from .detect import detect_slumps, empty_detections
+from pipeline.quantify.climate import thaw_season_of
+from pipeline.publish.inventories import match_inventories
+from pipeline.strips.sources import discover_strips, read_cell
+from pipeline.detection.vectorize import clusters_to_polygons
+from pipeline.detection.candidates import find_candidates, read_mosaic
+from pipeline.config import Config
+from pipeline.detection.detect import detect_slumps, empty_detections
 
 
 def _site_for(sample: Path, bounds) -> str | None:
@@ -200,7 +200,7 @@ def evaluation_markdown(result: dict) -> str:
 def detect_products(products: str | Path, detector, cfg=None, cells: list[str] | None = None) -> tuple:
     """Run a detector over every processed cell of a products folder (independently of the
     detector ``rts run`` used): ``detector`` None = the rule-based criteria 1-3, else a loaded
-    :class:`pipeline.maskrcnn.Detector`. Candidates come from ``candidates.parquet`` when it
+    :class:`pipeline.detection.maskrcnn.Detector`. Candidates come from ``candidates.parquet`` when it
     lists the cell, else are recomputed. Returns (detections GeoDataFrame, seconds per cell)."""
     import time
 

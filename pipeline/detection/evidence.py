@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
 
-from . import weights
+from pipeline.detection import weights
 
 FEATURES = (
     "ev_log_area", "ev_max_loss_m", "ev_t2_spread_log", "ev_t2_upslope_corr", "ev_depth_upslope_corr",

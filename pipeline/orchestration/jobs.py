@@ -2,7 +2,7 @@
 
 The queue (:mod:`data_products.queue`, SQLite in WAL mode in the products folder) is
 filled by ``rts jobs submit`` or the dashboard. A worker claims the oldest pending job,
-runs it through the same :func:`pipeline.run.run` as ``rts run`` (restricted to the job's
+runs it through the same :func:`pipeline.orchestration.run.run` as ``rts run`` (restricted to the job's
 cells or bounding box), renews its lease while it works (a background heartbeat, plus one
 after every cell with the progress and a log line), and marks the job done or failed with
 the reason. A job whose worker dies stops heartbeating and is marked failed by the next
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from data_products.queue import JobQueue, QueueError
 
-from .config import Config
-from .run import Cancelled, run
+from pipeline.config import Config
+from pipeline.orchestration.run import Cancelled, run
 
 log = logging.getLogger(__name__)
 

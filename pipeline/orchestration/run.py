@@ -28,10 +28,10 @@ from tqdm import tqdm
 from data_products import grid, writers
 from data_products.store import ProductsStore
 
-from .cell import RASTER_SPECS, process_cell, write_cell_rasters
-from .config import Config
-from .detect import detector_id, load_detector
-from .publish import (
+from pipeline.dem.cell import RASTER_SPECS, process_cell, write_cell_rasters
+from pipeline.config import Config
+from pipeline.detection.detect import detector_id, load_detector
+from pipeline.publish.assemble import (
     assemble,
     live_cells,
     part_digest,
@@ -39,8 +39,8 @@ from .publish import (
     recorded_part_digest,
     slump_cell,
 )
-from .quantify import load_climate
-from .sources import (
+from pipeline.quantify.slumps import load_climate
+from pipeline.strips.sources import (
     Strip,
     StripFootprintError,
     StripReadError,
@@ -48,7 +48,7 @@ from .sources import (
     strip_bounds,
     strip_meets,
 )
-from .strip_index import load_strips
+from pipeline.strips.index import load_strips
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ An acquisition is *trusted* when it falls inside
 (``ChangeConfig.sigma_snow_season_m``) and never counts as support for a step. The series
 itself then decides: an early acquisition that sits above the trusted acquisitions both
 before and after it is rejected by the change model's consensus test
-(:mod:`pipeline.change`).
+(:mod:`pipeline.dem.change`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from data_products import timebase
 
-from .config import ChangeConfig
+from pipeline.config import ChangeConfig
 
 
 

@@ -14,7 +14,7 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    ``consensus_neighbours`` observations on both sides (by more than
    max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma)) is rejected:
    unflagged clouds high *or* low, matching failures, a spring drift. Trusted
-   neighbours (matched, inside the snow-free window of :mod:`pipeline.snow`) are
+   neighbours (matched, inside the snow-free window of :mod:`pipeline.dem.snow`) are
    preferred, so an early-summer acquisition carrying late snow is judged against the
    late-summer acquisitions of the same and adjacent years; two cloudy acquisitions of
    one summer are outvoted by the third neighbour. A real step passes: each observation
@@ -67,8 +67,8 @@ from scipy import ndimage
 
 from data_products import schema
 
-from .config import ChangeConfig
-from .snow import trusted_acquisitions
+from pipeline.config import ChangeConfig
+from pipeline.dem.snow import trusted_acquisitions
 
 NODATA_DATE = schema.NODATA_DATE  # days since DATE_EPOCH: no step
 

@@ -1,6 +1,6 @@
 """What ``rts run`` would do, without doing it: cells, their strips, what is up to date, and cost.
 
-:func:`make_plan` takes the same inputs as :func:`pipeline.run.run` (a strip folder, STAC
+:func:`make_plan` takes the same inputs as :func:`pipeline.orchestration.run.run` (a strip folder, STAC
 catalog or API, or PGC's strip index; the selection in ``cfg.selection``; ``tiles``/``bbox``)
 and returns, per cell, its EPSG:3413 bounds, its strips (ids, per year, how many in the
 thaw season), whether its recorded DEM stage is up to date, and the estimated cost from
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from data_products import schema
 
-from .config import Config
-from .run import cell_jobs, footprints, select_cells, strips_for
-from .strip_index import describe, load_strips
+from pipeline.config import Config
+from pipeline.orchestration.run import cell_jobs, footprints, select_cells, strips_for
+from pipeline.strips.index import describe, load_strips
 
 
 @dataclass(frozen=True)

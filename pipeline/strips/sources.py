@@ -142,7 +142,7 @@ class StripName:
     catid2: str
     segment: int | None
     resolution_m: float
-    #: acquisition time (UTC) from the strip's metadata file, when one was read (pipeline.strip_meta)
+    #: acquisition time (UTC) from the strip's metadata file, when one was read (pipeline.strips.meta)
     acquired: _dt.datetime | None = None
 
 

@@ -30,12 +30,12 @@ from data_products import grid
 from data_products import schema
 from data_products.store import DH_RASTER, ProductsStore
 
-from .config import Config
-from .evidence import FEATURES, EvidenceModel, criteria_features, fit
-from .inventories import match_inventories
-from .evaluate import cell_truth
-from .evaluate import detect_products, naive_difference, score_detections
-from .evaluate import _pool
+from pipeline.config import Config
+from pipeline.detection.evidence import FEATURES, EvidenceModel, criteria_features, fit
+from pipeline.publish.inventories import match_inventories
+from pipeline.evaluation.evaluate import cell_truth
+from pipeline.evaluation.evaluate import detect_products, naive_difference, score_detections
+from pipeline.evaluation.evaluate import _pool
 
 
 def family_of(sample: str | Path) -> str:

@@ -26,11 +26,11 @@ from pyproj import Transformer
 from data_products import grid, schema, timebase, writers
 from data_products.store import ProductsStore
 
-from .change import NODATA_DATE, ChangeResult, detect_steps
-from .config import Config
-from .coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
-from .sources import Strip, read_cell_stack
-from .terrain import recent_surface, total_curvature
+from pipeline.dem.change import NODATA_DATE, ChangeResult, detect_steps
+from pipeline.config import Config
+from pipeline.dem.coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
+from pipeline.strips.sources import Strip, read_cell_stack
+from pipeline.dem.terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)
 HALO_M = 32.0  # margin kept through resampling, cropped at the end

@@ -34,10 +34,10 @@ from scipy import ndimage
 from data_products import grid
 from data_products.store import DH_RASTER, ProductsStore
 
-from .change import NODATA_DATE
-from .config import CandidatesConfig
-from .evidence import FEATURES, VETO_FEATURES, cluster_features, criteria_features
-from .volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
+from pipeline.dem.change import NODATA_DATE
+from pipeline.config import CandidatesConfig
+from pipeline.detection.evidence import FEATURES, VETO_FEATURES, cluster_features, criteria_features
+from pipeline.quantify.volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
 
 MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
@@ -187,7 +187,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
 
 def candidate_timeseries(m: Mosaic, found: gpd.GeoDataFrame, res: float = 2.0) -> pd.DataFrame:
     """Yearly volume loss of each candidate (rows: candidate index, year, volume_m3),
-    binned on t2 over thaw seasons (:func:`pipeline.volume.yearly_volumes`)."""
+    binned on t2 over thaw seasons (:func:`pipeline.quantify.volume.yearly_volumes`)."""
     rows = []
     shape = m.layers["dh"].shape
     for i, geom in zip(found.index, found.geometry):

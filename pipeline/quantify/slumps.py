@@ -5,7 +5,7 @@ Per slump, on the cell mosaic (EPSG:3413, 2 m):
 
 * V = -A_px * sum(dh) over the polygon and a ``volume_margin_m`` margin (the headwall's
   cliff is blurred over a pixel or two; part of its loss lies just outside), sigma_V from the stable-ground variogram
-  (:mod:`pipeline.volume`, Rolstad et al. 2009);
+  (:mod:`pipeline.quantify.volume`, Rolstad et al. 2009);
 * yearly volumes binned on t2 over thaw seasons (20 Jun - 22 Sep, a season counting when
   at least a quarter of it lies between t1 and t2; Dai et al. 2025), each with the sigma of
   the area that changed that season;
@@ -36,17 +36,17 @@ from scipy import ndimage, stats
 from data_products import grid, ids, schema, timebase
 from data_products.regions import region_of
 
-from . import __version__
-from .change import NODATA_DATE
-from .climate import (
+from pipeline import __version__
+from pipeline.dem.change import NODATA_DATE
+from pipeline.quantify.climate import (
     ClimateError,
     check_series,
     open_temperature,
     interval_temperature_response,
     summer_temperature,
 )
-from .config import Config, QuantifyConfig
-from .volume import Variogram, interval_losses, sigma_mean_dh, volume_and_sigma, yearly_loss
+from pipeline.config import Config, QuantifyConfig
+from pipeline.quantify.volume import Variogram, interval_losses, sigma_mean_dh, volume_and_sigma, yearly_loss
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def rim_depth(dh: np.ndarray, mask: np.ndarray, band_px: int = 2) -> float:
 
 def volume_sigma(elevation_sigma_m3: float, perimeter_m: float, rim_depth_m: float, cfg: QuantifyConfig) -> float:
     """The published 1-sigma of a slump's volume (m3): the elevation term (the variogram
-    integral of :func:`pipeline.volume.volume_and_sigma`, scaled by
+    integral of :func:`pipeline.quantify.volume.volume_and_sigma`, scaled by
     ``cfg.elevation_sigma_scale``) and the outline term (a band ``cfg.outline_sigma_m`` wide
     along the perimeter at the rim's depth) in quadrature.
 
@@ -154,8 +154,8 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
 
     ``detections``: polygons (EPSG:3413) with ``detector``, ``detector_score``, ``criteria``.
     ``epochs``: the dates of the cell's DEMs (ISO); r is computed over the intervals
-    between them (:func:`pipeline.volume.interval_losses`,
-    :func:`pipeline.climate.interval_temperature_response`).
+    between them (:func:`pipeline.quantify.volume.interval_losses`,
+    :func:`pipeline.quantify.climate.interval_temperature_response`).
     Returns (inventory part as a GeoDataFrame with the schema's columns, time-series part)."""
     res = cfg.grid.resolution_m
     L = mosaic.layers

@@ -5,14 +5,14 @@ Two detectors share one output, a GeoDataFrame (EPSG:3413) with the columns
 ``criteria`` (of the underlying candidate cluster):
 
 * ``rules``: the reference study's criteria 1-3 (Dai et al. 2025) as computed by
-  :mod:`pipeline.candidates`; score 1.0;
+  :mod:`pipeline.detection.candidates`; score 1.0;
 * ``evidence``: candidates holding a confident pixel whose physical evidence
-  (:mod:`pipeline.evidence`: t2 spread and its upslope trend, headwall, rim and ground
+  (:mod:`pipeline.detection.evidence`: t2 spread and its upslope trend, headwall, rim and ground
   slope, closed flat-floored basins, elongation, support by epochs on both sides) gives
   P(slump) >= the model's threshold; score = that probability. The unit is the candidate
   cluster, the connected active area;
 * ``maskrcnn``: a Mask R-CNN on 3-band chips around the candidates
-  (:mod:`pipeline.maskrcnn`), used when weights are available.
+  (:mod:`pipeline.detection.maskrcnn`), used when weights are available.
 
 ``auto`` uses the detector that scored best on the scene family left out of its
 training, as recorded in ``pipeline/models/evidence.json`` (``meta.auto``).
@@ -30,9 +30,9 @@ import geopandas as gpd
 
 from data_products import grid
 
-from .config import DetectionConfig
-from .evidence import MODEL_FILE, EvidenceModel, drained_lake
-from .vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections  # noqa: F401 - the detections' shape
+from pipeline.config import DetectionConfig
+from pipeline.detection.evidence import MODEL_FILE, EvidenceModel, drained_lake
+from pipeline.detection.vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections  # noqa: F401 - the detections' shape
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ def rule_based(candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDat
 
 
 class EvidenceDetector:
-    """Candidates accepted by the evidence classifier (:mod:`pipeline.evidence`): those with
+    """Candidates accepted by the evidence classifier (:mod:`pipeline.detection.evidence`): those with
     a confident pixel and progressive retreat (``evidence_min_criteria``), not shaped like a
-    drained lake (:func:`pipeline.evidence.drained_lake`), with P(slump) at the threshold."""
+    drained lake (:func:`pipeline.detection.evidence.drained_lake`), with P(slump) at the threshold."""
 
     name = "evidence"
 
@@ -125,7 +125,7 @@ def load_detector(cfg: DetectionConfig):
             return None
         return EvidenceDetector(EvidenceModel.load(p))
     try:
-        from . import maskrcnn
+        from pipeline.detection import maskrcnn
     except ImportError as exc:
         if cfg.method == "maskrcnn":
             raise
@@ -154,7 +154,7 @@ def detector_id(cfg: DetectionConfig) -> str:
         p = _evidence_path(cfg)
         return "evidence:" + hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p else "rules"
     try:
-        from . import maskrcnn
+        from pipeline.detection import maskrcnn
     except ImportError:
         return "rules"
     path = maskrcnn.weights_file(cfg.weights_path)

@@ -2,7 +2,7 @@
 
 Chips
 -----
-A chip is a square window of the cell + halo mosaic (:func:`pipeline.candidates.read_mosaic`)
+A chip is a square window of the cell + halo mosaic (:func:`pipeline.detection.candidates.read_mosaic`)
 centred on a candidate cluster's centroid, ``chip_size_px`` pixels of the 2 m grid on a side
 (default 256 = 512 m, larger than the largest sample slump), padded with "no data" where it
 leaves the mosaic. Band order and normalisation (:func:`normalise_bands`):
@@ -34,7 +34,7 @@ mask head; two classes (background, slump). About 5 M parameters, saved as an fp
 Inference per mosaic (:meth:`Detector.detect`): chips around the core-owned candidates with
 at least ``min_criteria`` criteria; instances scoring ``min_score`` or more that overlap their
 candidate; duplicates from overlapping chips merged (IoU ≥ 0.3, highest score kept); polygons
-(EPSG:3413, :func:`rasterio.features.shapes`) cleaned by :func:`pipeline.detect.clean_polygon`;
+(EPSG:3413, :func:`rasterio.features.shapes`) cleaned by :func:`pipeline.detection.detect.clean_polygon`;
 only instances whose centroid lies in the core cell are returned, so a slump on a cell edge is
 found once.
 """
@@ -62,10 +62,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from data_products import grid
 
-from . import weights
-from .change import NODATA_DATE
-from .config import DetectionConfig
-from .vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections
+from pipeline.detection import weights
+from pipeline.dem.change import NODATA_DATE
+from pipeline.config import DetectionConfig
+from pipeline.detection.vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections
 
 log = logging.getLogger(__name__)
 

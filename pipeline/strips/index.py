@@ -12,7 +12,7 @@ geodatabase). One row per strip: ``dem_id`` (the strip's name stem), ``pairname`
 ``fileurl`` (the strip's ``.tar.gz`` on data.pgc.umn.edu), ``s3url`` (its STAC item in
 PGC's open-data bucket, behind a STAC Browser link) and the footprint (EPSG:4326).
 
-:func:`read_strip_index` turns the rows into :class:`pipeline.sources.Strip` objects whose
+:func:`read_strip_index` turns the rows into :class:`pipeline.strips.sources.Strip` objects whose
 assets are resolved from the STAC item's location (PGC's bucket keeps the
 ``<dem_id>_dem.tif``, ``_bitmask.tif`` and ``_matchtag.tif`` cloud-optimised GeoTIFFs next to
 ``<dem_id>.json``) or, for a row without ``s3url``, inside ``fileurl``'s archive
@@ -38,9 +38,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import SelectionConfig
-from .sources import NoStripsError, Strip, StripNameError, check_bounds, discover_strips, parse_strip_name
-from .strip_meta import StripMetadataError, apply_metadata, metadata_file, read_strip_metadata
+from pipeline.config import SelectionConfig
+from pipeline.strips.sources import NoStripsError, Strip, StripNameError, check_bounds, discover_strips, parse_strip_name
+from pipeline.strips.meta import StripMetadataError, apply_metadata, metadata_file, read_strip_metadata
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def read_strip_index(path: str | os.PathLike, sel: SelectionConfig | None = None
     """The strips of a PGC strip index that ``sel`` keeps, with their EPSG:3413 footprints.
     Rows whose ``dem_id`` is not a strip name, or whose footprint is empty or not a strip's,
     are skipped with a warning naming them; an index with no row left is
-    :class:`pipeline.sources.NoStripsError`."""
+    :class:`pipeline.strips.sources.NoStripsError`."""
     warn = warn or log.warning
     sel = sel or SelectionConfig()
     g = read_index_table(path)
@@ -252,7 +252,7 @@ def load_strips(source: str | os.PathLike, sel: SelectionConfig | None = None, *
                 asset_root: str | None = None, warn=None) -> list[Strip]:
     """The strips of any source a run accepts, selected by ``sel``: a strip index file
     (:func:`read_strip_index`), else a folder, STAC catalog or STAC API
-    (:func:`pipeline.sources.discover_strips`) with the name-based criteria applied."""
+    (:func:`pipeline.strips.sources.discover_strips`) with the name-based criteria applied."""
     sel = sel or SelectionConfig()
     if is_strip_index(source):
         return read_strip_index(source, sel, asset_root=asset_root, warn=warn)
@@ -266,7 +266,7 @@ def load_strips(source: str | os.PathLike, sel: SelectionConfig | None = None, *
 
 def with_metadata(strips: list[Strip], warn=None) -> list[Strip]:
     """The strips with the acquisition date, time and sensor of their ``_mdf.txt`` /
-    ``_meta.txt`` where one lies beside a local DEM (:mod:`pipeline.strip_meta`); the name
+    ``_meta.txt`` where one lies beside a local DEM (:mod:`pipeline.strips.meta`); the name
     stays the fallback. Each disagreement between name and metadata is reported once, and
     a metadata file that cannot be parsed is reported and ignored."""
     import dataclasses

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
-from .change import NODATA_DATE
-from .climate import season_coverage, seasons_covered, thaw_season_of
+from pipeline.dem.change import NODATA_DATE
+from pipeline.quantify.climate import season_coverage, seasons_covered, thaw_season_of
 
 
 @dataclass(frozen=True)

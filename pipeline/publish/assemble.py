@@ -33,12 +33,12 @@ import shapely
 from data_products import grid, schema, stac, writers
 from data_products.store import ProductsStore
 
-from . import __version__
-from .candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
-from .config import Config
-from .detect import detect_slumps
-from .inventories import match_inventories, read_inventory
-from .quantify import CarbonDensity, Climate, quantify, regional_totals
+from pipeline import __version__
+from pipeline.detection.candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
+from pipeline.config import Config
+from pipeline.detection.detect import detect_slumps
+from pipeline.publish.inventories import match_inventories, read_inventory
+from pipeline.quantify.slumps import CarbonDensity, Climate, quantify, regional_totals
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ _ID_COLUMNS = ("RTSID", "Slump_ID", "id", "Id", "ID", "fid")
 
 def publish_matches(products: str | Path, reference: str | Path, min_iou: float = 0.1) -> dict:
     """Cross-reference the published inventory against a published one (any format
-    :func:`pipeline.inventories.read_inventory` reads) and record the matches in
+    :func:`pipeline.publish.inventories.read_inventory` reads) and record the matches in
     ``PRODUCTS/inventory_matches.parquet``, replacing earlier rows for the same reference
     file. Returns the match summary (matched / new / missed, precision, recall, mean IoU)."""
     products, reference = Path(products), Path(reference)

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .config import CoregConfig
-from .terrain import nan_gaussian
+from pipeline.config import CoregConfig
+from pipeline.dem.terrain import nan_gaussian
 
 NMAD_K = 1.4826
 

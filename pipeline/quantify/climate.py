@@ -259,7 +259,7 @@ seasons_covered = timebase.seasons_covered
 def interval_temperature_response(intervals: pd.DataFrame, summer_c: pd.Series, min_intervals: int = 6
                                   ) -> tuple[float, float, int, str]:
     """Pearson r and p of the loss rate against summer temperature, over the intervals
-    between DEM epochs (:func:`pipeline.volume.interval_losses`).
+    between DEM epochs (:func:`pipeline.quantify.volume.interval_losses`).
 
     An interval's rate is its volume per thaw season (m3 per season-equivalent) and its
     temperature the mean of the summers it covers, weighted by how much of each thaw season

@@ -63,7 +63,7 @@ EQUAL_AREA_CRS = "EPSG:6931"
 #: environment variable overriding the shared data folder
 SHARED_DATA_ENV = "RTS_SHARED_DATA"
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # pipeline/publish/inventories.py -> the repository
 
 #: polygon inventories known to live in the shared data folder: name -> path below it
 _KNOWN = {
