@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _read_all(strips, cell) -> tuple[float, int]:
-    from pipeline.strips.sources import read_cell_stack
+    from pipeline.strips.read import read_cell_stack
 
     t0 = time.perf_counter()
     ws = read_cell_stack(strips, cell, halo_m=400, warn=lambda m: None)

@@ -28,7 +28,8 @@ def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
     from data_products import grid
     from pipeline.config import CoregConfig
     from pipeline.dem.coreg import nuth_kaab
-    from pipeline.strips.sources import discover_strips, read_cell
+    from pipeline.strips.read import read_cell
+    from pipeline.strips.sources import discover_strips
 
     truth = pd.read_csv(sample / "truth" / "strips.csv").set_index("name")
     manifest = json.loads((sample / "sample.json").read_text())
@@ -69,7 +70,8 @@ import numpy as np, rasterio
 from data_products import grid
 from pipeline.dem.cell import process_cell
 from pipeline.config import Config
-from pipeline.strips.sources import discover_strips, read_cell_stack
+from pipeline.strips.read import read_cell_stack
+from pipeline.strips.sources import discover_strips
 sample = Path(sys.argv[1])
 m = json.loads((sample / "sample.json").read_text())
 cell = grid.parse_cell_id(m["sites"][0]["cells"][0])

@@ -31,7 +31,7 @@ def test_recovered_strip_offsets_match_the_injected_ones(sample, processed_cells
 
 def test_each_strip_of_a_cell_is_recorded_with_the_sensor_its_name_gives(processed_cells):
     """cell.json's coregistration table names the sensor of every strip (the Slump page shows it)."""
-    from pipeline.strips.sources import parse_strip_name
+    from pipeline.strips.names import parse_strip_name
 
     for r in processed_cells.values():
         rows = r.coreg_table()

@@ -123,7 +123,7 @@ def test_a_broken_footprint_leaves_out_that_strip_only_with_its_file_named(sampl
     import dataclasses
 
     from pipeline.orchestration.run import footprints
-    from pipeline.strips.sources import StripFootprintError, strip_bounds
+    from pipeline.strips.read import StripFootprintError, strip_bounds
 
     bad = dataclasses.replace(sample_strips[0], bounds=bounds)
     with pytest.raises(StripFootprintError, match=match):
@@ -302,9 +302,9 @@ def test_a_hung_stac_api_times_out_with_a_message_naming_it(monkeypatch):
 def test_a_strip_server_that_never_answers_costs_that_strip_with_its_url_named(monkeypatch):
     import socket
 
-    from pipeline.strips import sources
+    from pipeline.strips import read
 
-    assert sources.GDAL_REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]  # bounded by default
+    assert read.GDAL_REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]  # bounded by default
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
     monkeypatch.setenv("GDAL_HTTP_CONNECTTIMEOUT", "1")
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
@@ -313,8 +313,8 @@ def test_a_strip_server_that_never_answers_costs_that_strip_with_its_url_named(m
     srv.listen(1)
     url = f"/vsicurl/http://127.0.0.1:{srv.getsockname()[1]}/SETSM_s2s041_WV01_20150708_1020010041D5EE00_1020010043B85600_2m_lsf_seg1_dem.tif"
     try:
-        with pytest.raises(sources.StripReadError, match="127.0.0.1"):
-            sources._open(url)
+        with pytest.raises(read.StripReadError, match="127.0.0.1"):
+            read.open_raster(url)
     finally:
         srv.close()
 

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import rasterio
 
-from pipeline.strips.sources import discover_strips, parse_strip_name
+from pipeline.strips.names import parse_strip_name
+
+from pipeline.strips.sources import discover_strips
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,19 +14,10 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from data_products import grid
-from pipeline.strips.sources import (
-    NoStripsError,
-    Strip,
-    StripNameError,
-    StripReadError,
-    cells_for_strips,
-    discover_strips,
-    parse_strip_name,
-    read_cell,
-    read_cell_stack,
-    strip_bounds,
-    write_stac_catalog,
-)
+from pipeline.strips.names import Strip, StripNameError, parse_strip_name
+from pipeline.strips.read import StripReadError, cells_for_strips, read_cell, read_cell_stack, strip_bounds
+from pipeline.strips.sources import NoStripsError, discover_strips
+from pipeline.strips.stac import write_stac_catalog
 
 # A real work cell on the Peel Plateau (NW Canada, ~67.3 N 135 W; UTM zone 8N).
 _TO_3413 = Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True)
@@ -295,7 +286,7 @@ def test_a_truncated_strip_does_not_stop_the_others_being_read(tmp_path, caplog)
     _truncate(bad)
     strips = discover_strips(tmp_path)
     assert len(strips) == 2
-    with caplog.at_level(logging.WARNING, logger="pipeline.strips.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.strips.read"):
         windows = read_cell_stack(strips, CELL)
     assert [w.strip.dem for w in windows] == [str(good.resolve())]
     assert any(bad_name in r.getMessage() for r in caplog.records)

@@ -14,7 +14,8 @@ import xarray as xr
 
 from pipeline.evaluation.evaluate import naive_difference
 from pipeline.publish.inventories import known_inventories, read_inventory, shape_metrics, shared_data_dir
-from pipeline.strips.sources import discover_strips, parse_strip_name
+from pipeline.strips.names import parse_strip_name
+from pipeline.strips.sources import discover_strips
 from pipeline.synth import generate_sample
 
 

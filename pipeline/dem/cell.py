@@ -29,7 +29,8 @@ from data_products.store import ProductsStore
 from pipeline.dem.change import NODATA_DATE, ChangeResult, detect_steps
 from pipeline.config import Config
 from pipeline.dem.coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
-from pipeline.strips.sources import Strip, read_cell_stack
+from pipeline.strips.names import Strip
+from pipeline.strips.read import read_cell_stack
 from pipeline.dem.terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)

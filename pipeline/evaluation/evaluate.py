@@ -24,7 +24,8 @@ from data_products.store import ProductsStore
 
 from pipeline.quantify.climate import thaw_season_of
 from pipeline.publish.inventories import match_inventories
-from pipeline.strips.sources import discover_strips, read_cell
+from pipeline.strips.read import read_cell
+from pipeline.strips.sources import discover_strips
 from pipeline.detection.vectorize import clusters_to_polygons
 from pipeline.detection.candidates import find_candidates, read_mosaic
 from pipeline.config import Config

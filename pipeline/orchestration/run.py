@@ -40,14 +40,8 @@ from pipeline.publish.assemble import (
     slump_cell,
 )
 from pipeline.quantify.slumps import load_climate
-from pipeline.strips.sources import (
-    Strip,
-    StripFootprintError,
-    StripReadError,
-    cells_for_strips,
-    strip_bounds,
-    strip_meets,
-)
+from pipeline.strips.names import Strip
+from pipeline.strips.read import StripFootprintError, StripReadError, cells_for_strips, strip_bounds, strip_meets
 from pipeline.strips.index import load_strips
 
 log = logging.getLogger(__name__)

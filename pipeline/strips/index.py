@@ -39,7 +39,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SelectionConfig
-from pipeline.strips.sources import NoStripsError, Strip, StripNameError, check_bounds, discover_strips, parse_strip_name
+from pipeline.strips.names import Strip, StripNameError, parse_strip_name
+from pipeline.strips.read import check_bounds
+from pipeline.strips.sources import NoStripsError, discover_strips
 from pipeline.strips.meta import StripMetadataError, apply_metadata, metadata_file, read_strip_metadata
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.strips.sources import StripName
+from pipeline.strips.names import StripName
 
 #: metadata files looked for beside ``<stem>_dem.tif``, in this order
 META_SUFFIXES = ("_mdf.txt", "_meta.txt")

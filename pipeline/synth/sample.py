@@ -38,7 +38,8 @@ from .landscape import (
     make_slump, make_subsidence, make_terrain, season_bounds, slope_aspect, surface_at,
 )
 from .strips import Acquisition, WaterBody, plan_dates, render_strip, strip_name, write_strip
-from pipeline.strips.sources import discover_strips, write_stac_catalog
+from pipeline.strips.sources import discover_strips
+from pipeline.strips.stac import write_stac_catalog
 
 GENERATOR_VERSION = "1"
 MARGIN_M = 320.0
