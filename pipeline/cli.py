@@ -258,7 +258,7 @@ def _cmd_crossref(args: argparse.Namespace) -> int:
     if args.products is not None:
         from data_products.schema import MATCHES
 
-        from pipeline.publish.assemble import publish_matches
+        from pipeline.publish.crossref import publish_matches
 
         s = publish_matches(args.products, args.reference, args.min_iou)
         print(f"rts crossref: {args.products} against {args.reference}: matched {s['matched']}, new {s['new']}, "

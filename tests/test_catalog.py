@@ -15,6 +15,7 @@ import pytest
 import shapely
 
 from data_products import schema
+from data_products.store import ProductsStore
 from data_products.catalog import (
     SIZE_CLASSES,
     Catalog,
@@ -235,7 +236,7 @@ def test_exports(cat, inv, tmp_path):
 def test_tiles_and_rasters(cat, products):
     t = cat.tiles()
     assert set(t.status) >= {"ok"} and (t.x1 - t.x0 == 2_000).all()
-    tid = next(p.name for p in (products / "tiles").iterdir())
+    tid = next(p.name for p in ProductsStore(products).tiles_dir.iterdir())
     assert cat.tile_raster(tid, "dh").name == "dh.tif"
     assert cat.tile_raster(tid, "curvature") is None  # absent file: None, not an error
 
@@ -250,7 +251,7 @@ def test_only_published_files_are_offered_for_download(cat, products):
         with pytest.raises(QueryError, match="not a published product file"):
             cat.path(name)
     assert cat.path(schema.TILES).name == schema.TILES
-    if (products / "tiles" / tid / "dh.tif").exists():
+    if (ProductsStore(products).tile_file(tid, "dh.tif")).exists():
         assert cat.path(f"tiles/{tid}/dh.tif").name == "dh.tif"
 
 

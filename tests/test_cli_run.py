@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.cli import main
 from tests.conftest import validate_geoparquet
+from data_products.store import ProductsStore
 
 
 def test_help_lists_the_commands(capsys):
@@ -32,18 +33,18 @@ def test_run_on_two_cells_is_idempotent_and_published(sample, tmp_path, capsys):
     cells = manifest["sites"][0]["cells"][:1]
     products = tmp_path / "products"
     assert main(["run", "--strips", str(out / "stac" / "catalog.json"), "--out", str(products), "--tiles", *cells]) == 0
-    meta = json.loads((products / "tiles" / cells[0] / "cell.json").read_text())
+    meta = json.loads((ProductsStore(products).cell_meta_path(cells[0])).read_text())
     assert meta["status"] == "ok" and meta["inputs_digest"]
     for name in ("dh", "dh_sigma", "t1", "t2", "n_obs", "confidence", "curvature", "elevation"):
-        assert (products / "tiles" / cells[0] / f"{name}.tif").exists()
+        assert (ProductsStore(products).tile_file(cells[0], f"{name}.tif")).exists()
     geo = validate_geoparquet(products / "candidates.parquet")
     assert main(["evaluate", "--sample", str(out), "--products", str(products), "--out", str(tmp_path / "e.md")]) == 0
     assert "criteria 1-3" in (tmp_path / "e.md").read_text() and "naive" in (tmp_path / "e.md").read_text()
     assert geo["version"] == "1.1.0" and "covering" in geo["columns"]["geometry"]
-    before = (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns
+    before = (ProductsStore(products).tile_file(cells[0], "dh.tif")).stat().st_mtime_ns
     assert main(["run", "--strips", str(out / "strips"), "--out", str(products), "--tiles", *cells]) == 0
     assert "1 up to date" in capsys.readouterr().out
-    assert (products / "tiles" / cells[0] / "dh.tif").stat().st_mtime_ns == before
+    assert (ProductsStore(products).tile_file(cells[0], "dh.tif")).stat().st_mtime_ns == before
 
     # the dashboard opens on the published products and counts their slumps
     at = AppTest.from_file("../dashboard/app.py", default_timeout=60)

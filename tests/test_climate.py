@@ -176,7 +176,7 @@ def test_a_curvilinear_grid_is_refused_with_what_to_do(tmp_path):
 
 
 def test_an_unusable_climate_file_never_stops_the_run(tmp_path):
-    from pipeline.quantify.slumps import load_climate
+    from pipeline.quantify.climate import load_climate
 
     bad = tmp_path / "bad.nc"
     bad.write_bytes(b"\x89HDF\r\n garbage")
@@ -232,7 +232,7 @@ needs_grib = pytest.mark.skipif(not (SHARED_ERA5 / "test_single.grib").exists(),
 
 @needs_grib
 def test_a_real_cfgrib_grib_field_reads_and_is_not_taken_for_a_series(tmp_path):
-    from pipeline.quantify.slumps import load_climate
+    from pipeline.quantify.climate import load_climate
 
     g = open_temperature(SHARED_ERA5 / "test_single.grib")
     n = open_temperature(SHARED_ERA5 / "test_single.nc")  # the same field as cfgrib wrote it to NetCDF

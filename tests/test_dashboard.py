@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from data_products import schema
+from data_products.store import ProductsStore
 from benchmarks.load_products import generate_products
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -446,7 +447,7 @@ def test_slump_page_lists_the_strips_that_saw_it(app, products, raster_tile, inv
          "used": True, "reason": ""},
         {"strip": names[1], "sensor": "WV01", "date": "2030-04-24", "dx_m": 0.0, "dy_m": 0.0, "dz_m": 0.0, "used": False,
          "reason": "too few stable pixels"}]}
-    path = products / "tiles" / raster_tile / "cell.json"
+    path = ProductsStore(products).cell_meta_path(raster_tile)
     path.write_text(json.dumps(meta))
     try:
         at = app("views/slump.py", slump=row.rts_id)

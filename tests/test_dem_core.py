@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import rasterio
 
-from data_products import grid
+from data_products import grid, schema
+
 from pipeline.dem.cell import RASTERS, process_cell, write_cell_rasters
 from pipeline.dem.change import detect_steps
 from pipeline.config import ChangeConfig, Config, CoregConfig
@@ -88,7 +89,7 @@ def test_cell_rasters_are_cogs_on_the_cell_grid(tmp_path, processed_cells):
             assert tuple(src.bounds) == cell.bounds
             assert src.profile.get("tiled") and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert not list(folder.glob(".*.tmp"))
-    assert (folder / "cell.json").exists()
+    assert (folder / schema.CELL_META).exists()
 
 
 # ----------------------------------------------------------------------------- method, on constructed data

@@ -21,10 +21,12 @@ import pytest
 import rasterio
 
 from data_products import grid, schema
+from data_products.store import ProductsStore
 from data_products.queue import JobQueue
 from pipeline.config import Config
-from pipeline.publish.assemble import assemble, part_digest, slump_cell
-from pipeline.quantify.slumps import Climate
+from pipeline.publish.assemble import assemble
+from pipeline.publish.parts import part_digest, slump_cell
+from pipeline.quantify.climate import Climate
 from pipeline.orchestration.run import strips_for, footprints, inputs_digest, run
 from pipeline.strips.sources import discover_strips
 
@@ -36,7 +38,7 @@ def _stamp(products: Path, sample_dir: Path, cells: list[str]) -> None:
     counts as up to date (as if ``rts run`` had produced it)."""
     strips = footprints(discover_strips(str(sample_dir / "stac" / "catalog.json")))
     for cid in cells:
-        path = products / "tiles" / cid / "cell.json"
+        path = ProductsStore(products).cell_meta_path(cid)
         meta = json.loads(path.read_text())
         meta["inputs_digest"] = inputs_digest(strips_for(grid.parse_cell_id(cid), strips), Config())
         path.write_text(json.dumps(meta))
@@ -46,7 +48,7 @@ def published_copy(processed_cells, sample_dir: Path, products: Path, cells: lis
     """``products`` with the conftest DEM stage of ``cells`` copied in (up to date for
     ``rts run``) and then published by ``rts run`` (the slump stage and assembly)."""
     for cid in cells:
-        shutil.copytree(processed_cells.products / "tiles" / cid, products / "tiles" / cid)
+        shutil.copytree(ProductsStore(processed_cells.products).tile_dir(cid), ProductsStore(products).tile_dir(cid))
     _stamp(products, sample_dir, cells)
     run(sample_dir / "stac" / "catalog.json", products, Config(), tiles=cells, progress=False)
     return products
@@ -58,7 +60,7 @@ def up_to_date(sample, processed_cells, tmp_path_factory):
     skipped), not yet published."""
     out, _ = sample
     products = tmp_path_factory.mktemp("up_to_date")
-    shutil.copytree(processed_cells.products / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(processed_cells.products).tiles_dir, ProductsStore(products).tiles_dir)
     _stamp(products, out, list(processed_cells))
     return products
 
@@ -121,7 +123,7 @@ def _write_strip(folder: Path, name: str, data: np.ndarray, transform, crs="EPSG
 def test_bad_inputs_are_listed_and_the_good_cells_published(sample, up_to_date, tmp_path):
     out, manifest = sample
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
     strips = tmp_path / "strips"
     shutil.copytree(out / "strips" / "peel", strips / "peel")
     # a truncated strip and a corrupt one among the good ones
@@ -146,17 +148,17 @@ def test_bad_inputs_are_listed_and_the_good_cells_published(sample, up_to_date, 
     assert tiles.loc[peel[0], "status"] == "ok"
     assert len(gpd.read_parquet(products / schema.INVENTORY)) > 0
     # the reasons are named per cell (truncated / corrupt / no CRS) in the cell records
-    warnings = " ".join(" ".join(json.loads((products / "tiles" / c / "cell.json").read_text())["warnings"])
-                        for c in peel if (products / "tiles" / c / "cell.json").exists())
+    warnings = " ".join(" ".join(json.loads((ProductsStore(products).cell_meta_path(c)).read_text())["warnings"])
+                        for c in peel if (ProductsStore(products).cell_meta_path(c)).exists())
     assert dems[0].name in warnings or dems[1].name in warnings
 
 
 def test_readers_never_see_a_half_written_inventory(up_to_date, tmp_path):
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
     cfg = Config()
 
-    for cid in sorted(p.name for p in (products / "tiles").iterdir()):
+    for cid in sorted(p.name for p in ProductsStore(products).tiles_dir.iterdir()):
         slump_cell(products, cid, cfg, None, Climate(None, "none"), part_digest(products, grid.parse_cell_id(cid),
                                                                                 cfg, "rules", "none"))
     assemble(products, cfg)
@@ -185,7 +187,7 @@ def test_readers_never_see_a_half_written_inventory(up_to_date, tmp_path):
 def test_two_workers_on_one_queue_run_each_job_once(sample, up_to_date, tmp_path):
     out, manifest = sample
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
     q = JobQueue(products)
     cells = manifest["sites"][0]["cells"]
     ids = [q.submit(tiles=[c]).id for c in cells]
@@ -210,10 +212,10 @@ def test_a_run_on_a_separately_started_dask_scheduler_gives_the_in_process_produ
     out, manifest = sample
     cells = manifest["sites"][0]["cells"]
     ref = tmp_path / "ref"
-    shutil.copytree(up_to_date / "tiles", ref / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(ref).tiles_dir)
     run(out / "stac" / "catalog.json", ref, Config(), tiles=cells, progress=False)
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
     bindir = Path(sys.executable).parent
     sf = tmp_path / "scheduler.json"
     sched = subprocess.Popen([str(bindir / "dask"), "scheduler", "--scheduler-file", str(sf), "--port", "0",
@@ -242,7 +244,7 @@ def test_a_run_on_a_separately_started_dask_scheduler_gives_the_in_process_produ
         assert summary["slump_cells"] == 4 and summary["failed"] == 0 and summary["slumps"] > 0
         _same_products(ref, products)
         tiles = gpd.read_parquet(products / schema.TILES).set_index("tile_id")
-        parts = {c: json.loads((products / "parts" / c / "part.json").read_text())["n_slumps"] for c in cells}
+        parts = {c: json.loads((ProductsStore(products).part_meta_path(c)).read_text())["n_slumps"] for c in cells}
         assert (tiles.loc[cells, "status"] == "ok").all()
         assert tiles.loc[cells, "n_slumps"].to_dict() == parts
         for c in cells:
@@ -264,9 +266,9 @@ def test_a_cancelled_job_stops_before_publishing(sample, up_to_date, tmp_path):
 
     out, manifest = sample
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
-    (products / "tiles" / "backup").mkdir()  # a stray folder is ignored, not fatal
-    (products / "tiles" / "backup" / "cell.json").write_text("{}")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
+    (ProductsStore(products).tile_dir("backup")).mkdir()  # a stray folder is ignored, not fatal
+    (ProductsStore(products).cell_meta_path("backup")).write_text("{}")
 
     class CancelledWhileRunning(JobQueue):
         def heartbeat(self, job_id, worker, **kw):
@@ -294,7 +296,7 @@ def test_the_dashboard_starts_a_worker_that_runs_submitted_jobs_and_stops_with_i
 
     out, manifest = sample
     products = tmp_path / "p"
-    shutil.copytree(up_to_date / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(up_to_date).tiles_dir, ProductsStore(products).tiles_dir)
     q = JobQueue(products)
     cell = manifest["sites"][0]["cells"][0]
     with running_dashboard(products, args=["--worker-strips", str(out / "stac" / "catalog.json")]):

@@ -22,17 +22,16 @@ import shapely.affinity
 from pystac.validation import validate_dict
 
 from data_products import grid, schema, writers
+from data_products.store import ProductsStore
 from pipeline.config import Config, QuantifyConfig
 from pipeline.detection.detect import detector_id, load_detector
 from pipeline.publish.inventories import match_inventories
-from pipeline.publish.assemble import assemble, part_digest, slump_cell
-from pipeline.quantify.slumps import (
-    CarbonDensity,
-    Climate,
-    load_climate,
-    regional_totals,
-    rts_id,
-)
+from pipeline.publish.assemble import assemble
+from pipeline.publish.parts import part_digest, slump_cell
+from pipeline.quantify.carbon import CarbonDensity
+from pipeline.quantify.climate import Climate, load_climate
+from data_products.ids import rts_id
+from pipeline.quantify.totals import regional_totals
 from tests.conftest import validate_geoparquet
 
 DESIGN_INVENTORY = ["rts_id", "tile_id", "region", "geometry", "centroid_lat", "centroid_lon", "area_m2", "volume_m3",
@@ -57,7 +56,7 @@ def _slump_stage(products, cells, cfg, climate_path, order=None):
 def published(sample, processed_cells, tmp_path_factory):
     out, manifest = sample
     products = tmp_path_factory.mktemp("published")
-    shutil.copytree(processed_cells.products / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(processed_cells.products).tiles_dir, ProductsStore(products).tiles_dir)
     cfg = Config()
     cells = list(processed_cells)
     results, summary = _slump_stage(products, cells, cfg, out / "climate" / "era5_t2m_monthly.nc")
@@ -175,7 +174,7 @@ def test_rts_id_is_stable_whatever_the_cell_order(published, tmp_path):
     products, _, cells = published
     first = gpd.read_parquet(products / schema.INVENTORY)
     other = tmp_path / "p"
-    shutil.copytree(products / "tiles", other / "tiles")
+    shutil.copytree(ProductsStore(products).tiles_dir, ProductsStore(other).tiles_dir)
     _slump_stage(other, cells, Config(), None, order=list(reversed(cells)))
     second = gpd.read_parquet(other / schema.INVENTORY)
     assert list(first.rts_id) == list(second.rts_id)
@@ -264,7 +263,7 @@ def test_regional_totals_and_the_volume_temperature_slope():
 
 def test_matches_with_a_published_inventory_are_recorded_for_the_slump_pages(published, tmp_path):
     from data_products.catalog import Catalog
-    from pipeline.publish.assemble import publish_matches
+    from pipeline.publish.crossref import publish_matches
 
     products = published[0]
     inv = gpd.read_parquet(products / schema.INVENTORY)
@@ -302,8 +301,8 @@ def test_every_side_file_follows_its_schema(published):
 
     products = published[0]
     check = jsonschema.Draft202012Validator
-    cells = sorted((products / "tiles").glob(f"*/{schema.CELL_META}"))
-    parts = sorted((products / "parts").glob(f"*/{schema.PART_META}"))
+    cells = sorted(ProductsStore(products).tiles_dir.glob(f"*/{schema.CELL_META}"))
+    parts = sorted(ProductsStore(products).parts_dir.glob(f"*/{schema.PART_META}"))
     assert len(cells) == len(parts) == len(published[2])
     for path, sch in [(p, schema.CELL_META_SCHEMA) for p in cells] + [(p, schema.PART_META_SCHEMA) for p in parts] + [
             (products / schema.MANIFEST, schema.MANIFEST_SCHEMA)]:

@@ -15,8 +15,10 @@ import geopandas as gpd
 import pytest
 
 from data_products import schema, writers
+from data_products.store import ProductsStore
 from pipeline.config import Config
-from pipeline.publish.assemble import assemble, read_part_meta, recorded_part_digest
+from pipeline.publish.assemble import assemble
+from pipeline.publish.parts import read_part_meta, recorded_part_digest
 from pipeline.orchestration.run import LockTimeout, _recorded_digest, cell_log, products_lock, run
 
 from tests.test_orchestration import published_copy
@@ -32,11 +34,11 @@ def published(sample, processed_cells, tmp_path):
 
 def test_cell_rasters_carry_checksums_and_a_truncated_raster_is_not_reused(published):
     _, products, cells = published
-    meta_path = products / "tiles" / cells[0] / "cell.json"
+    meta_path = ProductsStore(products).cell_meta_path(cells[0])
     meta = json.loads(meta_path.read_text())
     assert set(meta["files"]) >= {"dh.tif", "t1.tif", "t2.tif", "confidence.tif"}
     assert _recorded_digest(meta_path) == meta["inputs_digest"]
-    dh = products / "tiles" / cells[0] / "dh.tif"
+    dh = ProductsStore(products).tile_file(cells[0], "dh.tif")
     dh.write_bytes(dh.read_bytes()[: dh.stat().st_size // 2])  # truncated behind a valid cell.json
     assert _recorded_digest(meta_path) is None  # so the next run processes the cell again
 
@@ -44,7 +46,7 @@ def test_cell_rasters_carry_checksums_and_a_truncated_raster_is_not_reused(publi
 def test_a_missing_part_file_is_recomputed_and_the_cell_is_never_ok_without_it(published):
     out, products, cells = published
     n_before = len(gpd.read_parquet(products / schema.INVENTORY))
-    victim = products / "parts" / cells[0] / "timeseries.parquet"
+    victim = ProductsStore(products).part_file(cells[0], "timeseries.parquet")
     victim.unlink()
     meta, problem = read_part_meta(products, cells[0])
     assert meta is None and "timeseries.parquet: missing" in problem
@@ -62,7 +64,7 @@ def test_a_missing_part_file_is_recomputed_and_the_cell_is_never_ok_without_it(p
 
 def test_an_altered_part_is_recomputed(published):
     _, products, cells = published
-    p = products / "parts" / cells[1] / "slumps.parquet"
+    p = ProductsStore(products).part_file(cells[1], "slumps.parquet")
     p.write_bytes(p.read_bytes() + b"\0")
     _, problem = read_part_meta(products, cells[1])
     assert "does not match the recorded" in problem
@@ -195,7 +197,7 @@ def test_a_crash_between_the_inventory_and_time_series_renames_is_seen_and_heals
     # after the inventory was renamed
     tiles = gpd.read_parquet(products / schema.TILES)
     busy = tiles[tiles.n_slumps > 0].tile_id.iloc[0]
-    (products / "parts" / busy / "part.json").unlink()
+    (ProductsStore(products).part_meta_path(busy)).unlink()
     real = writers.write_parquet
 
     def crash(frame, path, *a, **k):
@@ -237,8 +239,8 @@ def test_the_products_do_not_depend_on_the_order_cells_run_in(processed_cells, t
     import random
 
     from data_products import grid
-    from pipeline.publish.assemble import part_digest, slump_cell
-    from pipeline.quantify.slumps import Climate
+    from pipeline.publish.parts import part_digest, slump_cell
+    from pipeline.quantify.climate import Climate
     from tests.test_orchestration import _same_products
 
     cfg = Config()
@@ -248,7 +250,7 @@ def test_the_products_do_not_depend_on_the_order_cells_run_in(processed_cells, t
     folders = []
     for k, order in enumerate(orders):
         products = tmp_path / f"order{k}"
-        shutil.copytree(processed_cells.products / "tiles", products / "tiles")
+        shutil.copytree(ProductsStore(processed_cells.products).tiles_dir, ProductsStore(products).tiles_dir)
         for cid in order:
             r = slump_cell(products, cid, cfg, None, Climate(None, "none"),
                            part_digest(products, grid.parse_cell_id(cid), cfg, "rules", "none"))
@@ -362,6 +364,6 @@ def test_malformed_checksum_records_never_raise(tmp_path):
     (tmp_path / "a.tif").write_bytes(b"x")
     assert "malformed" in writers.files_intact(tmp_path, ["a.tif"])
     assert "malformed" in writers.files_intact(tmp_path, {"a.tif": 5})
-    (tmp_path / "parts" / "c").mkdir(parents=True)
-    (tmp_path / "parts" / "c" / "part.json").write_text("[1, 2]")
+    (ProductsStore(tmp_path).part_dir("c")).mkdir(parents=True)
+    (ProductsStore(tmp_path).part_meta_path("c")).write_text("[1, 2]")
     assert read_part_meta(tmp_path, "c") == (None, f"{tmp_path / 'parts' / 'c' / 'part.json'} is not a JSON object")

@@ -13,6 +13,7 @@ from benchmarks.rangeserver import serve
 from pipeline.config import Config
 from pipeline.orchestration.run import run
 from tests.test_orchestration import _same_products
+from data_products.store import ProductsStore
 
 
 @pytest.fixture()
@@ -65,7 +66,7 @@ def test_a_strip_that_404s_or_drops_its_connection_costs_that_strip_only(http_sa
     out = tmp_path / how
     s = run(f"{url}/stac/catalog.json", out, Config(), tiles=[cell], progress=False)
     assert s["failed"] == 0 and s["done"] == 1
-    meta = json.loads((out / "tiles" / cell / "cell.json").read_text())
+    meta = json.loads((ProductsStore(out).cell_meta_path(cell)).read_text())
     assert victim.name not in meta["strips"] and len(meta["strips"]) >= len(strips) - 2
     named = [w for w in meta["warnings"] if victim.name in w]
     assert named and "127.0.0.1" in named[0], meta["warnings"]

@@ -12,6 +12,7 @@ import pytest
 import shapely
 
 from data_products import grid
+from data_products.store import ProductsStore
 from pipeline.cli import main
 from pipeline.config import Config, SelectionConfig
 from pipeline.orchestration.plan import CostModel, make_plan
@@ -145,7 +146,7 @@ def test_rts_plan_on_a_sample_shows_what_is_up_to_date(sample, processed_cells, 
 
     out, _ = sample
     products = tmp_path / "p"
-    shutil.copytree(processed_cells.products / "tiles", products / "tiles")
+    shutil.copytree(ProductsStore(processed_cells.products).tiles_dir, ProductsStore(products).tiles_dir)
     from tests.test_orchestration import _stamp
 
     _stamp(products, out, list(processed_cells))

@@ -31,15 +31,9 @@ from data_products.store import ProductsStore
 from pipeline.dem.cell import RASTER_SPECS, process_cell, write_cell_rasters
 from pipeline.config import Config
 from pipeline.detection.detect import detector_id, load_detector
-from pipeline.publish.assemble import (
-    assemble,
-    live_cells,
-    part_digest,
-    read_part_meta,
-    recorded_part_digest,
-    slump_cell,
-)
-from pipeline.quantify.slumps import load_climate
+from pipeline.publish.assemble import assemble, live_cells
+from pipeline.publish.parts import part_digest, read_part_meta, recorded_part_digest, slump_cell
+from pipeline.quantify.climate import load_climate
 from pipeline.strips.names import Strip
 from pipeline.strips.read import StripFootprintError, StripReadError, cells_for_strips, strip_bounds, strip_meets
 from pipeline.strips.index import load_strips

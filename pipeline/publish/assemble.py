@@ -19,10 +19,8 @@ Two steps, so that rerunning one cell replaces exactly its rows:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -34,104 +32,16 @@ from data_products import grid, schema, stac, writers
 from data_products.store import ProductsStore
 
 from pipeline import __version__
-from pipeline.detection.candidates import empty_candidates, find_candidates, read_mosaic, stable_variogram
+from pipeline.detection.candidates import empty_candidates
 from pipeline.config import Config
-from pipeline.detection.detect import detect_slumps
-from pipeline.publish.inventories import match_inventories, read_inventory
-from pipeline.quantify.slumps import CarbonDensity, Climate, quantify, regional_totals
+from pipeline.publish.parts import read_part_meta
+from pipeline.quantify.totals import regional_totals
 
 log = logging.getLogger(__name__)
 
 CANDIDATES = schema.CANDIDATES
 REGION_SUMMARY_CSV = schema.REGION_SUMMARY_CSV
 YEARLY_TOTALS_CSV = schema.YEARLY_TOTALS_CSV
-
-
-def _cell_digest(products: Path, cell_id: str) -> str:
-    try:
-        return ProductsStore(products).read_cell_meta(cell_id).get("inputs_digest") or "?"
-    except (OSError, ValueError):
-        return "none"
-
-
-def part_digest(products: Path, cell: grid.Cell, cfg: Config, detector_id: str, climate_id: str) -> str:
-    """What a cell's slump part depends on: its own and its neighbours' DEM digests (the halo),
-    the whole configuration, the detector and the climate file."""
-    h = hashlib.sha256(f"{cfg.digest()}|{detector_id}|{climate_id}|{__version__}".encode())
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            other = grid.Cell(cell.ix + dx, cell.iy + dy)
-            h.update(f"{other.id}:{_cell_digest(products, other.id)};".encode())
-    return h.hexdigest()[:16]
-
-
-PART_FILES = ("slumps.parquet", "timeseries.parquet", CANDIDATES)
-
-
-def read_part_meta(products: Path, cell_id: str) -> tuple[dict | None, str]:
-    """A cell's ``part.json`` and "" when the part is whole (every file it lists there and
-    matching its checksum), else (None, what is wrong)."""
-    store = ProductsStore(products)
-    folder, meta_path = store.part_dir(cell_id), store.part_meta_path(cell_id)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        return None, "no part published"
-    except (OSError, json.JSONDecodeError) as exc:
-        return None, f"{meta_path} unreadable ({exc})"
-    if not isinstance(meta, dict):
-        return None, f"{meta_path} is not a JSON object"
-    problem = writers.files_intact(folder, meta.get("files"))
-    return (None, problem) if problem else (meta, "")
-
-
-def recorded_part_digest(products: Path, cell_id: str) -> str | None:
-    """The digest a whole part recorded; None (the part is recomputed) when it is missing,
-    unreadable or a file of it is missing or altered."""
-    meta, problem = read_part_meta(products, cell_id)
-    if meta is None and problem != "no part published":
-        log.warning("%s: part of %s is recomputed", problem, cell_id)
-    return meta.get("digest") if meta else None
-
-
-def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climate: Climate, digest: str) -> dict:
-    """Detect and quantify the slumps one cell owns and write its part; never raises."""
-    products = Path(products)
-    store = ProductsStore(products)
-    t0 = time.perf_counter()
-    try:
-        cell = grid.parse_cell_id(cell_id)
-        res = cfg.grid.resolution_m
-        mosaic = read_mosaic(products, cell, cfg.candidates.halo_m, res)
-        vg = stable_variogram(mosaic, cfg.candidates, res)
-        cands = find_candidates(mosaic, cfg.candidates, res, vg)
-        dets = detect_slumps(mosaic, cands, cfg.detection, detector)
-        now = pd.Timestamp.now(tz="UTC").floor("s")
-        dates = store.read_cell_meta(cell_id).get("dates") or []
-        inv, ts = quantify(mosaic, dets, vg, cfg, climate, CarbonDensity(cfg.quantify), now, dates)
-        folder = store.part_dir(cell_id)
-        writers.write_geoparquet(inv, folder / "slumps.parquet", schema.INVENTORY_COLUMNS, sort=False)
-        writers.write_parquet(ts, folder / "timeseries.parquet", schema.TIMESERIES_COLUMNS)
-        with writers.atomic_path(folder / CANDIDATES) as tmp:
-            cands.to_parquet(tmp, index=False, schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
-        seconds = time.perf_counter() - t0
-        writers.write_json(store.part_meta_path(cell_id), {
-            "cell_id": cell_id, "digest": digest, "n_slumps": len(inv), "n_candidates": len(cands),
-            "volume_m3": float(inv.volume_m3.sum()), "seconds": round(seconds, 3),
-            "files": {name: writers.file_sha256(folder / name) for name in PART_FILES},
-            "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
-                                                           "range_m": vg.range_m},
-        })
-        store.part_failure_path(cell_id).unlink(missing_ok=True)
-        return {"cell_id": cell_id, "status": "ok", "n_slumps": len(inv), "seconds": seconds}
-    except Exception as exc:  # one bad cell never stops the others; its previous part stays published
-        log.exception("slump stage failed for %s", cell_id)
-        error = f"{type(exc).__name__}: {exc}"
-        try:
-            writers.write_json(store.part_failure_path(cell_id), {"error": error})
-        except OSError as write_exc:  # the failure still reaches the run summary
-            log.error("could not record the failure of %s in its part folder: %s", cell_id, write_exc)
-        return {"cell_id": cell_id, "status": "failed", "error": error, "seconds": time.perf_counter() - t0}
 
 
 def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]:
@@ -287,30 +197,3 @@ def verify_published(products: str | Path) -> str:
     return writers.files_intact(products, meta.get("files"))
 
 
-_ID_COLUMNS = ("RTSID", "Slump_ID", "id", "Id", "ID", "fid")
-
-
-def publish_matches(products: str | Path, reference: str | Path, min_iou: float = 0.1) -> dict:
-    """Cross-reference the published inventory against a published one (any format
-    :func:`pipeline.publish.inventories.read_inventory` reads) and record the matches in
-    ``PRODUCTS/inventory_matches.parquet``, replacing earlier rows for the same reference
-    file. Returns the match summary (matched / new / missed, precision, recall, mean IoU)."""
-    products, reference = Path(products), Path(reference)
-    inv = gpd.read_parquet(products / schema.INVENTORY)
-    ref = read_inventory(reference)
-    pairs, summary = match_inventories(inv, ref, min_iou=min_iou)
-    id_col = next((c for c in _ID_COLUMNS if c in ref.columns), None)
-    rows = pd.DataFrame({
-        "rts_id": inv.rts_id.to_numpy()[pairs.found_index.to_numpy(int)] if len(pairs) else [],
-        "reference": reference.name,
-        "reference_row": pairs.reference_index.to_numpy(int) if len(pairs) else [],
-        "reference_id": ([None if pd.isna(v) else str(v) for v in ref.loc[pairs.reference_index, id_col]]
-                         if id_col and len(pairs) else [None] * len(pairs)),
-        "iou": pairs.iou.to_numpy(float) if len(pairs) else [],
-    })
-    path = products / schema.MATCHES
-    if path.exists():
-        old = pd.read_parquet(path)
-        rows = pd.concat([old[old.reference != reference.name], rows], ignore_index=True)
-    writers.write_parquet(rows, path, schema.MATCHES_COLUMNS)
-    return summary

@@ -16,6 +16,8 @@ the grid cell nearest the slump (Dai et al. 2025 used ERA5 July-August, nearest 
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,8 @@ import xarray as xr
 from scipy import stats
 
 from data_products import timebase
+
+log = logging.getLogger(__name__)
 
 
 class ClimateError(ValueError):
@@ -292,3 +296,45 @@ def interval_temperature_response(intervals: pd.DataFrame, summer_c: pd.Series, 
 def seasons_spanned(t1: float, t2: float, min_fraction: float = 0.25) -> int:
     """Number of thaw seasons counted between two dates (:func:`seasons_covered`); at least 1."""
     return max(len(seasons_covered(t1, t2, min_fraction)), 1)
+
+
+# --------------------------------------------------------------------------- a run's climate source
+
+
+@dataclass
+class Climate:
+    """Summer temperatures for the slumps, or the reason there are none."""
+
+    data: object | None  # xarray.DataArray (deg C on time, lat, lon)
+    note: str
+    months: tuple[int, ...] = (7, 8)
+
+    def summer_at(self, lat: float, lon: float) -> tuple[pd.Series, str]:
+        """Summer mean temperature per year at a point (deg C), or an empty series and why."""
+        if self.data is None:
+            return pd.Series(dtype=float), self.note
+        try:
+            s = summer_temperature(self.data, lat, lon, self.months)
+        except ClimateError as exc:
+            return pd.Series(dtype=float), str(exc)
+        if s.isna().all() or not len(s):
+            return pd.Series(dtype=float), f"no complete summer (months {self.months}) with valid temperatures"
+        return s, ""
+
+
+def load_climate(path: str | Path | None, months: tuple[int, ...] = (7, 8)) -> Climate:
+    """The climate source of a run. A missing or unusable file is logged with its reason and
+    gives a Climate whose note explains the empty r in every row (the run goes on)."""
+    if not path:
+        return Climate(None, "no climate file given (--climate)", months)
+    try:
+        da = open_temperature(path).load()
+        check_series(da, months, path)
+    except ClimateError as exc:
+        log.error("temperature response skipped: %s", exc)
+        return Climate(None, str(exc), months)
+    except Exception as exc:  # anything else a malformed file raises: the run still goes on
+        msg = f"{path}: unusable climate file ({type(exc).__name__}: {exc})"
+        log.error("temperature response skipped: %s", msg)
+        return Climate(None, msg, months)
+    return Climate(da, "", months)

@@ -22,8 +22,6 @@ Regional and Arctic-wide yearly totals and the volume-temperature slope are in
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -31,20 +29,15 @@ import pandas as pd
 import rasterio
 import rasterio.features
 from pyproj import Transformer
-from scipy import ndimage, stats
+from scipy import ndimage
 
 from data_products import grid, ids, schema, timebase
 from data_products.regions import region_of
 
 from pipeline import __version__
 from pipeline.dem.change import NODATA_DATE
-from pipeline.quantify.climate import (
-    ClimateError,
-    check_series,
-    open_temperature,
-    interval_temperature_response,
-    summer_temperature,
-)
+from pipeline.quantify.carbon import CarbonDensity
+from pipeline.quantify.climate import Climate, interval_temperature_response
 from pipeline.config import Config, QuantifyConfig
 from pipeline.quantify.volume import Variogram, interval_losses, sigma_mean_dh, volume_and_sigma, yearly_loss
 
@@ -53,73 +46,7 @@ log = logging.getLogger(__name__)
 TO_LONLAT = Transformer.from_crs(grid.CRS, "EPSG:4326", always_xy=True)
 
 
-@dataclass
-class Climate:
-    """Summer temperatures for the slumps, or the reason there are none."""
 
-    data: object | None  # xarray.DataArray (deg C on time, lat, lon)
-    note: str
-    months: tuple[int, ...] = (7, 8)
-
-    def summer_at(self, lat: float, lon: float) -> tuple[pd.Series, str]:
-        """Summer mean temperature per year at a point (deg C), or an empty series and why."""
-        if self.data is None:
-            return pd.Series(dtype=float), self.note
-        try:
-            s = summer_temperature(self.data, lat, lon, self.months)
-        except ClimateError as exc:
-            return pd.Series(dtype=float), str(exc)
-        if s.isna().all() or not len(s):
-            return pd.Series(dtype=float), f"no complete summer (months {self.months}) with valid temperatures"
-        return s, ""
-
-
-def load_climate(path: str | Path | None, months: tuple[int, ...] = (7, 8)) -> Climate:
-    """The climate source of a run. A missing or unusable file is logged with its reason and
-    gives a Climate whose note explains the empty r in every row (the run goes on)."""
-    if not path:
-        return Climate(None, "no climate file given (--climate)", months)
-    try:
-        da = open_temperature(path).load()
-        check_series(da, months, path)
-    except ClimateError as exc:
-        log.error("temperature response skipped: %s", exc)
-        return Climate(None, str(exc), months)
-    except Exception as exc:  # anything else a malformed file raises: the run still goes on
-        msg = f"{path}: unusable climate file ({type(exc).__name__}: {exc})"
-        log.error("temperature response skipped: %s", msg)
-        return Climate(None, msg, months)
-    return Climate(da, "", months)
-
-
-class CarbonDensity:
-    """Soil organic carbon density (kg C m-3) at a point: a constant, or sampled from a
-    raster (any CRS) where it has data, the constant elsewhere."""
-
-    def __init__(self, cfg: QuantifyConfig):
-        self.default = cfg.carbon_density_kg_m3
-        self.path = cfg.carbon_raster_path
-        if self.path and not Path(self.path).exists():
-            raise FileNotFoundError(f"{self.path}: carbon raster not found (quantify.carbon_raster_path)")
-
-    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Density at EPSG:3413 points."""
-        x, y = np.asarray(x, float), np.asarray(y, float)
-        out = np.full(x.shape, self.default)
-        if not self.path or not x.size:
-            return out
-        with rasterio.open(self.path) as src:
-            if src.crs is None:
-                raise ValueError(f"{self.path}: carbon raster has no CRS")
-            xs, ys = Transformer.from_crs(grid.CRS, src.crs, always_xy=True).transform(x, y)
-            vals = np.array([v[0] for v in src.sample(zip(xs, ys), masked=True)], dtype=object)
-        for i, v in enumerate(vals):
-            if v is not np.ma.masked and np.isfinite(float(v)) and float(v) > 0:
-                out[i] = float(v)
-        return out
-
-
-rts_id = ids.rts_id  # the id scheme is part of the product contract (data_products.ids)
 
 
 def _date(days: float):
@@ -176,7 +103,7 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         mask &= np.isfinite(dh)
         if not mask.any():
             continue
-        rid = rts_id(cx[k], cy[k])
+        rid = ids.rts_id(cx[k], cy[k])
         margin = int(round(cfg.quantify.volume_margin_m / res))
         vmask = (ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask) & np.isfinite(dh)
         volume, sigma = volume_and_sigma(dh, vmask, res, vg)
@@ -224,52 +151,3 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
     return inventory, timeseries
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of y on x and its standard error (NaN with fewer than 3 points)."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0:
-        return float("nan"), float("nan")
-    fit = stats.linregress(x[ok], y[ok])
-    return float(fit.slope), float(fit.stderr)
-
-
-def regional_totals(inventory: pd.DataFrame, timeseries: pd.DataFrame, temperature_driven_r: float = 0.5
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Yearly totals per region and Arctic-wide, and the volume-temperature slope.
-
-    Returns (yearly, summary):
-
-    * yearly: region ('Arctic' for all), year, volume_m3, volume_sigma_m3 (errors of
-      different slumps taken as independent), n_slumps, summer_t2m_c (mean over the
-      region's slumps);
-    * summary: per region, n_slumps, area_m2, volume_m3, carbon_kg_yr, share of slumps with
-      r >= ``temperature_driven_r`` (of those with an r), and slope_m3_per_degc with its
-      standard error from the yearly totals against the yearly mean summer temperature.
-    """
-    ts = timeseries.merge(inventory[["rts_id", "region"]], on="rts_id", how="inner")
-    frames = [ts, ts.assign(region="Arctic")]
-    ts = pd.concat(frames, ignore_index=True)
-    yearly = (ts.groupby(["region", "year"])
-              .agg(volume_m3=("volume_m3", "sum"), volume_var=("volume_sigma_m3", lambda s: float((s**2).sum())),
-                   n_slumps=("rts_id", "nunique"), summer_t2m_c=("summer_t2m_c", "mean"))
-              .reset_index())
-    yearly["volume_sigma_m3"] = np.sqrt(yearly.pop("volume_var"))
-    inv = pd.concat([inventory, inventory.assign(region="Arctic")], ignore_index=True)
-    rows = []
-    for region, g in inv.groupby("region"):
-        y = yearly[yearly.region == region]
-        slope, se = _slope(y.summer_t2m_c.to_numpy(float), y.volume_m3.to_numpy(float))
-        r = pd.to_numeric(g.r_temperature, errors="coerce")
-        rows.append({"region": region, "n_slumps": len(g), "area_m2": float(g.area_m2.sum()),
-                     "volume_m3": float(g.volume_m3.sum()),
-                     "volume_sigma_m3": float(np.sqrt((g.volume_sigma_m3**2).sum())),
-                     "carbon_kg_yr": float(g.carbon_kg_yr.sum(min_count=1)),  # NaN when none is known
-                     "n_without_carbon": int(g.carbon_kg_yr.isna().sum()),
-                     "n_with_r": int(r.notna().sum()),
-                     "share_r_ge": float((r >= temperature_driven_r).sum() / r.notna().sum()) if r.notna().any()
-                     else float("nan"),
-                     "slope_m3_per_degc": slope, "slope_se_m3_per_degc": se})
-    summary = pd.DataFrame(rows, columns=["region", "n_slumps", "area_m2", "volume_m3", "volume_sigma_m3",
-                                          "carbon_kg_yr", "n_without_carbon", "n_with_r", "share_r_ge",
-                                          "slope_m3_per_degc", "slope_se_m3_per_degc"])
-    return yearly.sort_values(["region", "year"]).reset_index(drop=True), summary
