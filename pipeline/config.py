@@ -134,9 +134,6 @@ class CoregConfig:
     min_residual_reject_m: float = 0.3
     #: a DEM whose median pairwise NMAD exceeds this is dropped as a blunder
     max_dem_nmad_m: float = 3.0
-    #: a DEM whose valid pixels deviate from the stack median by more than this on
-    #: more than ``max_blunder_fraction`` of them is dropped
-    max_blunder_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -275,8 +272,6 @@ class DetectionConfig:
     min_score: float = 0.5
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)
     min_criteria: int = 1
-    #: chip edge (pixels of the 2 m grid) cut around each candidate
-    chip_size_px: int = 256
     #: holes smaller than this are filled and slivers narrower than half of it removed
     min_hole_m2: float = 200.0
     #: Mask R-CNN outlines are snapped to the 2 m pixels that dropped (dh <= -1 m) near the
@@ -323,10 +318,10 @@ class QuantifyConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The fixed EPSG:3413 work grid (DESIGN step 2)."""
+    """The fixed EPSG:3413 work grid (DESIGN step 2): its 2 km cells are the product contract's
+    (:mod:`data_products.grid`); the pixel size here is the grid the strips are read onto."""
 
     resolution_m: float = 2.0
-    cell_size_m: float = 2000.0
 
     def __post_init__(self) -> None:
         if not self.resolution_m > 0:

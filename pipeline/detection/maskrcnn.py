@@ -3,8 +3,9 @@
 Chips
 -----
 A chip is a square window of the cell + halo mosaic (:func:`pipeline.detection.candidates.read_mosaic`)
-centred on a candidate cluster's centroid, ``chip_size_px`` pixels of the 2 m grid on a side
-(default 256 = 512 m, larger than the largest sample slump), padded with "no data" where it
+centred on a candidate cluster's centroid, 256 pixels of the 2 m grid on a side (512 m, larger
+than the largest sample slump; a property of the weights, recorded as ``chip_px`` in their
+metadata), padded with "no data" where it
 leaves the mosaic. Band order and normalisation (:func:`normalise_bands`):
 
 0. **dh** (m): ``clip(dh / 4, -3, 3)``;
