@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import __version__
+from pipeline import __version__, console
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "tornado", "asyncio"):  # Dask's own chatter, unless -v
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    console.attach()  # progress and results on stdout, diagnostics on stderr
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:  # incl. QueueError, ConfigError

@@ -49,3 +49,42 @@ def test_the_projects_modules_are_imported_at_module_level():
                     continue
                 found.append(f"{rel}:{line} imports {mod} inside a function")
     assert not found, "\n".join(found)
+
+
+def test_library_code_reports_through_logging_not_print():
+    """Only the command line prints (pipeline/cli.py, and scripts' ``__main__`` blocks); library
+    code reports progress through the ``rts.console`` logger (pipeline/console.py), which the
+    CLI shows on stdout and a calling program routes as it likes."""
+    found = []
+    for pkg in ("pipeline", "data_products", "dashboard"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            if rel == "pipeline/cli.py":
+                continue
+            tree = ast.parse(path.read_text())
+            main_blocks = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+            skip = {id(x) for b in main_blocks for x in ast.walk(b)}
+            for n in ast.walk(tree):
+                if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+                        and id(n) not in skip):
+                    found.append(f"{rel}:{n.lineno}")
+    assert not found, found
+
+
+def test_console_messages_reach_the_terminal_only_through_the_cli(capsys, caplog):
+    import logging
+
+    from pipeline import console
+
+    console.log.handlers.clear()  # as in a program that never ran the CLI
+    console.log.propagate = True
+    with caplog.at_level(logging.INFO, logger="rts.console"):
+        console.say("a library message")
+    assert "a library message" in caplog.text and "a library message" not in capsys.readouterr().out
+    console.attach()
+    try:
+        console.say("a terminal message")
+        assert capsys.readouterr().out == "a terminal message\n"
+    finally:
+        console.log.handlers.clear()
+        console.log.propagate = True

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pipeline import console
 from pipeline.config import Config
 from pipeline.orchestration.run import run
 from pipeline.synth import generate_sample
@@ -308,12 +309,12 @@ def train(cache: str | Path, seeds: list[int], out: str | Path, *, sites=ALL_SIT
                        "candidate_chips": sum(x["kind"] == "candidate" for x in c),
                        "chips_without_slump": sum(len(x["masks"]) == 0 for x in c),
                        "instances": int(sum(len(x["masks"]) for x in c)), "seconds": round(time.time() - ts, 1)}
-        print(f"rts train: seed {s}: {per_seed[s]}", flush=True)
+        console.say(f"rts train: seed {s}: {per_seed[s]}")
     prep_s = time.time() - t0
 
     def show(rec):
-        print(f"rts train: it {rec['iteration']:5d} loss {rec['loss']:.3f} (mask {rec['loss_mask']:.3f}, "
-              f"cls {rec['loss_classifier']:.3f}, rpn {rec['loss_objectness']:.3f}) {rec['seconds']:.0f} s", flush=True)
+        console.say(f"rts train: it {rec['iteration']:5d} loss {rec['loss']:.3f} (mask {rec['loss_mask']:.3f}, "
+                    f"cls {rec['loss_classifier']:.3f}, rpn {rec['loss_objectness']:.3f}) {rec['seconds']:.0f} s")
 
     det, tlog = train_model(chips, iterations=iterations, batch=batch, lr=lr, seed=seed, chip_px=chip_px, scale=scale,
                             threads=threads, progress=show, log_every=25)
@@ -336,8 +337,9 @@ if __name__ == "__main__":  # python -m pipeline.detection.training CACHE SEED..
     import sys
 
     logging.basicConfig(level=logging.INFO)
+    console.attach()
     cache = Path(sys.argv[1])
     for s in sys.argv[2:]:
         t = time.time()
         prepare_sample(cache, int(s))
-        print(f"seed {s} ready in {time.time() - t:.0f} s", flush=True)
+        console.say(f"seed {s} ready in {time.time() - t:.0f} s")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from data_products.queue import JobQueue, QueueError
 
+from pipeline import console
 from pipeline.config import Config
 from pipeline.orchestration.run import Cancelled, run
 
@@ -118,7 +119,7 @@ def work(products: str | Path, strips: str, climate: str | None, cfg: Config, *,
     ``poll_s``. Returns the number of jobs run."""
     queue = JobQueue(products)
     worker = worker_name()
-    print(f"rts jobs work: {worker} serving {queue.path}", flush=True)
+    console.say(f"rts jobs work: {worker} serving {queue.path}")
     try:
         return _serve(queue, worker, strips, climate, cfg, workers, scheduler, once, poll_s, max_jobs, progress)
     finally:
@@ -140,8 +141,8 @@ def _serve(queue: JobQueue, worker: str, strips: str, climate: str | None, cfg: 
             if errors > MAX_QUEUE_ERRORS:
                 raise
             wait = min(poll_s * 2 ** (errors - 1), 60.0)
-            print(f"rts jobs work: queue error ({exc}); retrying in {wait:.0f} s "
-                  f"({errors} of {MAX_QUEUE_ERRORS})", flush=True)
+            console.say(f"rts jobs work: queue error ({exc}); retrying in {wait:.0f} s "
+                        f"({errors} of {MAX_QUEUE_ERRORS})")
             time.sleep(wait)
             continue
         if jid is None:
@@ -152,7 +153,7 @@ def _serve(queue: JobQueue, worker: str, strips: str, climate: str | None, cfg: 
         n += 1
         try:
             job = queue.get(jid)
-            print(f"rts jobs work: job {jid} {job.status}: {job.message}", flush=True)
+            console.say(f"rts jobs work: job {jid} {job.status}: {job.message}")
         except QueueError as exc:
-            print(f"rts jobs work: job {jid} ran; its state could not be read back ({exc})", flush=True)
+            console.say(f"rts jobs work: job {jid} ran; its state could not be read back ({exc})")
     return n

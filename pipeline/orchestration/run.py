@@ -28,6 +28,7 @@ from tqdm import tqdm
 from data_products import grid, writers
 from data_products.store import ProductsStore
 
+from pipeline import console
 from pipeline.dem.cell import RASTER_SPECS, process_cell, write_cell_rasters
 from pipeline.config import Config
 from pipeline.detection.detect import detector_id, load_detector
@@ -216,7 +217,7 @@ def products_lock(out: Path, timeout_s: float = 3600.0, poll_s: float = 1.0):
                     raise LockTimeout(f"{out} is in use by {holder} (waited {waited:.0f} s; lock {path}); "
                                       "try again when it has finished") from None
                 if not told:
-                    print(f"rts run: waiting for {holder} to finish with {out} (up to {timeout_s:.0f} s)", flush=True)
+                    console.say(f"rts run: waiting for {holder} to finish with {out} (up to {timeout_s:.0f} s)")
                     told = True
                 time.sleep(min(poll_s, max(timeout_s - waited, 0.01)))
         fh.seek(0)
@@ -440,8 +441,8 @@ def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, schedul
         return cb
 
     with Executor(workers, scheduler) as ex:
-        print(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process) "
-              f"on {ex.description} -> {out}", flush=True)
+        console.say(f"rts run: {len(strips)} strips, {len(cells)} cells ({len(skipped)} up to date, {len(jobs)} to process) "
+              f"on {ex.description} -> {out}")
         stopped = lambda: stop["requested"]  # noqa: E731
         results = ex.map(run_cell, jobs, "DEM stage", progress, report("DEM stage", 0.8, 0.0), stopped)
         for r in results:
@@ -476,9 +477,9 @@ def _run_locked(out: Path, strips, cells, cfg: Config, climate, workers, schedul
     writers.write_json(out / "run_summary.json", summary)
     if on_progress is not None:
         on_progress(1.0, f"published {published['slumps']} slumps")
-    print(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed; "
+    console.say(f"rts run: {summary['done']} cells processed, {summary['skipped']} skipped, {summary['failed']} failed; "
           f"{published['slumps']} slumps, {published['volume_m3']:.4g} m3, "
-          f"{published['carbon_kg_yr']:.4g} kg C/yr ({det_id}) in {summary['seconds']} s", flush=True)
+          f"{published['carbon_kg_yr']:.4g} kg C/yr ({det_id}) in {summary['seconds']} s")
     for cid, err in summary["failures"].items():
-        print(f"  {cid}: {err}", flush=True)
+        console.say(f"  {cid}: {err}")
     return summary
