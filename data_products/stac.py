@@ -4,9 +4,10 @@ One item per product table (inventory, time series, tiles) whose assets are the
 GeoParquet/Parquet file and its CSV export, each asset carrying ``file:checksum``
 (SHA-256 multihash), ``file:size``, and for tables ``table:columns`` and
 ``table:row_count``; items carry the projection fields (``proj:code`` EPSG:3413,
-``proj:bbox``) and the WGS 84 bbox and geometry of the data. Hrefs are relative, so the
-folder can be moved or served as is. Extensions: file v2.1.0, table v1.2.0,
-projection v2.0.0.
+``proj:bbox``) and the WGS 84 bbox and geometry of the data. Every href (links and assets) is
+relative (a self-contained catalog), so the folder can be moved or served as is. The
+extension fields are written by pystac's extension classes (file v2.1.0, table v1.2.0,
+projection v2.0.0; the collection summarises ``proj:code``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from pathlib import Path
 import numpy as np
 import pystac
 from pyproj import Transformer
+from pystac.extensions.file import FileExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.table import Column as TableColumn
+from pystac.extensions.table import TableExtension
 
 from . import schema
 from .writers import sha256_multihash, write_json
 
-FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-TABLE_EXT = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
-PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+#: the extensions' schema versions (pystac's extension classes write the fields)
+FILE_EXT = FileExtension.get_schema_uri()
+TABLE_EXT = TableExtension.get_schema_uri()
+PROJ_EXT = ProjectionExtension.get_schema_uri()
 
 MEDIA = {".parquet": "application/vnd.apache.parquet", ".csv": "text/csv", ".md": "text/markdown",
          ".json": "application/json"}
@@ -49,18 +55,24 @@ def _lonlat_bbox(bbox_3413: tuple[float, float, float, float]) -> list[float]:
     return [float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))]
 
 
-def _asset(products: Path, rel: str, title: str, roles: list[str], columns=None,
-           rows: int | None = None) -> pystac.Asset:
+def _asset(products: Path, rel: str, title: str, roles: list[str]) -> pystac.Asset:
     path = products / rel
-    extra = {"file:checksum": sha256_multihash(path), "file:size": path.stat().st_size}
+    return pystac.Asset(href=str(path.resolve()), title=title, media_type=MEDIA.get(path.suffix, None), roles=roles)
+
+
+def _describe_asset(asset: pystac.Asset, path: Path, columns=None, rows: int | None = None) -> None:
+    """The file extension's checksum (SHA-256 multihash) and size, and for a table its columns
+    and row count (table extension), on an asset already added to its item or collection."""
+    FileExtension.ext(asset, add_if_missing=True).apply(checksum=sha256_multihash(path), size=path.stat().st_size)
+    if columns is None and rows is None:
+        return
+    table = TableExtension.ext(asset, add_if_missing=True)
     if columns is not None:
-        extra["table:columns"] = [{"name": c.name, "type": "wkb" if c.name == "geometry" else str(c.type),
-                                   "description": c.description + (f" [{c.unit}]" if c.unit else "")}
-                                  for c in columns]
+        table.columns = [TableColumn({"name": c.name, "type": "wkb" if c.name == "geometry" else str(c.type),
+                                      "description": c.description + (f" [{c.unit}]" if c.unit else "")})
+                         for c in columns]
     if rows is not None:
-        extra["table:row_count"] = int(rows)
-    return pystac.Asset(href=str(path.resolve()), title=title, media_type=MEDIA.get(path.suffix, None), roles=roles,
-                        extra_fields=extra)
+        table.row_count = int(rows)
 
 
 def write_collection(products: str | Path, tables: dict[str, dict], bbox_3413, start: dt.datetime | None,
@@ -84,32 +96,34 @@ def write_collection(products: str | Path, tables: dict[str, dict], bbox_3413, s
         description=description or ("Active retrogressive thaw slumps (polygons of the ground that dropped), "
                                      "their volumes, yearly losses, carbon and temperature response."),
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
-        license="CC-BY-4.0", stac_extensions=[PROJ_EXT],
-        extra_fields={"proj:code": schema.CRS, "proj:bbox": bbox_3413, "pipeline_version": version},
+        license="CC-BY-4.0", extra_fields={"pipeline_version": version},
     )
+    ProjectionExtension.summaries(coll, add_if_missing=True).code = [schema.CRS]
     for fname, info in tables.items():
         cols = schema.TABLES[fname]
+        title = info.get("title", fname)
         item = pystac.Item(id=Path(fname).stem, geometry=geom, bbox=bbox, datetime=None,
                            properties={"start_datetime": start.isoformat(), "end_datetime": end.isoformat(),
-                                       "title": info.get("title", fname), "proj:code": schema.CRS,
-                                       "proj:bbox": bbox_3413, "table:row_count": int(info["rows"]),
-                                       "table:primary_geometry": "geometry" if any(c.name == "geometry" for c in cols)
-                                       else None, "pipeline_version": version},
-                           stac_extensions=[FILE_EXT, TABLE_EXT, PROJ_EXT])
-        if item.properties["table:primary_geometry"] is None:
-            del item.properties["table:primary_geometry"]
-        item.add_asset("data", _asset(products, fname, info.get("title", fname), ["data"], cols, info["rows"]))
+                                       "title": title, "pipeline_version": version})
+        ProjectionExtension.ext(item, add_if_missing=True).apply(code=schema.CRS, bbox=bbox_3413)
+        item_table = TableExtension.ext(item, add_if_missing=True)
+        item_table.row_count = int(info["rows"])
+        if any(c.name == "geometry" for c in cols):
+            item_table.primary_geometry = "geometry"
+        item.add_asset("data", _asset(products, fname, title, ["data"]))
+        _describe_asset(item.assets["data"], products / fname, cols, info["rows"])
         if info.get("csv"):
-            item.add_asset("csv", _asset(products, info["csv"], f"{info.get('title', fname)} (CSV, WKT geometry)",
-                                         ["data"], None, info["rows"]))
+            item.add_asset("csv", _asset(products, info["csv"], f"{title} (CSV, WKT geometry)", ["data"]))
+            _describe_asset(item.assets["csv"], products / info["csv"], None, info["rows"])
         coll.add_item(item)
     for rel, title in ((schema.DICTIONARY_MD, "Data dictionary"), (schema.DICTIONARY_JSON, "Data dictionary (JSON)")):
         if (products / rel).exists():
-            coll.add_asset(Path(rel).stem + Path(rel).suffix.replace(".", "_"),
-                           _asset(products, rel, title, ["metadata"]))
-    coll.stac_extensions.append(FILE_EXT)
+            key = Path(rel).stem + Path(rel).suffix.replace(".", "_")
+            coll.add_asset(key, _asset(products, rel, title, ["metadata"]))
+            _describe_asset(coll.assets[key], products / rel)
     # serialise with relative links into products/stac/, then write each file atomically
     root = (products / "stac").resolve()
+    coll.catalog_type = pystac.CatalogType.SELF_CONTAINED  # relative links as well as assets
     coll.normalize_hrefs(str(root))
     coll.make_all_asset_hrefs_relative()
     for item in coll.get_items():

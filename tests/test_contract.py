@@ -104,3 +104,42 @@ def test_a_slump_id_names_its_snapped_centroid():
     assert ids.rts_id(x, y) == rid  # stable under re-snapping
     with pytest.raises(ValueError, match="not a slump id"):
         ids.position("RTS_12_34")
+
+
+def test_the_stac_collection_is_self_contained_and_uses_the_extensions(tmp_path):
+    """Every href is relative (a moved or served folder still resolves), and the file, table
+    and projection fields are those of pystac's extension classes."""
+    import json
+    import shutil
+
+    import pystac
+    from pystac.extensions.file import FileExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.table import TableExtension
+
+    from data_products import stac, writers
+
+    products = tmp_path / "products"
+    products.mkdir()
+    (products / schema.INVENTORY).write_bytes(b"x" * 10)
+    (products / schema.INVENTORY_CSV).write_text("a,b\n")
+    stac.write_collection(products, {schema.INVENTORY: {"rows": 3, "csv": schema.INVENTORY_CSV, "title": "inv"}},
+                          (-2.0e6, -1.0e6, -1.9e6, -0.9e6), dt.datetime(2012, 7, 1, tzinfo=dt.timezone.utc), None,
+                          "test")
+    for f in (products / "stac").rglob("*.json"):
+        d = json.loads(f.read_text())
+        hrefs = [x["href"] for x in d.get("links", [])] + [a["href"] for a in d.get("assets", {}).values()]
+        assert hrefs and not any(h.startswith("/") or "://" in h for h in hrefs), (f, hrefs)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(products, moved)
+    coll = pystac.Collection.from_file(str(moved / schema.STAC_COLLECTION))
+    item = next(coll.get_items())
+    data = item.assets["data"]
+    assert data.get_absolute_href() == str(moved / schema.INVENTORY)
+    assert FileExtension.ext(data).checksum == writers.sha256_multihash(moved / schema.INVENTORY)
+    assert FileExtension.ext(data).size == 10
+    table = TableExtension.ext(data)
+    assert table.row_count == 3 and [c.name for c in table.columns] == [c.name for c in schema.INVENTORY_COLUMNS]
+    proj = ProjectionExtension.ext(item)
+    assert proj.code == schema.CRS and proj.bbox == [-2.0e6, -1.0e6, -1.9e6, -0.9e6]
+    assert TableExtension.ext(item).primary_geometry == "geometry"
