@@ -190,7 +190,7 @@ def build_site(out: Path, site: Site, seed: int, cells: int, index: int) -> dict
             looks.append(lake)
             flag = 0.9 if i == 0 and rng.random() < 0.5 else 0.0  # most lakes never in the water mask
             lakes_render.append((slice(lake.r0, lake.r1), slice(lake.c0, lake.c1), lake.water, 0.25, flag, lake.t_event))
-    for i in range(int(rng.integers(2, 5))):  # permanent lakes and ponds
+    for _ in range(int(rng.integers(2, 5))):  # permanent lakes and ponds
         pick = _place(rng, flat, occupied, int(90 / res))
         if pick is None:
             break
@@ -306,7 +306,7 @@ def _truth(out, site, block, geo, z0, features, slumps, looks, lakes_render, t_f
     klass = np.zeros((ny, nx), np.uint8)
     change_time = np.full((ny, nx), np.nan, np.float32)
     season = np.zeros((ny, nx), np.int16)
-    for rs, cs, wm, ls, fp, until in lakes_render:
+    for rs, cs, wm, _ls, _fp, until in lakes_render:
         if until == np.inf:
             klass[rs, cs][wm] = 6
     # slump active areas, merged into connected units

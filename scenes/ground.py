@@ -212,7 +212,7 @@ def make_slump(rng: np.random.Generator, fid: str, center_rc: tuple[int, int], u
     # front position through time: piecewise linear inside each season, flat between
     knots_t, knots_f = [t_first - 1.0], [start_front]
     f = start_front
-    for (y, s0, s1), a in zip(seasons, adv):
+    for (_y, s0, s1), a in zip(seasons, adv):
         knots_t += [s0, s1]
         knots_f += [f, f + a]
         f += a

@@ -110,7 +110,7 @@ def test_writes_are_atomic_and_synced(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with writers.atomic_path(target) as tmp:
             Path(tmp).write_text("half")
-            1 / 0
+            raise ZeroDivisionError("killed mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert writers.files_intact(tmp_path, {"x.json": writers.file_sha256(target)}) == ""
@@ -152,7 +152,7 @@ def test_token_sources_and_malformed_secrets():
     assert configured_token({}) is None
     assert configured_token({"RTS_DASHBOARD_TOKEN": good}) == good
     assert configured_token({}, lambda: {"RTS_DASHBOARD_TOKEN": good}) == good
-    assert configured_token({}, lambda: {}) is None
+    assert configured_token({}, dict) is None
     with pytest.raises(TokenError, match="must be a string"):
         configured_token({}, lambda: {"RTS_DASHBOARD_TOKEN": 12345678901234567})
 

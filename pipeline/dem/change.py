@@ -227,7 +227,7 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, min_de
             w0[j] = w[j]
         # 2-3. fit, then residual outliers
         k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
-        for it in range(out_iter):
+        for _ in range(out_iter):
             if k < 0:
                 break
             cnt = 0

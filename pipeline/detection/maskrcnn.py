@@ -304,7 +304,7 @@ class Detector:
                 kept.append((s, k, m))
         rows, geoms = [], []
         core_r, core_c = mosaic.core
-        for s, k, m in kept:
+        for s, _, m in kept:
             rr, cc = np.nonzero(m)
             cr, ccol = rr.mean(), cc.mean()
             if not (core_r.start <= cr < core_r.stop and core_c.start <= ccol < core_c.stop):

@@ -114,7 +114,7 @@ def _causes(found: gpd.GeoDataFrame, truth, looks, cloud_hits) -> dict[str, int]
     pairs, _ = match_inventories(found, truth, min_iou=0.5)
     unmatched = found.drop(index=pairs.found_index.to_numpy()) if len(pairs) else found
     out: dict[str, int] = {}
-    for i, g in zip(unmatched.index, unmatched.geometry):
+    for g in unmatched.geometry:
         cause = "nothing"
         if len(truth) and truth.intersects(g).any():
             ov = truth.intersection(g).area.max() / max(g.area, 1)

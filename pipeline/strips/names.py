@@ -87,7 +87,7 @@ def _stem(path_or_name: str | os.PathLike) -> str:
 def parse_strip_name(path_or_name: str | os.PathLike) -> StripName:
     """The parts of an ArcticDEM strip name (v4.1, v3 or cross-track); StripNameError if none."""
     stem = _stem(path_or_name)
-    for version, rx in (("v4.1", _V4_RE), ("v3", _V3_RE), ("cross-track", _XTRACK_RE)):
+    for version, rx in (("v4.1", _V4_RE), ("v3", _V3_RE), ("cross-track", _XTRACK_RE)):  # noqa: B007 - used below
         m = rx.match(stem)
         if m:
             break
