@@ -229,6 +229,11 @@ class CandidatesConfig:
     halo_m: float = 400.0
     #: the dh error variogram (for volume uncertainty) is sampled to this lag on stable ground
     variogram_max_lag_m: float = 600.0
+    #: ... from this many random pairs of stable pixels, binned into this many lags
+    variogram_n_pairs: int = 200_000
+    variogram_n_bins: int = 20
+    #: a stable pixel is at least this many pixels from any loss or gain (the variogram's ground)
+    variogram_stable_buffer_px: int = 5
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,10 @@ class DetectionConfig:
     lake_max_pre_surface_rms_m: float = 0.5
     #: instances scoring below this are dropped
     min_score: float = 0.5
+    #: a Mask R-CNN instance covers the pixels whose mask probability is at least this
+    mask_probability: float = 0.5
+    #: ... and belongs to the chip's candidate when at least this share of it lies on the candidate
+    min_instance_overlap_fraction: float = 0.3
     #: candidates with at least this many criteria are shown to the detector (rules accept 3)
     min_criteria: int = 1
     #: holes smaller than this are filled and slivers narrower than half of it removed

@@ -99,12 +99,15 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
 
 
 def stable_variogram(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> Variogram:
-    """The dh error variogram on the mosaic's stable ground: pixels at least five pixels
-    away from any loss (dh <= ``max_dh_m``) or gain (dh >= ``gain_min_dh_m``)."""
+    """The dh error variogram on the mosaic's stable ground: pixels at least
+    ``variogram_stable_buffer_px`` pixels away from any loss (dh <= ``max_dh_m``) or gain
+    (dh >= ``gain_min_dh_m``)."""
     dh = m.layers["dh"]
     d0 = np.nan_to_num(dh, nan=0.0)
-    changing = ndimage.binary_dilation((d0 <= cfg.max_dh_m) | (d0 >= cfg.gain_min_dh_m), iterations=5)
+    changing = ndimage.binary_dilation((d0 <= cfg.max_dh_m) | (d0 >= cfg.gain_min_dh_m),
+                                       iterations=cfg.variogram_stable_buffer_px)
     return fit_spherical(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
+                                              n_pairs=cfg.variogram_n_pairs, n_bins=cfg.variogram_n_bins,
                                               seed=m.cell.ix * 31 + m.cell.iy))
 
 

@@ -276,10 +276,11 @@ class Detector:
             for score, prob in zip(p["scores"], p["masks"]):
                 if score < cfg.min_score:
                     continue
-                m = np.kron(prob >= 0.5, np.ones((scale, scale), bool)) if scale > 1 else prob >= 0.5
+                inside = prob >= cfg.mask_probability
+                m = np.kron(inside, np.ones((scale, scale), bool)) if scale > 1 else inside
                 if m.sum() == 0:
                     continue
-                if (m & cm).sum() < 0.3 * m.sum():
+                if (m & cm).sum() < cfg.min_instance_overlap_fraction * m.sum():
                     continue  # an instance of some other cluster: its own chip judges it
                 if cfg.snap_to_loss:
                     m = snap_to_loss(m, window(loss_all, r0, c0, size, False))
