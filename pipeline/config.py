@@ -270,9 +270,11 @@ class DetectionConfig:
     lake_max_rim_slope_deg: float = 5.0
     #: or, on any ground: the surface before the change was a water level - the least-squares
     #: plane through it inside the unit slopes at most this (degrees) ...
-    lake_max_pre_surface_slope_deg: float = 1.0
-    #: ... and departs from it by at most this RMS (m); t2 not growing upslope as above
-    lake_max_pre_surface_rms_m: float = 0.5
+    lake_max_pre_surface_slope_deg: float = 0.5
+    #: ... and departs from it by at most this RMS (m); t2 not growing upslope as above. Set on
+    #: the fitting samples (drained lakes: slope <= 0.19 deg, RMS <= 0.36 m; slumps: slope >= 0.88
+    #: deg, and the few under 2 deg have an RMS >= 0.8 m)
+    lake_max_pre_surface_rms_m: float = 0.6
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: a Mask R-CNN instance covers the pixels whose mask probability is at least this
