@@ -314,3 +314,19 @@ def test_strip_bounds_and_cells_for_strips(tmp_path):
     cells = cells_for_strips([s, s])
     assert cells == sorted(cells) and len(cells) == 4
     assert CELL in cells and grid.Cell(CELL.ix + 1, CELL.iy - 1) in cells
+
+
+def test_a_cell_whose_strips_all_fail_to_open_fails_naming_a_file(tmp_path):
+    """A cell none of whose strips can be read is a failure naming the first unreadable file,
+    not an empty cell ("no valid pixels"), so a moved or unmounted strip folder is seen."""
+    from pipeline.config import Config
+    from pipeline.orchestration.run import run_cell
+
+    a = make_strip(tmp_path / "a", V41, x_left=X0, y_top=Y1)
+    b = make_strip(tmp_path / "b", V41.replace("20170714", "20180714"), x_left=X0, y_top=Y1)
+    strips = discover_strips(tmp_path)
+    a.unlink()
+    b.unlink()
+    r = run_cell(CELL.id, strips, tmp_path / "products", Config(), "digest")
+    assert r["status"] == "failed"
+    assert "none of its 2 strips could be read" in r["error"] and "_dem.tif" in r["error"]

@@ -142,6 +142,11 @@ def _run_cell(cell_id: str, strips: list[Strip], out: Path, cfg: Config, digest:
         cell = grid.parse_cell_id(cell_id)
         result = process_cell(strips, cell, cfg, warn=lambda m: None)
         if result.status == "no_data":
+            unread = [w for w in result.warnings if w.startswith("skipping strip ")]
+            if strips and len(unread) == len(strips):  # not an empty cell: its inputs are broken
+                return {"cell_id": cell_id, "status": "failed", "seconds": time.perf_counter() - t0,
+                        "error": f"none of its {len(strips)} strips could be read (first: {unread[0]})",
+                        "warnings": result.warnings}
             return {"cell_id": cell_id, "status": "no_data", "seconds": time.perf_counter() - t0,
                     "error": "no strip has valid pixels in this cell", "warnings": result.warnings}
         write_cell_rasters(result, out, cfg, inputs_digest=digest)
