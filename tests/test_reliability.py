@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -198,6 +199,7 @@ def test_a_crash_between_the_inventory_and_time_series_renames_is_seen_and_heals
     tiles = gpd.read_parquet(products / schema.TILES)
     busy = tiles[tiles.n_slumps > 0].tile_id.iloc[0]
     (ProductsStore(products).part_meta_path(busy)).unlink()
+    time.sleep(1.0)  # processing times are whole seconds: the recomputed part must differ from the fixture's
     real = writers.write_parquet
 
     def crash(frame, path, *a, **k):
