@@ -68,10 +68,16 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np, rasterio
 from data_products import grid
-from pipeline.dem.cell import process_cell
 from pipeline.config import Config
-from pipeline.strips.read import read_cell_stack
-from pipeline.strips.sources import discover_strips
+try:  # the stage packages
+    from pipeline.dem.cell import process_cell
+    from pipeline.evaluation.evaluate import offset_errors
+    from pipeline.strips.read import read_cell_stack
+    from pipeline.strips.sources import discover_strips
+except ModuleNotFoundError:  # a baseline checkout from before them
+    from pipeline.cell import process_cell
+    from pipeline.evaluate import offset_errors
+    from pipeline.sources import discover_strips, read_cell_stack
 sample = Path(sys.argv[1])
 m = json.loads((sample / "sample.json").read_text())
 cell = grid.parse_cell_id(m["sites"][0]["cells"][0])
@@ -80,7 +86,6 @@ t0 = time.perf_counter(); ws = read_cell_stack(strips, cell, halo_m=400); t_read
 process_cell(strips[:4], cell, Config(), warn=lambda m: None)  # compile the kernels first
 t0 = time.perf_counter(); r = process_cell(strips, cell, Config(), warn=lambda m: None); t = time.perf_counter() - t0
 n = len(r.strips); px = 1000 * 1000
-from pipeline.evaluation.evaluate import offset_errors
 err = offset_errors(r.coreg_table(), sample, cell)
 print(json.dumps({"n_strips": n, "seconds": t, "decode_s": t_read, "timings": r.timings_s,
                   "rmse_h": float(np.sqrt(np.mean(err[:, 0] ** 2 + err[:, 1] ** 2))),

@@ -265,16 +265,14 @@ class DetectionConfig:
     #: stands above 90 % of its new floor) ...
     lake_min_closed_rim: float = 0.6
     #: ... with a low rim (mean slope of the ring's upper half on the new surface, degrees; a
-    #: headwall is steep), t2 not growing upslope and flat ground as above. Both branches were
+    #: headwall is steep), t2 not growing upslope and flat ground as above. These branches were
     #: set on the fitting samples (A3, A7, A11, B1, B2: no slump of 150 vetoed), not on A5/B5
     lake_max_rim_slope_deg: float = 5.0
-    #: or, on any ground: the surface before the change was a water level - the least-squares
-    #: plane through it inside the unit slopes at most this (degrees) ...
+    #: or, on any ground: the surface before the change was a water level - the plane through
+    #: it inside the unit (robust fit, 3 pixels in from the edge) slopes at most this (degrees) ...
     lake_max_pre_surface_slope_deg: float = 0.5
-    #: ... and departs from it by at most this RMS (m); t2 not growing upslope as above. Set on
-    #: the fitting samples (drained lakes: slope <= 0.19 deg, RMS <= 0.36 m; slumps: slope >= 0.88
-    #: deg, and the few under 2 deg have an RMS >= 0.8 m)
-    lake_max_pre_surface_rms_m: float = 0.6
+    #: ... and its residuals spread by at most this NMAD (m); t2 not growing upslope as above
+    lake_max_pre_surface_nmad_m: float = 0.6
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: a Mask R-CNN instance covers the pixels whose mask probability is at least this
@@ -365,8 +363,17 @@ class Config:
     def dem_digest(self) -> str:
         """A hash of the parameters the DEM stage (coregistration, change, terrain) uses."""
         d = self.to_dict()
-        blob = json.dumps({k: d[k] for k in self.DEM_SECTIONS}, sort_keys=True, default=list).encode()
+        sections = {k: d[k] for k in self.DEM_SECTIONS}
+        for section, fields in _RETIRED_DEM_FIELDS.items():  # keeps existing DEM products valid
+            sections[section] = {**fields, **sections[section]}
+        blob = json.dumps(sections, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: fields that were removed from the DEM stage's sections without ever changing what it computes;
+#: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made
+#: before their removal is not reprocessed for nothing
+_RETIRED_DEM_FIELDS = {"coreg": {"max_blunder_fraction": 0.5}, "grid": {"cell_size_m": 2000.0}}
 
 
 class ConfigError(ValueError):

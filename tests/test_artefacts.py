@@ -255,7 +255,7 @@ def test_a_lake_on_sloping_ground_is_vetoed_by_its_water_level(shipped):
     assert len(found) == 1
     row = found.iloc[0]
     assert row.ev_ground_slope_deg > DetectionConfig().lake_max_ground_slope_deg  # not flat ground
-    assert row.ev_pre_surface_slope_deg < 0.2 and row.ev_pre_surface_rms_m < 0.1
+    assert row.ev_pre_surface_slope_deg < 0.2 and row.ev_pre_surface_nmad_m < 0.1
     assert drained_lake(found, DetectionConfig()).all()
     assert len(EvidenceDetector(shipped).detect(mos, found, DetectionConfig())) == 0
 

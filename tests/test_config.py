@@ -53,3 +53,13 @@ def test_a_binary_configuration_file_is_a_clear_error(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_the_default_dem_digest_is_the_one_existing_products_were_made_with():
+    """The DEM stage's digest decides whether every cell of a products folder is recomputed
+    (the costly stage). Changing it must be a decision, not a side effect of tidying the
+    configuration: retired fields stay in it at their old values. Update this value only with
+    a change to what the DEM stage computes."""
+    from pipeline.config import Config
+
+    assert Config().dem_digest() == "4d2a7828a82b3b76"

@@ -40,7 +40,7 @@ FEATURES = (
 )
 #: evidence written beside :data:`FEATURES` but not an input of the classifier: the drained-lake
 #: veto's water-level test (:func:`drained_lake`)
-VETO_FEATURES = ("ev_pre_surface_slope_deg", "ev_pre_surface_rms_m")
+VETO_FEATURES = ("ev_pre_surface_slope_deg", "ev_pre_surface_nmad_m")
 #: features derived from the candidate's ``criteria`` count (the reference study's criteria
 #: 2, progressive retreat, and 3, loss upslope of and larger than its debris; each needs the ones before)
 CRITERIA_FEATURES = {"ev_criterion_2": 2, "ev_criterion_3": 3}
@@ -128,7 +128,7 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
         elong = float(np.log(np.sqrt(max(w[1], 1e-6) / max(w[0], 0.25))))
     else:
         elong = 0.0
-    pre_slope, pre_rms = _plane_fit(before, mine, res)
+    pre_slope, pre_nmad = _plane_fit(before, mine, res)
     sup = support[mine]
     sup_frac = float(np.mean(sup >= 2)) if sup.size else 0.0
     gain_m3 = float(d[gain].sum() * px) if gain.any() else 0.0
@@ -150,25 +150,33 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
         "ev_gain_ratio": float(np.log1p(gain_m3 / max(loss_m3, 1.0) * 10.0)),
         "ev_loss_cv": float(loss.std() / max(loss.mean(), 1e-6)) if loss.size else 0.0,
         "ev_pre_surface_slope_deg": pre_slope,
-        "ev_pre_surface_rms_m": pre_rms,
+        "ev_pre_surface_nmad_m": pre_nmad,
     }
 
 
 def _plane_fit(z: np.ndarray, mine: np.ndarray, res: float) -> tuple[float, float]:
-    """Slope (degrees) and RMS residual (m) of the least-squares plane through ``z`` over
-    ``mine``. On the surface before the change, a lake's is its water level: horizontal
-    and smooth whatever the ground's slope, where a slump's is the hillside it cut into.
-    (90, 90) when fewer than 9 finite pixels."""
-    rr, cc = np.nonzero(mine)
-    v = z[rr, cc]
-    ok = np.isfinite(v)
-    if ok.sum() < 9:
+    """Slope (degrees) and robust spread (NMAD of the residuals, m) of the plane through ``z``
+    over the interior of ``mine`` (3 pixels in from its edge, where the unit is wide enough; the
+    edge holds shore and rim pixels of the surroundings). Least squares, then again without the
+    residuals beyond 3 NMAD. On the surface before the change, a lake's is its water level:
+    horizontal and smooth whatever the ground's slope, where a slump's is the hillside it cut
+    into. (90, 90) when fewer than 9 finite pixels."""
+    inner = ndimage.binary_erosion(mine, iterations=3)
+    use = inner if np.count_nonzero(inner & np.isfinite(z)) >= 50 else mine
+    rr, cc = np.nonzero(use & np.isfinite(z))
+    if rr.size < 9:
         return 90.0, 90.0
-    x, y, v = cc[ok] * res, rr[ok] * res, v[ok]
+    x, y, v = cc * res, rr * res, z[rr, cc].astype(float)
     a = np.c_[x - x.mean(), y - y.mean(), np.ones_like(x, dtype=float)]
-    coef, *_ = np.linalg.lstsq(a, v, rcond=None)
-    resid = v - a @ coef
-    return float(np.degrees(np.arctan(np.hypot(coef[0], coef[1])))), float(np.sqrt(np.mean(resid ** 2)))
+    keep = np.ones(v.size, bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], v[keep], rcond=None)
+        resid = v - a @ coef
+        nmad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
+        keep = np.abs(resid) <= max(3.0 * nmad, 1e-6)
+        if keep.sum() < 9:
+            break
+    return float(np.degrees(np.arctan(np.hypot(coef[0], coef[1])))), nmad
 
 
 def drained_lake(table, cfg) -> np.ndarray:
@@ -178,7 +186,7 @@ def drained_lake(table, cfg) -> np.ndarray:
     closed basin with a low rim (a lake whose floor kept a channel or a residual pond is not
     flat, but it has no headwall and its surroundings stand above it all round); and on any
     ground, a unit whose surface before the change was a water level (a horizontal, smooth
-    plane: ``ev_pre_surface_slope_deg``, ``ev_pre_surface_rms_m``), where a slump cut into a
+    plane: ``ev_pre_surface_slope_deg``, ``ev_pre_surface_nmad_m``), where a slump cut into a
     hillside.
     ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
@@ -194,8 +202,8 @@ def drained_lake(table, cfg) -> np.ndarray:
     # a water level before the change: horizontal and smooth, on flat or sloping ground
     nan = np.full(len(table), np.nan)
     pre_slope = np.asarray(table.get("ev_pre_surface_slope_deg", nan), float)
-    pre_rms = np.asarray(table.get("ev_pre_surface_rms_m", nan), float)
-    water_level = (pre_slope <= cfg.lake_max_pre_surface_slope_deg) & (pre_rms <= cfg.lake_max_pre_surface_rms_m)
+    pre_nmad = np.asarray(table.get("ev_pre_surface_nmad_m", nan), float)
+    water_level = (pre_slope <= cfg.lake_max_pre_surface_slope_deg) & (pre_nmad <= cfg.lake_max_pre_surface_nmad_m)
     return (flat_ground_lake | water_level) & (t_up <= cfg.lake_max_t2_upslope_corr)
 
 

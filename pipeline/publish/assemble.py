@@ -1,19 +1,11 @@
-"""Publishing (DESIGN step 10): per-cell slump parts, assembled into the product files.
+"""Publishing (DESIGN step 10): every cell's slump part assembled into the product files.
 
-Two steps, so that rerunning one cell replaces exactly its rows:
-
-1. :func:`slump_cell` - for one cell whose DEM rasters exist: the mosaic with its
-   neighbours' halo, the candidates, the detector, the quantification, written as a
-   *part* under ``PRODUCTS/parts/<cell>/`` (``slumps.parquet``, ``timeseries.parquet``,
-   ``candidates.parquet`` and, last, ``part.json`` with the digest of everything the
-   part depends on: the DEM digests of the cell and its eight neighbours, the configuration,
-   the detector weights and the climate file). A cell owns the slumps whose centroid it
-   holds, so a slump crossing a cell edge comes out once, with the same id whatever order
-   the cells ran in.
-2. :func:`assemble` - every part concatenated into ``rts_inventory.parquet``,
-   ``rts_timeseries.parquet``, ``candidates.parquet``, ``tiles.parquet``, the CSV
-   exports, the data dictionary, the regional totals and the STAC collection, each written
-   atomically (:mod:`data_products.writers`).
+The second of two steps, so that rerunning one cell replaces exactly its rows: the first,
+:func:`pipeline.publish.parts.slump_cell`, writes each cell's part under
+``PRODUCTS/parts/<cell>/``; :func:`assemble` concatenates the whole parts into
+``rts_inventory.parquet``, ``rts_timeseries.parquet``, ``candidates.parquet``,
+``tiles.parquet``, the CSV exports, the data dictionary, the regional totals and the STAC
+collection, each written atomically (:mod:`data_products.writers`), and the manifest last.
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ import pandas as pd
 import shapely
 
 from data_products import grid, schema, stac, writers
-from data_products.store import ProductsStore
+from data_products.store import FAILURE, ProductsStore
 
 from pipeline import __version__
 from pipeline.detection.candidates import empty_candidates
@@ -69,11 +61,11 @@ def _read_parts(products: Path, live: set[str]) -> tuple[list, list, list, dict]
 def _tiles_frame(products: Path, parts_meta: dict) -> gpd.GeoDataFrame:
     rows = []
     store = ProductsStore(products)
-    for cell, _ in store.tile_folders():
+    for cell, folder in store.tile_folders():
         row = {"tile_id": cell.id, "geometry": shapely.box(*cell.bounds), "status": "failed", "n_strips": 0,
                "n_slumps": 0, "volume_m3": 0.0, "inputs_digest": None, "seconds": None, "processed_at": None,
                "error": None}
-        meta_path, fail_path = store.cell_meta_path(cell.id), store.tile_failure_path(cell.id)
+        meta_path, fail_path = folder / schema.CELL_META, folder / FAILURE  # the folder as found
         if meta_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())

@@ -1,8 +1,15 @@
-"""The slump stage of one cell and its part: detection and quantification over the cell and its
-halo, written to parts/<cell id>/ with a part.json recording what it depends on (the
-digests of the cell's and its neighbours' DEM products, the configuration, the detector and the
-climate file) and the checksum of every file, so that a rerun recomputes exactly the parts whose
-inputs changed and a damaged part is found."""
+"""The slump stage of one cell and its part (DESIGN step 10, first step).
+
+:func:`slump_cell`, for one cell whose DEM rasters exist: the mosaic with its neighbours'
+halo, the candidates, the detector and the quantification, written as a *part* under
+``PRODUCTS/parts/<cell>/`` (``slumps.parquet``, ``timeseries.parquet``, ``candidates.parquet``
+and, last, ``part.json`` with the digest of everything the part depends on - the DEM digests
+of the cell and its eight neighbours, the configuration, the detector and the climate file -
+and the checksum of every file), so that a rerun recomputes exactly the parts whose inputs
+changed and a damaged part is found. A cell owns the slumps whose centroid it holds, so a
+slump crossing a cell edge comes out once, with the same id whatever order the cells ran in.
+:mod:`pipeline.publish.assemble` then gathers the parts into the products.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ geodatabase). One row per strip: ``dem_id`` (the strip's name stem), ``pairname`
 ``fileurl`` (the strip's ``.tar.gz`` on data.pgc.umn.edu), ``s3url`` (its STAC item in
 PGC's open-data bucket, behind a STAC Browser link) and the footprint (EPSG:4326).
 
-:func:`read_strip_index` turns the rows into :class:`pipeline.strips.sources.Strip` objects whose
+:func:`read_strip_index` turns the rows into :class:`pipeline.strips.names.Strip` objects whose
 assets are resolved from the STAC item's location (PGC's bucket keeps the
 ``<dem_id>_dem.tif``, ``_bitmask.tif`` and ``_matchtag.tif`` cloud-optimised GeoTIFFs next to
 ``<dem_id>.json``) or, for a row without ``s3url``, inside ``fileurl``'s archive
