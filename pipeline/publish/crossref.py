@@ -1,5 +1,5 @@
-"""Cross-referencing the published inventory against a published one (rts crossref): matches
-written to inventory_matches.parquet beside the products."""
+"""Cross-referencing the published inventory against a published one (``rts crossref``): matches
+written to ``inventory_matches.parquet`` beside the products."""
 
 from __future__ import annotations
 
