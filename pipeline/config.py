@@ -271,8 +271,10 @@ class DetectionConfig:
     #: or, on any ground: the surface before the change was a water level - the plane through
     #: it inside the unit (robust fit, 3 pixels in from the edge) slopes at most this (degrees) ...
     lake_max_pre_surface_slope_deg: float = 0.5
-    #: ... and its residuals spread by at most this NMAD (m); t2 not growing upslope as above
-    lake_max_pre_surface_nmad_m: float = 0.6
+    #: ... and its residuals spread by at most this NMAD (m); t2 not growing upslope as above.
+    #: Both set on the fitting samples A3, A7, A11, B1, B2 (29 drained lakes: slope <= 0.24 deg,
+    #: NMAD <= 0.30 m; 149 slumps: slope >= 0.76 deg, and those under 2 deg have NMAD >= 0.57 m)
+    lake_max_pre_surface_nmad_m: float = 0.45
     #: instances scoring below this are dropped
     min_score: float = 0.5
     #: a Mask R-CNN instance covers the pixels whose mask probability is at least this
