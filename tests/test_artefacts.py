@@ -225,7 +225,7 @@ def test_a_lake_whose_floor_is_not_flat_is_still_a_drained_lake_when_closed_and_
     assert row.ev_floor_relief_ratio > DetectionConfig().lake_max_floor_relief_ratio  # not flat-floored
     assert row.ev_closed_rim >= 0.6 and row.ev_rim_slope_deg <= 5.0
     assert drained_lake(found, DetectionConfig()).all()
-    steep = found.assign(ev_rim_slope_deg=12.0, ev_pre_surface_slope_deg=3.4)  # cut into a hillside
+    steep = found.assign(ev_rim_slope_deg=12.0, ev_pre_surface_slope_deg=3.4, ev_pre_level_share=0.1)  # a hillside
     upslope = found.assign(ev_t2_upslope_corr=0.6)
     assert not drained_lake(steep, DetectionConfig()).any() and not drained_lake(upslope, DetectionConfig()).any()
 
@@ -255,14 +255,14 @@ def test_a_lake_on_sloping_ground_is_vetoed_by_its_water_level(shipped):
     assert len(found) == 1
     row = found.iloc[0]
     assert row.ev_ground_slope_deg > DetectionConfig().lake_max_ground_slope_deg  # not flat ground
-    assert row.ev_pre_surface_slope_deg < 0.2 and row.ev_pre_surface_nmad_m < 0.1
+    assert row.ev_pre_surface_slope_deg < 0.2 and row.ev_pre_surface_nmad_m < 0.1 and row.ev_pre_level_share > 0.9
     assert drained_lake(found, DetectionConfig()).all()
     assert len(EvidenceDetector(shipped).detect(mos, found, DetectionConfig())) == 0
 
     m, dh, t2s = _slump(yy, xx, 120, 120, 35, 6.0)
     scar = find_candidates(_mosaic(n, dh, t2s, ground + dh), CandidatesConfig())
     scar = scar[scar.area_m2 > 1000]
-    assert len(scar) == 1 and scar.ev_pre_surface_slope_deg.iloc[0] > 5.0
+    assert len(scar) == 1 and scar.ev_pre_surface_slope_deg.iloc[0] > 5.0 and scar.ev_pre_level_share.iloc[0] < 0.2
     assert not drained_lake(scar, DetectionConfig()).any()
 
 

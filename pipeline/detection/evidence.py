@@ -40,7 +40,7 @@ FEATURES = (
 )
 #: evidence written beside :data:`FEATURES` but not an input of the classifier: the drained-lake
 #: veto's water-level test (:func:`drained_lake`)
-VETO_FEATURES = ("ev_pre_surface_slope_deg", "ev_pre_surface_nmad_m")
+VETO_FEATURES = ("ev_pre_surface_slope_deg", "ev_pre_surface_nmad_m", "ev_pre_level_share")
 #: features derived from the candidate's ``criteria`` count (the reference study's criteria
 #: 2, progressive retreat, and 3, loss upslope of and larger than its debris; each needs the ones before)
 CRITERIA_FEATURES = {"ev_criterion_2": 2, "ev_criterion_3": 3}
@@ -129,6 +129,7 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
     else:
         elong = 0.0
     pre_slope, pre_nmad = _plane_fit(before, mine, res)
+    pre_level = _level_share(before, mine)
     sup = support[mine]
     sup_frac = float(np.mean(sup >= 2)) if sup.size else 0.0
     gain_m3 = float(d[gain].sum() * px) if gain.any() else 0.0
@@ -151,7 +152,31 @@ def cluster_features(dh: np.ndarray, t2: np.ndarray, elev: np.ndarray, conf: np.
         "ev_loss_cv": float(loss.std() / max(loss.mean(), 1e-6)) if loss.size else 0.0,
         "ev_pre_surface_slope_deg": pre_slope,
         "ev_pre_surface_nmad_m": pre_nmad,
+        "ev_pre_level_share": pre_level,
     }
+
+
+#: the height band (m) of :func:`_level_share`: a water surface in a DEM lies within it
+LEVEL_BAND_M = 0.5
+
+
+def _interior(mine: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The unit 3 pixels in from its edge (which holds shore and rim pixels of the
+    surroundings), or the whole unit when that leaves fewer than 50 finite pixels."""
+    inner = ndimage.binary_erosion(mine, iterations=3)
+    return inner if np.count_nonzero(inner & np.isfinite(z)) >= 50 else mine
+
+
+def _level_share(z: np.ndarray, mine: np.ndarray) -> float:
+    """The largest share of the unit's interior whose ``z`` lies within one height band of
+    :data:`LEVEL_BAND_M`: near 1 where the surface before the change was a water level (a lake
+    that drained, even one dammed on sloping ground with some shore in the unit), small where
+    it was a hillside (a band meets it along one contour). 0 with fewer than 9 pixels."""
+    v = np.sort(z[_interior(mine, z) & np.isfinite(z)].astype(float))
+    if v.size < 9:
+        return 0.0
+    within = np.searchsorted(v, v + LEVEL_BAND_M, side="right") - np.arange(v.size)
+    return float(within.max() / v.size)
 
 
 def _plane_fit(z: np.ndarray, mine: np.ndarray, res: float) -> tuple[float, float]:
@@ -161,9 +186,7 @@ def _plane_fit(z: np.ndarray, mine: np.ndarray, res: float) -> tuple[float, floa
     residuals beyond 3 NMAD. On the surface before the change, a lake's is its water level:
     horizontal and smooth whatever the ground's slope, where a slump's is the hillside it cut
     into. (90, 90) when fewer than 9 finite pixels."""
-    inner = ndimage.binary_erosion(mine, iterations=3)
-    use = inner if np.count_nonzero(inner & np.isfinite(z)) >= 50 else mine
-    rr, cc = np.nonzero(use & np.isfinite(z))
+    rr, cc = np.nonzero(_interior(mine, z) & np.isfinite(z))
     if rr.size < 9:
         return 90.0, 90.0
     x, y, v = cc * res, rr * res, z[rr, cc].astype(float)
@@ -186,8 +209,8 @@ def drained_lake(table, cfg) -> np.ndarray:
     closed basin with a low rim (a lake whose floor kept a channel or a residual pond is not
     flat, but it has no headwall and its surroundings stand above it all round); and on any
     ground, a unit whose surface before the change was a water level (a horizontal, smooth
-    plane: ``ev_pre_surface_slope_deg``, ``ev_pre_surface_nmad_m``), where a slump cut into a
-    hillside.
+    plane: ``ev_pre_surface_slope_deg``, ``ev_pre_surface_nmad_m``; or most of it at one
+    height: ``ev_pre_level_share``), where a slump cut into a hillside.
     ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
         return np.zeros(0, bool)
@@ -203,7 +226,9 @@ def drained_lake(table, cfg) -> np.ndarray:
     nan = np.full(len(table), np.nan)
     pre_slope = np.asarray(table.get("ev_pre_surface_slope_deg", nan), float)
     pre_nmad = np.asarray(table.get("ev_pre_surface_nmad_m", nan), float)
-    water_level = (pre_slope <= cfg.lake_max_pre_surface_slope_deg) & (pre_nmad <= cfg.lake_max_pre_surface_nmad_m)
+    level = np.asarray(table.get("ev_pre_level_share", nan), float)
+    water_level = (((pre_slope <= cfg.lake_max_pre_surface_slope_deg) & (pre_nmad <= cfg.lake_max_pre_surface_nmad_m))
+                   | (level >= cfg.lake_min_pre_level_share))
     return (flat_ground_lake | water_level) & (t_up <= cfg.lake_max_t2_upslope_corr)
 
 
