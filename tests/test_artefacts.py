@@ -8,9 +8,10 @@ import pytest
 from scipy import ndimage
 from rasterio.transform import from_origin
 
-from data_products import grid
+from data_products import grid, timebase
 from pipeline.detection.candidates import Mosaic, find_candidates
 from pipeline.dem.change import detect_steps
+from pipeline.dem.snow import snow_free_window, untrusted_tail
 from pipeline.config import CandidatesConfig, ChangeConfig
 from pipeline.detection.evidence import MODEL_FILE, EvidenceModel, cluster_features
 
@@ -292,3 +293,16 @@ def test_auto_uses_the_detector_recorded_best_on_the_family_left_out(shipped):
     assert auto_choice(DetectionConfig()) == meta["auto"]
     if meta["auto"] == "evidence":
         assert isinstance(load_detector(DetectionConfig()), EvidenceDetector)
+
+
+def test_a_record_ending_with_an_early_summer_strip_says_where_its_change_ends():
+    """At 80 deg N the ground is trusted snow-free from mid-July: a stack whose newest strip is
+    from 4 July supports no step after the summer before, and the DEM stage says so (a warning
+    in cell.json) instead of leaving the user to wonder why the last seasons show no change."""
+    cfg = ChangeConfig()
+    dates = [timebase.days_since_epoch(d) for d in ("2014-08-12", "2017-08-07", "2018-09-01", "2021-07-04")]
+    first, _ = snow_free_window(80.0, cfg)
+    assert timebase.day_of_year([dates[-1]])[0] < first
+    assert [str(timebase.date_of(d)) for d in untrusted_tail(dates, 80.0, cfg)] == ["2021-07-04"]
+    assert untrusted_tail(dates, 65.0, cfg).size == 0  # further south, early July is snow-free
+    assert untrusted_tail(dates[:3], 80.0, cfg).size == 0

@@ -29,6 +29,7 @@ from data_products.store import ProductsStore
 from pipeline.dem.change import NODATA_DATE, ChangeResult, detect_steps
 from pipeline.config import Config
 from pipeline.dem.coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
+from pipeline.dem.snow import untrusted_tail
 from pipeline.strips.names import Strip
 from pipeline.strips.read import read_cell_stack
 from pipeline.dem.terrain import recent_surface, total_curvature
@@ -140,7 +141,14 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
         return CellResult(cell.id, empty, curv, surf, names, dates, bundle, timings, warnings, "too_few_dems", sensors)
 
     t3 = time.perf_counter()
-    change = detect_steps(zc, mc, used_dates, cfg.change, lat_deg=cell_latitude(cell))
+    lat = cell_latitude(cell)
+    tail = untrusted_tail(used_dates, lat, cfg.change)
+    if tail.size:
+        ends = [d for d in used_dates if d < tail[0]]
+        _warn(f"cell {cell.id}: the newest acquisition(s) {', '.join(str(timebase.date_of(d)) for d in tail)} fall "
+              f"outside the snow-free window at {lat:.1f} deg N and support no step: change after "
+              f"{timebase.date_of(ends[-1]) if ends else 'the record start'} is not measured")
+    change = detect_steps(zc, mc, used_dates, cfg.change, lat_deg=lat)
     timings["change"] = time.perf_counter() - t3
     t4 = time.perf_counter()
     surf = recent_surface(zc, cfg.terrain.latest_dems)

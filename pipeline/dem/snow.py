@@ -41,3 +41,16 @@ def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConf
     first, last = snow_free_window(lat_deg, cfg)
     doy = timebase.day_of_year(np.asarray(dates_days, dtype=np.int64))
     return (doy >= first) & (doy <= last)
+
+
+def untrusted_tail(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """The newest acquisitions (days since 2000-01-01, ascending input) after the last trusted
+    one: outside the snow-free window, they support no step, so change after the last trusted
+    acquisition is not measured (a High-Arctic record ending with an early-July strip ends,
+    for the step model, at the summer before). Empty when the newest acquisition is trusted."""
+    d = np.asarray(dates_days, dtype=np.int64)
+    ok = trusted_acquisitions(d, lat_deg, cfg)
+    if not d.size or ok[-1]:
+        return d[:0]
+    last = np.flatnonzero(ok)
+    return d[last[-1] + 1:] if last.size else d
