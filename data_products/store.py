@@ -40,10 +40,6 @@ class ProductsStore:
         object.__setattr__(self, "root", Path(self.root))
 
     # published products (top level)
-    def product(self, name: str) -> Path:
-        """A published product by its file name (``schema.INVENTORY`` ...)."""
-        return self.root / name
-
     @property
     def inventory(self) -> Path:
         return self.root / schema.INVENTORY

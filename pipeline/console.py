@@ -14,19 +14,16 @@ import sys
 log = logging.getLogger("rts.console")
 
 
-class _Stdout(logging.StreamHandler):
-    """A handler on whatever ``sys.stdout`` is when a record is emitted."""
+class _Stdout(logging.Handler):
+    """Writes each record to whatever ``sys.stdout`` is when it is emitted (so a redirected or
+    captured stdout gets it too)."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-
-    @property
-    def stream(self):
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
 
 
 def attach() -> None:
