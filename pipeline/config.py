@@ -155,6 +155,12 @@ class ChangeConfig:
     #: ... until the first lasting snow (day of year at 60 deg N, advance per degree north)
     snow_onset_doy_at_60n: float = 290.0
     snow_onset_days_per_deg: float = 2.2
+    #: snow can only raise the surface: at a pixel where a matched acquisition from outside the
+    #: snow-free window lies no more than this above the lowest of the nearest two snow-free
+    #: acquisitions on either side of it, it is ground there, weighted and counted as support
+    #: like any other (a record ending in an early-July strip still measures the scar it
+    #: shows); 0 keeps thin snow out at the cost of trusting some ground less
+    snow_rise_tolerance_m: float = 0.0
     #: latitude assumed when the caller gives none (constructed series in tests)
     default_latitude_deg: float = 70.0
     #: consensus test: an observation is rejected when it disagrees with the median of its

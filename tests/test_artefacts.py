@@ -295,10 +295,36 @@ def test_auto_uses_the_detector_recorded_best_on_the_family_left_out(shipped):
         assert isinstance(load_detector(DetectionConfig()), EvidenceDetector)
 
 
+def test_a_record_ending_with_an_early_summer_strip_still_measures_the_drop_it_shows():
+    """At 80 deg N an acquisition of 4 July lies outside the snow-free window. Snow only raises
+    the surface: where the newest strip lies metres below every earlier snow-free acquisition,
+    the scar deepened (measured, with its date); where it lies higher, snow banks in the lee of
+    the valley side, it is no change."""
+    dates = np.array([_days(2010, 7, 27), _days(2010, 8, 11), _days(2012, 8, 14), _days(2014, 8, 12),
+                      _days(2015, 8, 19), _days(2017, 8, 7), _days(2018, 9, 1), _days(2021, 7, 4)])
+    n = 40
+    z, matched = _stack(dates, n=n)
+    scar = np.zeros((n, n), bool)
+    scar[:, 24:] = True
+    old, new = scar.copy(), scar.copy()
+    old[:20] = False  # retreated before 2015 (supported), the rest only in the newest strip
+    new[20:] = False
+    for k in np.flatnonzero(dates > _days(2014, 9, 1)):
+        z[k][old] -= 4.0
+    z[-1][new] -= 3.0
+    lee = _blob(n, 20, 8, 6)
+    z[-1][lee] += 1.5  # late-lying snow in the newest strip
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=80.0)
+    assert np.allclose(np.nanmedian(r.dh[old]), -4.0, atol=0.2)
+    assert np.allclose(np.nanmedian(r.dh[new]), -3.0, atol=0.2)  # measured, the record ends in early July
+    assert (r.t2[new] == dates[-1]).mean() > 0.95 and (r.t1[new] == dates[-2]).mean() > 0.95
+    assert np.nanmax(np.abs(r.dh[lee])) < 0.6  # the snow bank is not a step
+
+
 def test_a_record_ending_with_an_early_summer_strip_says_where_its_change_ends():
-    """At 80 deg N the ground is trusted snow-free from mid-July: a stack whose newest strip is
-    from 4 July supports no step after the summer before, and the DEM stage says so (a warning
-    in cell.json) instead of leaving the user to wonder why the last seasons show no change."""
+    """At 80 deg N the ground is trusted snow-free from mid-July: after the summer before a
+    stack's newest strip of 4 July, only ground that dropped is measured (a rise could be snow),
+    and the DEM stage says so (a warning in cell.json)."""
     cfg = ChangeConfig()
     dates = [timebase.days_since_epoch(d) for d in ("2014-08-12", "2017-08-07", "2018-09-01", "2021-07-04")]
     first, _ = snow_free_window(80.0, cfg)

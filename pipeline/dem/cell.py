@@ -146,8 +146,9 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     if tail.size:
         ends = [d for d in used_dates if d < tail[0]]
         _warn(f"cell {cell.id}: the newest acquisition(s) {', '.join(str(timebase.date_of(d)) for d in tail)} fall "
-              f"outside the snow-free window at {lat:.1f} deg N and support no step: change after "
-              f"{timebase.date_of(ends[-1]) if ends else 'the record start'} is not measured")
+              f"outside the snow-free window at {lat:.1f} deg N: after "
+              f"{timebase.date_of(ends[-1]) if ends else 'the record start'} only ground that dropped is measured "
+              "(a rise could be snow)")
     change = detect_steps(zc, mc, used_dates, cfg.change, lat_deg=lat)
     timings["change"] = time.perf_counter() - t3
     t4 = time.perf_counter()

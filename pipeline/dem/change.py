@@ -10,6 +10,14 @@ single step, not fooled by one noisy difference the way the largest jump is.
 
 What is not ground is removed *before* the fit, wherever it sits in the series:
 
+0. **Snow, per pixel.** Snow only ever raises the surface. A matched acquisition from
+   outside the snow-free window (:mod:`pipeline.dem.snow`) that lies no more than
+   ``snow_rise_tolerance_m`` above the lowest of the nearest two snow-free acquisitions on
+   either side of it is ground at that pixel, weighted and counted as support like
+   any matched observation: an early-July strip at 80 deg N still shows a scar that
+   deepened since the summer before, while its snow banks stay distrusted. (Snow thinner
+   than the drop it lies in cannot be told from ground: such a drop is underestimated by
+   the snow's depth.)
 1. **Consensus.** An observation that disagrees with the median of its nearest
    ``consensus_neighbours`` observations on both sides (by more than
    max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma)) is rejected:
@@ -21,8 +29,8 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    agrees with its own side.
 2. **Weights.** Matched observations have sigma ``sigma_matched_m``; interpolated
    (matchtag 0) ones are kept at ``sigma_interpolated_m`` (the reference code dilates and
-   drops them); acquisitions outside the snow-free window at no better than
-   ``sigma_snow_season_m``.
+   drops them); acquisitions outside the snow-free window, where step 0 did not clear
+   them, at no better than ``sigma_snow_season_m``.
 3. **Fit and residual outliers**: the optimal split, then twice residual outliers
    beyond ``outlier_nsigma`` robust sigmas rejected and the step refitted.
 4. **Support.** At the ends of a series only one side exists, so a blunder in the first
@@ -38,9 +46,12 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
 
 Admissibility: each side of a step needs two observations, or one trusted observation.
 
-Nested scars: a headwall can pass a pixel twice, so where the dominant step is a drop of at
-least ``secondary_step_m``, the observations before and after it are searched for one
-further step each, and a further drop (>= ``secondary_step_m`` and 3 sigma) is added: dh is
+Nested scars and deepening floors: a headwall can pass a pixel twice, and a scar floor can
+drop over several seasons, so where the dominant step is a drop of at least
+``secondary_step_m``, the observations before and after it are searched for one further
+step each, and a further drop (>= ``secondary_step_m`` and 3 sigma) is added. The residual
+outlier test of step 3 judges the observations against this piecewise fit, so the
+intermediate levels of a deepening pixel are not rejected as outliers of a single step. dh is
 then the change from the first to the last level, the loss a volume must count; t1/t2 stay
 those of the dominant step.
 
@@ -183,18 +194,59 @@ def _fit_step(y, w, tr, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, min_dems, cons_k, cons_min, cons_nsig,
-                out_nsig, out_iter, sec_step, epoch_days,
+def _fit_levels(y, w, tr, m, sec_step, lev):
+    """The dominant step of y[:m] and, where it is a drop of at least ``sec_step``, one
+    further drop on each side of it (>= ``sec_step`` and 3 sigma): a headwall passing a
+    pixel twice, a scar floor deepening over several seasons. Writes each observation's
+    fitted level into ``lev[:m]``. Returns (k, mean_before, mean_after, first level, its
+    weight, last level, its weight, weighted SSR of the piecewise fit, number of levels,
+    n_used); k = -1 where no admissible split exists."""
+    k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
+    if k < 0:
+        return k, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, nt
+    first, wf, last, wl = mb, wb, ma, wa
+    kb = -1
+    ka = -1
+    mid_b = mb
+    mid_a = ma
+    if sec_step > 0 and ma - mb <= -sec_step:
+        vf = ssr / (nt - 2) if nt > 2 else 1.0
+        if vf < 1.0:
+            vf = 1.0
+        k2, b1, b2, _, w1, w2, _ = _fit_step(y, w, tr, 0, k)
+        if k2 >= 0 and b2 - b1 <= -sec_step and -(b2 - b1) >= 3.0 * np.sqrt(vf * (1.0 / w1 + 1.0 / w2)):
+            kb, first, wf, mid_b = k2, b1, w1, b2
+        k2, a1, a2, _, w1, w2, _ = _fit_step(y, w, tr, k, m)
+        if k2 >= 0 and a2 - a1 <= -sec_step and -(a2 - a1) >= 3.0 * np.sqrt(vf * (1.0 / w1 + 1.0 / w2)):
+            ka, last, wl, mid_a = k2, a2, w2, a1
+    ssr = 0.0
+    for j in range(m):
+        if j < k:
+            f = first if (kb >= 0 and j < kb) else mid_b
+        else:
+            f = last if (ka >= 0 and j >= ka) else mid_a
+        lev[j] = f
+        if w[j] > 0:
+            ssr += w[j] * (y[j] - f) * (y[j] - f)
+    nseg = 2 + (1 if kb >= 0 else 0) + (1 if ka >= 0 else 0)
+    return k, mb, ma, first, wf, last, wl, ssr, nseg, nt
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, min_dems, cons_k, cons_min,
+                cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
                 o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
     n, P = z.shape
     y = np.empty(n)
     w = np.empty(n)
-    w0 = np.empty(n)
     sg = np.empty(n)
     tr = np.zeros(n, np.bool_)
+    tr0 = np.zeros(n, np.bool_)
+    sm = np.zeros(n, np.bool_)
     oi = np.empty(n, np.int64)
     buf = np.empty(max(cons_k, n))
     rej = np.zeros(n, np.bool_)
+    lev = np.empty(n)
     for p in range(P):
         m = 0
         for i in range(lo[p], hi[p]):
@@ -208,11 +260,33 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, min_de
                     s = s_snow
                 sg[m] = s
                 tr[m] = mt and trusted_acq[i]
+                sm[m] = mt and not trusted_acq[i]
                 m += 1
         o_nused[p] = m
         o_k[p] = -1
         if m < min_dems or m < 2:
             continue
+        # 0. snow can only raise the surface: a matched observation from outside the
+        # snow-free window that lies no higher than the lowest of the nearest two snow-free
+        # observations on either side of it is ground at this pixel, trusted and weighted
+        # as such
+        for j in range(m):
+            tr0[j] = tr[j]
+        for j in range(m):
+            if sm[j]:
+                ref = np.inf
+                for direction in (-1, 1):
+                    cnt = 0
+                    i = j + direction
+                    while 0 <= i < m and cnt < 2:
+                        if tr0[i]:
+                            cnt += 1
+                            if y[i] < ref:
+                                ref = y[i]
+                        i += direction
+                if y[j] <= ref + snow_tol:
+                    tr[j] = True
+                    sg[j] = s_m
         med = _median(y, m)
         for j in range(m):
             y[j] -= med
@@ -224,49 +298,31 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, min_de
             rej[j] = nl > 0 and nr > 0 and abs(y[j] - L) > tau and abs(y[j] - R) > tau
         for j in range(m):
             w[j] = 0.0 if rej[j] else 1.0 / (sg[j] * sg[j])
-            w0[j] = w[j]
-        # 2-3. fit, then residual outliers
-        k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
+        # 2-3. fit (the dominant step, and nested drops), then residual outliers against it
+        k, mb, ma, first, wf, last, wl, ssr, nseg, nt = _fit_levels(y, w, tr, m, sec_step, lev)
         for _ in range(out_iter):
             if k < 0:
                 break
             cnt = 0
             for j in range(m):
                 if w[j] > 0:
-                    f = mb if j < k else ma
-                    buf[cnt] = abs((y[j] - f) * np.sqrt(w[j]))
+                    buf[cnt] = abs((y[j] - lev[j]) * np.sqrt(w[j]))
                     cnt += 1
             scale = max(1.0, 1.4826 * _median(buf, cnt))
             changed = False
             for j in range(m):
-                if w[j] > 0:
-                    f = mb if j < k else ma
-                    if abs((y[j] - f) * np.sqrt(w[j])) > out_nsig * scale:
-                        w[j] = 0.0
-                        changed = True
+                if w[j] > 0 and abs((y[j] - lev[j]) * np.sqrt(w[j])) > out_nsig * scale:
+                    w[j] = 0.0
+                    changed = True
             if not changed:
                 break
-            k, mb, ma, ssr, wb, wa, nt = _fit_step(y, w, tr, 0, m)
+            k, mb, ma, first, wf, last, wl, ssr, nseg, nt = _fit_levels(y, w, tr, m, sec_step, lev)
         if k < 0:
             continue
-        dof = max(nt - 2, 1)
-        vf = ssr / dof if nt > 2 else 1.0
+        vf = ssr / (nt - nseg) if nt > nseg else 1.0
         if vf < 1.0:
             vf = 1.0
         step = ma - mb
-        first, last, wf, wl = mb, ma, wb, wa
-        # nested scars: a further drop before or after the dominant one
-        if sec_step > 0 and step <= -sec_step:
-            k2, mb2, ma2, _, wb2, wa2, _ = _fit_step(y, w0, tr, 0, k)
-            if k2 >= 0:
-                s2 = np.sqrt(vf * (1.0 / wb2 + 1.0 / wa2))
-                if ma2 - mb2 <= -sec_step and -(ma2 - mb2) >= 3.0 * s2:
-                    first, wf = mb2, wb2
-            k2, mb2, ma2, _, wb2, wa2, _ = _fit_step(y, w0, tr, k, m)
-            if k2 >= 0:
-                s2 = np.sqrt(vf * (1.0 / wb2 + 1.0 / wa2))
-                if ma2 - mb2 <= -sec_step and -(ma2 - mb2) >= 3.0 * s2:
-                    last, wl = ma2, wa2
         o_dh[p] = last - first
         o_sig[p] = np.sqrt(vf * (1.0 / wf + 1.0 / wl))
         # t1/t2, and support on each side
@@ -322,8 +378,8 @@ def _run_kernel(zf, mf, trusted, dates, lo, hi, cfg: ChangeConfig):
         "k": np.full(P, -1, np.int64),
     }
     _fit_pixels(zf, mf, trusted, dates.astype(np.int64), lo, hi, cfg.sigma_matched_m, cfg.sigma_interpolated_m,
-                cfg.sigma_snow_season_m, cfg.min_dems, cfg.consensus_neighbours, cfg.consensus_min_m,
-                cfg.consensus_nsigma, cfg.outlier_nsigma, cfg.outlier_iterations, cfg.secondary_step_m,
+                cfg.sigma_snow_season_m, cfg.snow_rise_tolerance_m, cfg.min_dems, cfg.consensus_neighbours,
+                cfg.consensus_min_m, cfg.consensus_nsigma, cfg.outlier_nsigma, cfg.outlier_iterations, cfg.secondary_step_m,
                 cfg.support_epoch_days,
                 out["dh"], out["sig"], out["t1"], out["t2"], out["nused"], out["nb"], out["na"], out["k"])
     return out

@@ -10,11 +10,13 @@ and the first lasting snow comes in early October at 65 deg N and early Septembe
 Bokhorst et al. 2016, Ambio 45, for the climatology).
 
 An acquisition is *trusted* when it falls inside
-``[melt_out + late_snow_lag_days, snow_onset]``: outside, it is kept at low weight
-(``ChangeConfig.sigma_snow_season_m``) and never counts as support for a step. The series
-itself then decides: an early acquisition that sits above the trusted acquisitions both
-before and after it is rejected by the change model's consensus test
-(:mod:`pipeline.dem.change`).
+``[melt_out + late_snow_lag_days, snow_onset]``. Outside it, the series itself decides,
+pixel by pixel (:mod:`pipeline.dem.change`): snow only raises the surface, so where the
+acquisition lies no higher than the snow-free ground on either side of it
+(``ChangeConfig.snow_rise_tolerance_m``) it is ground and trusted; where it lies above, it
+is kept at low weight (``ChangeConfig.sigma_snow_season_m``), never counts as support for a
+step, and is rejected by the consensus test when it sits above the trusted acquisitions
+both before and after it.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConf
 
 def untrusted_tail(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
     """The newest acquisitions (days since 2000-01-01, ascending input) after the last trusted
-    one: outside the snow-free window, they support no step, so change after the last trusted
-    acquisition is not measured (a High-Arctic record ending with an early-July strip ends,
-    for the step model, at the summer before). Empty when the newest acquisition is trusted."""
+    one. Outside the snow-free window, they count as ground only where they lie no higher than
+    the snow-free surface before them: a drop after the last trusted acquisition is measured,
+    a rise (debris, or snow) is not (a High-Arctic record ending with an early-July strip).
+    Empty when the newest acquisition is trusted."""
     d = np.asarray(dates_days, dtype=np.int64)
     ok = trusted_acquisitions(d, lat_deg, cfg)
     if not d.size or ok[-1]:
