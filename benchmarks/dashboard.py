@@ -74,6 +74,8 @@ def _raw_size(url: str) -> int:
 
 
 def _browser_bench(products: Path) -> dict | str:
+    from playwright.sync_api import Error as PlaywrightError
+
     from benchmarks.browser import browser, chromium_path, running_dashboard, wait_for_app
 
     if chromium_path() is None:
@@ -89,7 +91,7 @@ def _browser_bench(products: Path) -> dict | str:
             def on_finished(req):
                 try:
                     size = max(0, req.sizes()["responseBodySize"])  # -1 when served from the cache
-                except Exception:
+                except (KeyError, PlaywrightError):  # a request that failed has no sizes
                     size = 0
                 got["http"] += size
                 if "/app/static/" in req.url:

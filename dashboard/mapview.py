@@ -103,7 +103,7 @@ def legend_html(metric: str, label: str) -> str:
 def static_serving() -> bool:
     try:
         return bool(st.get_option("server.enableStaticServing"))
-    except Exception:
+    except RuntimeError:  # the option is unknown outside a Streamlit server
         return False
 
 

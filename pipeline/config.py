@@ -94,6 +94,9 @@ class CoregConfig:
 
     #: coregistration uses the cell plus this halo (more stable ground: better offsets)
     halo_m: float = 400.0
+    #: the coregistered DEMs are resampled over the cell plus this margin, cropped at the end, so
+    #: that horizontal corrections up to it never pull nodata into the cell
+    resample_margin_m: float = 32.0
     #: solve twice, the second time without the ground the first solution shows changing
     second_pass: bool = False
     changing_threshold_m: float = 0.4
@@ -375,11 +378,18 @@ class Config:
         """A hash of the parameters the DEM stage (coregistration, change, terrain) uses."""
         d = self.to_dict()
         sections = {k: d[k] for k in self.DEM_SECTIONS}
+        sections["revision"] = DEM_STAGE_REVISION
         for section, fields in _RETIRED_DEM_FIELDS.items():  # keeps existing DEM products valid
             sections[section] = {**fields, **sections[section]}
         blob = json.dumps(sections, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+
+#: the DEM stage's method revision: raised with every change to what it computes from the same
+#: strips and configuration (2: out-of-season acquisitions trusted per pixel where they lie no
+#: higher than the snow-free ground; residual outliers judged against the nested-drop fit), so
+#: that a products folder made by an earlier revision redoes its DEM stage
+DEM_STAGE_REVISION = 2
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

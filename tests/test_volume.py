@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.synth.landscape import smooth_noise
-from pipeline.quantify.volume import Variogram, empirical_variogram, fit_spherical, sigma_mean_dh, volume_and_sigma
+from pipeline.quantify.volume import Variogram, empirical_variogram, fit_variogram, sigma_mean_dh, volume_and_sigma
 
 
 def test_uncorrelated_errors_shrink_with_sqrt_n():
@@ -22,9 +22,10 @@ def test_errors_correlated_beyond_the_area_do_not_shrink():
 def test_stated_sigma_matches_the_scatter_of_mean_errors_over_random_areas():
     rng = np.random.default_rng(3)
     field = 0.3 * smooth_noise(rng, (1500, 1500), 40.0) + rng.normal(0, 0.1, (1500, 1500))
-    lags, gamma, counts = empirical_variogram(field, np.ones(field.shape, bool), 2.0, max_lag_m=800.0)
-    vg = fit_spherical(lags, gamma, counts)
-    assert 0.05 < vg.psill < 0.15 and 0.002 < vg.nugget < 0.02  # true: 0.09 correlated, 0.01 white
+    lags, gamma, counts = empirical_variogram(field, np.ones(field.shape, bool), 2.0, max_lag_m=800.0, n_pairs=200_000,
+                                             n_bins=20)
+    vg = fit_variogram(lags, gamma, counts)
+    assert 0.05 < vg.psill + vg.psill_long < 0.15 and 0.002 < vg.nugget < 0.02  # true: 0.09 correlated, 0.01 white
     # empirical scatter of the mean over disks of 20,000 m2 at random places
     radius_px = int(np.sqrt(20_000 / np.pi) / 2.0)
     yy, xx = np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
@@ -37,6 +38,30 @@ def test_stated_sigma_matches_the_scatter_of_mean_errors_over_random_areas():
     assert 0.7 < stated / np.std(means) < 1.4, (stated, np.std(means))
     naive = 0.32 / np.sqrt(disk.sum())
     assert stated > 5 * naive  # sqrt(n) shrinkage would be wildly over-confident
+
+
+def test_a_field_with_short_and_long_range_errors_is_fitted_with_both_ranges():
+    """DEM errors hold correlations at several scales (Hugonnet et al. 2022). A field with a
+    15 m and a 300 m component: the fit finds a short and a long range near them, and the
+    stated sigma of the mean over a large area follows the long-range part, which a single
+    range fitted to both would understate."""
+    rng = np.random.default_rng(5)
+    n = 1500
+    field = 0.2 * smooth_noise(rng, (n, n), 7.5) + 0.2 * smooth_noise(rng, (n, n), 150.0) + rng.normal(0, 0.05, (n, n))
+    lags, gamma, counts = empirical_variogram(field, np.ones(field.shape, bool), 2.0, max_lag_m=1200.0,
+                                              n_pairs=400_000, n_bins=24)
+    vg = fit_variogram(lags, gamma, counts)
+    assert vg.range_m < 80 < 150 < vg.range_long_m
+    assert 0.5 < vg.psill_long / vg.psill < 2.0  # equal variances in truth
+    radius_px = int(np.sqrt(100_000 / np.pi) / 2.0)
+    yy, xx = np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
+    disk = yy**2 + xx**2 <= radius_px**2
+    means = []
+    for _ in range(300):
+        r, c = rng.integers(radius_px, n - radius_px, 2)
+        means.append(field[r - radius_px : r + radius_px + 1, c - radius_px : c + radius_px + 1][disk].mean())
+    stated = sigma_mean_dh(disk.sum() * 4.0, 2.0, vg)
+    assert 0.8 < stated / np.std(means) < 1.25, (stated, np.std(means))  # one range fitted: 0.76
 
 
 def test_volume_is_the_loss_inside_the_mask():

@@ -4,8 +4,9 @@
 is the I/O edge that publishes them as cloud-optimised GeoTIFFs under
 ``PRODUCTS/tiles/<cell id>/``.
 
-Strips are read with a halo (``HALO_M``) so that horizontal corrections of up to that
-size never pull nodata into the cell; results are cropped to the cell's own grid.
+Strips are read with a halo (``CoregConfig.halo_m``, at least ``resample_margin_m``) so that
+horizontal corrections of up to the margin never pull nodata into the cell; results are
+cropped to the cell's own grid.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pipeline.strips.read import read_cell_stack
 from pipeline.dem.terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)
-HALO_M = 32.0  # margin kept through resampling, cropped at the end
 RASTERS = ("dh", "dh_sigma", "t1", "t2", "n_obs", "n_before", "n_after", "confidence", "curvature", "elevation")
 
 
@@ -91,7 +91,7 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     t0 = time.perf_counter()
     res = cfg.grid.resolution_m
     # coregistration sees the cell plus a wider halo: more stable ground, better offsets
-    halo_m = max(HALO_M, cfg.coreg.halo_m)
+    halo_m = max(cfg.coreg.resample_margin_m, cfg.coreg.halo_m)
     windows = read_cell_stack(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
                               resolution_m=res, warn=_warn)
     keep = []
@@ -122,8 +122,8 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
 
     t2 = time.perf_counter()
     h = int(round(halo_m / res))
-    m = int(round(HALO_M / res))
-    inner = (slice(h - m, -(h - m) or None), slice(h - m, -(h - m) or None))  # cell + HALO_M
+    m = int(round(cfg.coreg.resample_margin_m / res))
+    inner = (slice(h - m, -(h - m) or None), slice(h - m, -(h - m) or None))  # cell + resample margin
     used = [o for o in bundle.offsets if o.used]
     zc = np.stack([apply_offsets(z[o.index][inner], o.dx, o.dy, o.dz, res)[m:-m, m:-m] for o in used]) if used else None
     mc = np.stack([shift_mask(matched[o.index][inner], o.dx, o.dy, res)[m:-m, m:-m] for o in used]) if used else None

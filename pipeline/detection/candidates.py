@@ -37,9 +37,9 @@ from data_products.store import DH_RASTER, ProductsStore
 from pipeline.dem.change import NODATA_DATE
 from pipeline.config import CandidatesConfig
 from pipeline.detection.evidence import FEATURES, VETO_FEATURES, cluster_features, criteria_features
-from pipeline.quantify.volume import Variogram, empirical_variogram, fit_spherical, volume_and_sigma, yearly_volumes
+from pipeline.quantify.volume import Variogram, empirical_variogram, fit_variogram, volume_and_sigma, yearly_volumes
 
-MOSAIC_LAYERS = ("dh", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
+MOSAIC_LAYERS = ("dh", "dh_sigma", "confidence", "t1", "t2", "elevation", "n_obs", "curvature", "n_before", "n_after")
 COLUMNS = ["cell_id", "area_m2", "loss_m3", "volume_sigma_m3", "gain_m3", "max_loss_m", "time_spread_days", "confident",
            "progressive", "loss_upslope", "loss_exceeds_gain", "gain_inside_fraction", "geomorphic",
            "touches_edge", "criteria", *FEATURES, *VETO_FEATURES, "geometry"]
@@ -68,7 +68,8 @@ def read_mosaic(products: str | Path, cell: grid.Cell, halo_m: float, res: float
     shape = cell.shape(res, halo_m)
     transform = cell.transform(res, halo_m)
     layers = {
-        "dh": np.full(shape, np.nan, np.float32), "elevation": np.full(shape, np.nan, np.float32),
+        "dh": np.full(shape, np.nan, np.float32), "dh_sigma": np.full(shape, np.nan, np.float32),
+        "elevation": np.full(shape, np.nan, np.float32),
         "curvature": np.full(shape, np.nan, np.float32),
         "confidence": np.full(shape, 255, np.uint8), "t1": np.full(shape, NODATA_DATE, np.int32),
         "t2": np.full(shape, NODATA_DATE, np.int32), "n_obs": np.zeros(shape, np.int16),
@@ -106,7 +107,7 @@ def stable_variogram(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0) -> Vari
     d0 = np.nan_to_num(dh, nan=0.0)
     changing = ndimage.binary_dilation((d0 <= cfg.max_dh_m) | (d0 >= cfg.gain_min_dh_m),
                                        iterations=cfg.variogram_stable_buffer_px)
-    return fit_spherical(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
+    return fit_variogram(*empirical_variogram(dh, ~changing & np.isfinite(dh), res, max_lag_m=cfg.variogram_max_lag_m,
                                               n_pairs=cfg.variogram_n_pairs, n_bins=cfg.variogram_n_bins,
                                               seed=m.cell.ix * 31 + m.cell.iy))
 

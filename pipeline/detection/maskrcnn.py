@@ -151,8 +151,12 @@ def chip_bands(layers: dict, r0: int, c0: int, size: int) -> np.ndarray:
 
 
 #: the architecture of the shipped weights (recorded with them; see :func:`build_model`)
+#: the network's shape and its built-in proposal limits, recorded with the weights (``meta["arch"]``):
+#: they belong to a trained model, not to a run (a run's thresholds are ``DetectionConfig``'s);
+#: ``box_score_min`` only pre-filters boxes before ``DetectionConfig``'s score threshold applies
 ARCH = {"fpn_channels": 64, "box_repr": 256, "mask_channels": [64, 64], "anchors": [8, 16, 32, 64],
-        "box_batch": 64, "rpn_batch": 128}
+        "box_batch": 64, "rpn_batch": 128, "rpn_pre_nms_train": 300, "rpn_post_nms_train": 150,
+        "rpn_pre_nms_test": 200, "rpn_post_nms_test": 50, "detections_per_chip": 20, "box_score_min": 0.05}
 
 
 def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
@@ -171,11 +175,12 @@ def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
         backbone, num_classes=None, min_size=input_px, max_size=input_px,
         image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
         rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150,
-        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50,
+        rpn_pre_nms_top_n_train=int(a["rpn_pre_nms_train"]), rpn_post_nms_top_n_train=int(a["rpn_post_nms_train"]),
+        rpn_pre_nms_top_n_test=int(a["rpn_pre_nms_test"]), rpn_post_nms_top_n_test=int(a["rpn_post_nms_test"]),
         rpn_batch_size_per_image=int(a["rpn_batch"]),
         box_head=box_head, box_predictor=FastRCNNPredictor(int(a["box_repr"]), 2),
-        box_batch_size_per_image=int(a["box_batch"]), box_detections_per_img=20, box_score_thresh=0.05,
+        box_batch_size_per_image=int(a["box_batch"]), box_detections_per_img=int(a["detections_per_chip"]),
+        box_score_thresh=float(a["box_score_min"]),
         mask_head=mask_head, mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], 2),
     )
     return model

@@ -122,7 +122,7 @@ def _rasters_readable(folder: Path) -> str:
         try:
             with rasterio.open(p) as src:
                 src.read(1)
-        except Exception as exc:  # missing, truncated, not a GeoTIFF
+        except (rasterio.errors.RasterioError, OSError) as exc:  # missing, truncated, not a GeoTIFF
             return f"{p}: unreadable ({type(exc).__name__}: {exc})"
     return ""
 
@@ -301,7 +301,7 @@ class Executor:
                                             dashboard_address=None, silence_logs=logging.ERROR)
                 try:
                     self.client = Client(self.cluster)
-                except Exception:
+                except BaseException:  # close the cluster whatever stopped the client, then re-raise
                     self.cluster.close()
                     raise
         return self

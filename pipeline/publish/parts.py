@@ -110,7 +110,8 @@ def slump_cell(products: str | Path, cell_id: str, cfg: Config, detector, climat
             "volume_m3": float(inv.volume_m3.sum()), "seconds": round(seconds, 3),
             "files": {name: writers.file_sha256(folder / name) for name in PART_FILES},
             "processed_at": now.isoformat(), "variogram": {"nugget_m2": vg.nugget, "psill_m2": vg.psill,
-                                                           "range_m": vg.range_m},
+                                                           "range_m": vg.range_m, "psill_long_m2": vg.psill_long,
+                                                           "range_long_m": vg.range_long_m},
         })
         store.part_failure_path(cell_id).unlink(missing_ok=True)
         return {"cell_id": cell_id, "status": "ok", "n_slumps": len(inv), "seconds": seconds}

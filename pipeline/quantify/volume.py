@@ -8,10 +8,11 @@ an area A is
 
     sigma_mean^2 = nugget * A_px / A + integral_0^2R C(d) f_R(d) dd,
 
-with C(d) = sill - gamma(d) the covariance of a spherical variogram fitted to dh on stable
-ground, and f_R the density of the distance between two random points of a disk of the
-same area (radius R). Then sigma_V = A * sigma_mean. Dai et al. (2025) used the same
-double sum over pixel pairs with a periodogram autocorrelation.
+with C(d) = sill - gamma(d) the covariance of a variogram fitted to dh on stable ground (a
+nugget plus a short- and a long-range spherical model, Hugonnet et al. 2022), and f_R the
+density of the distance between two random points of a disk of the same area (radius R).
+Then sigma_V = A * sigma_mean. Dai et al. (2025) used the same double sum over pixel pairs
+with a periodogram autocorrelation.
 """
 
 from __future__ import annotations
@@ -28,25 +29,34 @@ from pipeline.quantify.climate import season_coverage, seasons_covered, thaw_sea
 
 @dataclass(frozen=True)
 class Variogram:
-    """Spherical model: gamma(d) = nugget + psill * (1.5 d/r - 0.5 (d/r)^3) for d < r."""
+    """A nugget plus the sum of two spherical models, a short- and a long-range one
+    (Hugonnet et al. 2022: DEM errors hold correlations at several scales, and a single
+    range fitted to both understates the long-range part that dominates the error of a
+    large area's mean). gamma(d) = nugget + psill * sph(d / range_m) + psill_long *
+    sph(d / range_long_m), sph(q) = 1.5 q - 0.5 q^3 for q < 1, else 1."""
 
     nugget: float  # m2 (uncorrelated variance)
-    psill: float  # m2 (correlated variance)
+    psill: float  # m2 (correlated variance, short range)
     range_m: float
     n_pairs: int = 0
+    psill_long: float = 0.0  # m2 (correlated variance, long range)
+    range_long_m: float = 1.0
+
+    @staticmethod
+    def _sph(d, r):
+        q = np.clip(np.asarray(d, float) / max(r, 1e-9), 0, 1)
+        return 1.5 * q - 0.5 * q**3
 
     def gamma(self, d: np.ndarray) -> np.ndarray:
-        q = np.clip(np.asarray(d, float) / max(self.range_m, 1e-9), 0, 1)
-        return self.nugget + self.psill * (1.5 * q - 0.5 * q**3)
+        return self.nugget + self.psill * self._sph(d, self.range_m) + self.psill_long * self._sph(d, self.range_long_m)
 
     def covariance(self, d: np.ndarray) -> np.ndarray:
         """Correlated covariance at lag d > 0 (the nugget only acts at d = 0)."""
-        return self.psill - (self.gamma(d) - self.nugget)
+        return self.psill + self.psill_long - (self.gamma(d) - self.nugget)
 
 
-def empirical_variogram(dh: np.ndarray, stable: np.ndarray, res: float, *, max_lag_m: float = 600.0,
-                        n_pairs: int = 200_000, n_bins: int = 20, seed: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def empirical_variogram(dh: np.ndarray, stable: np.ndarray, res: float, *, max_lag_m: float, n_pairs: int,
+                        n_bins: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Semivariance of dh between random pairs of stable pixels, binned by distance.
 
     Returns (bin centres m, semivariance m2, pair counts). Pairs are drawn around random
@@ -80,14 +90,32 @@ def empirical_variogram(dh: np.ndarray, stable: np.ndarray, res: float, *, max_l
     return centres[keep], gamma[keep], counts[keep]
 
 
-def fit_spherical(lags: np.ndarray, gamma: np.ndarray, counts: np.ndarray) -> Variogram:
-    """Weighted least-squares spherical fit (weights: pair counts)."""
+def fit_variogram(lags: np.ndarray, gamma: np.ndarray, counts: np.ndarray) -> Variogram:
+    """Weighted least-squares fit (weights: pair counts) of a nugget plus a short- and a
+    long-range spherical model, the short range below the geometric middle of the lags and
+    the long one above it (xdem.spatialstats.fit_sum_model_variogram fits the same sum;
+    that module needs scikit-gstat, which pins scipy below the version used here). Falls
+    back to one range where the two-range fit fails."""
     if lags.size < 3:
         var = float(np.nanmax(gamma)) if gamma.size else 0.0
         return Variogram(var, 0.0, 1.0, int(counts.sum()) if counts.size else 0)
     top = float(np.max(gamma))
+    n = int(counts.sum())
     if not top > 0:  # no variation at all on the stable ground
-        return Variogram(0.0, 0.0, 1.0, int(counts.sum()))
+        return Variogram(0.0, 0.0, 1.0, n)
+    w = 1 / np.sqrt(counts)
+    mid = float(np.sqrt(lags[0] * lags[-1]))
+    if lags.size >= 6:
+        def model2(d, nugget, psill, r1, psill2, r2):
+            return Variogram(nugget, psill, r1, 0, psill2, r2).gamma(d)
+
+        p0 = (float(gamma[0]) * 0.5, top * 0.25, float(np.sqrt(lags[0] * mid)), top * 0.25, float(lags[-1]))
+        bounds = ([0.0, 0.0, lags[0], 0.0, mid], [top * 2, top * 2, mid, top * 2, lags[-1] * 2])
+        try:
+            (nug, ps, r1, ps2, r2), _ = curve_fit(model2, lags, gamma, p0=p0, bounds=bounds, sigma=w, maxfev=5000)
+            return Variogram(float(nug), float(ps), float(r1), n, float(ps2), float(r2))
+        except RuntimeError:
+            pass
 
     def model(d, nugget, psill, rng_):
         return Variogram(nugget, psill, rng_).gamma(d)
@@ -95,10 +123,10 @@ def fit_spherical(lags: np.ndarray, gamma: np.ndarray, counts: np.ndarray) -> Va
     p0 = (float(gamma[0]) * 0.5, top * 0.5, float(lags[len(lags) // 2]))
     bounds = ([0.0, 0.0, lags[0]], [top * 2, top * 2, lags[-1] * 2])
     try:
-        (nug, ps, r), _ = curve_fit(model, lags, gamma, p0=p0, bounds=bounds, sigma=1 / np.sqrt(counts), maxfev=5000)
+        (nug, ps, r), _ = curve_fit(model, lags, gamma, p0=p0, bounds=bounds, sigma=w, maxfev=5000)
     except RuntimeError:
         nug, ps, r = top, 0.0, float(lags[0])
-    return Variogram(float(nug), float(ps), float(r), int(counts.sum()))
+    return Variogram(float(nug), float(ps), float(r), n)
 
 
 def _disk_distance_density(d: np.ndarray, radius: float) -> np.ndarray:
