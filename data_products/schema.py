@@ -90,8 +90,9 @@ INVENTORY_COLUMNS: tuple[Column, ...] = (
     Column("area_m2", _F, "m2", "Planimetric area of the polygon."),
     Column("volume_m3", _F, "m3", "Material lost inside the polygon between first and last observation: "
            "V = -A_px * sum(dh) (positive for loss)."),
-    Column("volume_sigma_m3", _F, "m3", "1-sigma uncertainty of volume_m3 from spatially correlated elevation "
-           "errors (spherical variogram on stable ground integrated over the area; Rolstad et al. 2009)."),
+    Column("volume_sigma_m3", _F, "m3", "1-sigma uncertainty of volume_m3: spatially correlated elevation errors "
+           "(a two-range variogram on stable ground integrated over the area; Rolstad et al. 2009, Hugonnet et al. "
+           "2022), the outline's position and the step model's own sigma, in quadrature."),
     Column("mean_dh_m", _F, "m", "Mean elevation change inside the polygon (negative for loss)."),
     Column("max_loss_m", _F, "m", "Largest elevation loss inside the polygon (positive)."),
     Column("first_change", pa.date32(), "date", "Earliest date at which part of the slump is seen changed "

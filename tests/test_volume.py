@@ -72,16 +72,16 @@ def test_volume_is_the_loss_inside_the_mask():
     assert v == 3.0 * 100 * 4.0 and s > 0
 
 
-def test_outline_term_is_a_band_along_the_perimeter_at_the_rim_depth():
-    """sigma_V adds, in quadrature to the scaled elevation term, a band outline_sigma_m wide
-    along the perimeter at the rim's depth: a 100 m square scar of 2 m pixels, 5 m deep at
-    its rim and 9 m inside it -> rim depth 5 m (the two pixels inside the edge), outline term
-    1 m * 400 m * 5 m = 2000 m3; an elevation term of 15,000 m3 scaled by 0.1 gives 1500 m3,
-    so sigma_V = 2500 m3."""
+def test_sigma_v_adds_the_elevation_outline_and_step_terms_in_quadrature():
+    """A 100 m square scar of 2 m pixels, 5 m deep at its rim and 9 m inside it: rim depth
+    5 m (the two pixels inside the edge), outline term 1 m * 400 m * 5 m = 2000 m3; an
+    elevation term of 15,000 m3 scaled by 0.1 gives 1500 m3; a step sigma of 0.2 m on each of
+    the 2,500 pixels that dropped sums to 2,000 m3, scaled by 0.6 gives 1200 m3; so sigma_V =
+    sqrt(2000^2 + 1500^2 + 1200^2) = 2773 m3."""
     import shapely.geometry
 
     from pipeline.config import QuantifyConfig
-    from pipeline.quantify.slumps import rim_depth, volume_sigma
+    from pipeline.quantify.slumps import rim_depth, step_sigma, volume_sigma
 
     dh = np.zeros((70, 70), np.float32)
     mask = np.zeros(dh.shape, bool)
@@ -89,11 +89,14 @@ def test_outline_term_is_a_band_along_the_perimeter_at_the_rim_depth():
     dh[mask] = -5.0
     dh[12:58, 12:58] = -9.0
     assert rim_depth(dh, mask) == 5.0
+    dh_sigma = np.where(mask, 0.2, 5.0).astype(np.float32)  # stable ground's sigma never counts
+    steps = step_sigma(dh_sigma, mask & (dh <= -1), 2.0)
+    assert abs(steps - 2000.0) < 1e-3
     square = shapely.geometry.box(0, 0, 100, 100)
-    cfg = QuantifyConfig(outline_sigma_m=1.0, elevation_sigma_scale=0.1)
-    assert abs(volume_sigma(15_000.0, square.length, 5.0, cfg) - 2500.0) < 1e-6
-    # a rim that did not drop adds nothing; no band, the scaled elevation term alone
+    cfg = QuantifyConfig(outline_sigma_m=1.0, elevation_sigma_scale=0.1, step_sigma_scale=0.6)
+    assert abs(volume_sigma(15_000.0, square.length, 5.0, steps, cfg) - np.sqrt(2000**2 + 1500**2 + 1200**2)) < 1e-2
+    # a rim that did not drop adds nothing; no band, no step term: the scaled elevation term alone
     assert rim_depth(np.where(mask, 1.0, 0.0), mask) == 0.0
-    assert volume_sigma(15_000.0, square.length, 0.0, cfg) == 1500.0
-    assert abs(volume_sigma(15_000.0, square.length, 5.0, QuantifyConfig(outline_sigma_m=0.0,
-                                                                           elevation_sigma_scale=1.0)) - 15_000.0) < 1e-6
+    assert abs(volume_sigma(15_000.0, square.length, 0.0, 0.0, cfg) - 1500.0) < 1e-6
+    only_elevation = QuantifyConfig(outline_sigma_m=0.0, elevation_sigma_scale=1.0, step_sigma_scale=0.0)
+    assert abs(volume_sigma(15_000.0, square.length, 5.0, steps, only_elevation) - 15_000.0) < 1e-2
