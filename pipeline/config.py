@@ -164,6 +164,12 @@ class ChangeConfig:
     #: like any other (a record ending in an early-July strip still measures the scar it
     #: shows); 0 keeps thin snow out at the cost of trusting some ground less
     snow_rise_tolerance_m: float = 0.0
+    #: the first days of the snow-free window, when late-lying banks can still lie in the lee of
+    #: slopes: an acquisition of these days that sits above the snow-free ground of the summers
+    #: around it (the later acquisitions before and after it) by more than
+    #: ``snow_shoulder_min_m`` is snow at that pixel (low weight, no support)
+    snow_shoulder_days: float = 30.0
+    snow_shoulder_min_m: float = 0.3
     #: latitude assumed when the caller gives none (constructed series in tests)
     default_latitude_deg: float = 70.0
     #: consensus test: an observation is rejected when it disagrees with the median of its
@@ -392,9 +398,11 @@ class Config:
 
 #: the DEM stage's method revision: raised with every change to what it computes from the same
 #: strips and configuration (2: out-of-season acquisitions trusted per pixel where they lie no
-#: higher than the snow-free ground; residual outliers judged against the nested-drop fit), so
+#: higher than the snow-free ground; residual outliers judged against the nested-drop fit; 3: snow
+#: in the window's first weeks judged per pixel; trusted observations judged against trusted
+#: neighbours only), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 2
+DEM_STAGE_REVISION = 3
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

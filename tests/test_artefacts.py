@@ -71,6 +71,27 @@ def test_late_snow_in_every_june_is_not_a_step():
     assert (r.n_before[lee] + r.n_after[lee] <= len(SUMMER)).all()
 
 
+def test_snow_banks_early_in_the_snow_free_window_do_not_bias_a_drop():
+    """At 70 deg N the window opens in late June; banks still lie in the lee of slopes in its
+    first weeks. Here the summers after a 2016 drop each hold an early-July acquisition with
+    0.8 m of snow on the scar and around it: judged against the late acquisitions of the
+    summers around them, they are snow, so the drop keeps its depth and the ground beside it
+    stays flat."""
+    julys = np.array([_days(y, 7, 2) for y in range(2017, 2022)])
+    dates = np.sort(np.r_[SUMMER, julys])
+    z, matched = _stack(dates, step_at=_days(2016, 9, 1))
+    lee = np.zeros((40, 40), bool)
+    lee[10:30, 10:34] = True  # half on the scar (right half), half on stable ground
+    for k, d in enumerate(dates):
+        if d in julys:
+            z[k][lee] += 0.8
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=70.0)
+    scar = np.zeros((40, 40), bool)
+    scar[:, 20:] = True
+    assert abs(np.nanmedian(r.dh[lee & scar]) + 5.0) < 0.15  # judged as ground: 0.27 too shallow
+    assert np.nanmax(np.abs(r.dh[lee & ~scar])) < 0.6
+
+
 def test_late_snow_does_not_hide_a_real_drop():
     junes = np.array([_days(y, 6, 20) for y in range(2012, 2022)])
     dates = np.sort(np.r_[SUMMER, junes])

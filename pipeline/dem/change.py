@@ -10,7 +10,12 @@ single step, not fooled by one noisy difference the way the largest jump is.
 
 What is not ground is removed *before* the fit, wherever it sits in the series:
 
-0. **Snow, per pixel.** Snow only ever raises the surface. A matched acquisition from
+0. **Snow, per pixel.** In the first ``snow_shoulder_days`` of the snow-free window,
+   late-lying banks can still lie in the lee of slopes: an acquisition of those days that
+   sits above the snow-free ground of the summers around it (the mean of the nearest two
+   later acquisitions on each side) by more than ``snow_shoulder_min_m`` is snow at that
+   pixel (low weight, no support). A drop in the same summer does not look like this: the
+   early acquisition then sits at the level of the summer before. Snow only ever raises the surface. A matched acquisition from
    outside the snow-free window (:mod:`pipeline.dem.snow`) that lies no more than
    ``snow_rise_tolerance_m`` above the lowest of the nearest two snow-free acquisitions on
    either side of it is ground at that pixel, weighted and counted as support like
@@ -20,7 +25,8 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    the snow's depth.)
 1. **Consensus.** An observation that disagrees with the median of its nearest
    ``consensus_neighbours`` observations on both sides (by more than
-   max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma)) is rejected:
+   max(``consensus_min_m``, ``consensus_nsigma`` x its combined sigma)) is rejected (a
+   trusted observation is judged against trusted neighbours only):
    unflagged clouds high *or* low, matching failures, a spring drift. Trusted
    neighbours (matched, inside the snow-free window of :mod:`pipeline.dem.snow`) are
    preferred, so an early-summer acquisition carrying late snow is judged against the
@@ -79,7 +85,7 @@ from scipy import ndimage
 from data_products import schema
 
 from pipeline.config import ChangeConfig
-from pipeline.dem.snow import trusted_acquisitions
+from pipeline.dem.snow import shoulder_acquisitions, trusted_acquisitions
 
 NODATA_DATE = schema.NODATA_DATE  # days since DATE_EPOCH: no step
 
@@ -117,8 +123,9 @@ def _median(buf, n):
 
 @numba.njit(cache=True, nogil=True)
 def _side_median(y, tr, m, j, direction, k, buf):
-    """Median of the nearest ``k`` observations on one side of j (trusted ones preferred:
-    used when at least two exist on that side). Returns (median, count)."""
+    """Median of the nearest ``k`` observations on one side of j, and their count. A trusted
+    observation is judged against trusted ones only (none: the side is absent); an untrusted
+    one against trusted ones where at least two exist on that side, else against all."""
     cnt = 0
     i = j + direction
     while 0 <= i < m and cnt < k:
@@ -126,7 +133,9 @@ def _side_median(y, tr, m, j, direction, k, buf):
             buf[cnt] = y[i]
             cnt += 1
         i += direction
-    if cnt < 2:
+    if cnt < 2 and not (tr[j] and cnt == 1):
+        if tr[j]:
+            return 0.0, 0
         cnt = 0
         i = j + direction
         while 0 <= i < m and cnt < k:
@@ -233,8 +242,8 @@ def _fit_levels(y, w, tr, m, sec_step, lev):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, min_dems, cons_k, cons_min,
-                cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
+def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, shoulder_min,
+                min_dems, cons_k, cons_min, cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
                 o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
     n, P = z.shape
     y = np.empty(n)
@@ -243,6 +252,7 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, snow_t
     tr = np.zeros(n, np.bool_)
     tr0 = np.zeros(n, np.bool_)
     sm = np.zeros(n, np.bool_)
+    sh = np.zeros(n, np.bool_)
     oi = np.empty(n, np.int64)
     buf = np.empty(max(cons_k, n))
     rej = np.zeros(n, np.bool_)
@@ -261,12 +271,40 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, snow_t
                 sg[m] = s
                 tr[m] = mt and trusted_acq[i]
                 sm[m] = mt and not trusted_acq[i]
+                sh[m] = shoulder_acq[i]
                 m += 1
         o_nused[p] = m
         o_k[p] = -1
         if m < min_dems or m < 2:
             continue
-        # 0. snow can only raise the surface: a matched observation from outside the
+        # 0a. late-lying snow in the window's first weeks: a trusted observation from the
+        # shoulder that sits above the snow-free ground of the summers around it (the mean of
+        # the nearest two trusted, late observations on each side) by more than shoulder_min
+        # is snow there: low weight, no support
+        for j in range(m):
+            tr0[j] = tr[j] and not sh[j]
+        for j in range(m):
+            if tr[j] and sh[j]:
+                ref = -np.inf
+                sides = 0
+                for direction in (-1, 1):
+                    cnt = 0
+                    acc = 0.0
+                    i = j + direction
+                    while 0 <= i < m and cnt < 2:
+                        if tr0[i]:
+                            cnt += 1
+                            acc += y[i]
+                        i += direction
+                    if cnt > 0:
+                        sides += 1
+                        if acc / cnt > ref:
+                            ref = acc / cnt
+                if sides == 2 and y[j] > ref + shoulder_min:
+                    tr[j] = False
+                    if sg[j] < s_snow:
+                        sg[j] = s_snow
+        # 0b. snow can only raise the surface: a matched observation from outside the
         # snow-free window that lies no higher than the lowest of the nearest two snow-free
         # observations on either side of it is ground at this pixel, trusted and weighted
         # as such
@@ -369,7 +407,7 @@ def _fit_pixels(z, matched, trusted_acq, dates, lo, hi, s_m, s_i, s_snow, snow_t
         o_k[p] = oi[k]
 
 
-def _run_kernel(zf, mf, trusted, dates, lo, hi, cfg: ChangeConfig):
+def _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg: ChangeConfig):
     P = zf.shape[1]
     out = {
         "dh": np.full(P, np.nan, np.float32), "sig": np.full(P, np.nan, np.float32),
@@ -377,8 +415,9 @@ def _run_kernel(zf, mf, trusted, dates, lo, hi, cfg: ChangeConfig):
         "nused": np.zeros(P, np.int16), "nb": np.full(P, -1, np.int16), "na": np.full(P, -1, np.int16),
         "k": np.full(P, -1, np.int64),
     }
-    _fit_pixels(zf, mf, trusted, dates.astype(np.int64), lo, hi, cfg.sigma_matched_m, cfg.sigma_interpolated_m,
-                cfg.sigma_snow_season_m, cfg.snow_rise_tolerance_m, cfg.min_dems, cfg.consensus_neighbours,
+    _fit_pixels(zf, mf, trusted, shoulder, dates.astype(np.int64), lo, hi, cfg.sigma_matched_m,
+                cfg.sigma_interpolated_m, cfg.sigma_snow_season_m, cfg.snow_rise_tolerance_m, cfg.snow_shoulder_min_m,
+                cfg.min_dems, cfg.consensus_neighbours,
                 cfg.consensus_min_m, cfg.consensus_nsigma, cfg.outlier_nsigma, cfg.outlier_iterations, cfg.secondary_step_m,
                 cfg.support_epoch_days,
                 out["dh"], out["sig"], out["t1"], out["t2"], out["nused"], out["nb"], out["na"], out["k"])
@@ -436,12 +475,13 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
         raise ValueError("detect_steps: dates must be ascending")
     lat = cfg.default_latitude_deg if lat_deg is None else float(lat_deg)
     trusted = trusted_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
+    shoulder = shoulder_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     P = H * Wd
     zf = np.ascontiguousarray(z.reshape(n, P), dtype=np.float32)
     mf = np.ascontiguousarray(matched.reshape(n, P), dtype=np.bool_)
     lo = np.zeros(P, np.int64)
     hi = np.full(P, n, np.int64)
-    out = _run_kernel(zf, mf, trusted, dates, lo, hi, cfg)
+    out = _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg)
     if n:
         refit = unsupported_to_refit(out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd), out["nb"].reshape(H, Wd),
                                      out["na"].reshape(H, Wd), cfg).ravel()
@@ -451,7 +491,7 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
             k = out["k"][idx]
             sub_lo = np.where(short_before, k, 0).astype(np.int64)
             sub_hi = np.where(short_before, n, k).astype(np.int64)
-            sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, dates,
+            sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, shoulder, dates,
                               sub_lo, sub_hi, cfg)
             for key in ("dh", "sig", "t1", "t2", "nb", "na"):
                 out[key][idx] = sub[key]

@@ -45,6 +45,15 @@ def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConf
     return (doy >= first) & (doy <= last)
 
 
+def shoulder_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """True for acquisitions in the first ``cfg.snow_shoulder_days`` of the snow-free window:
+    trusted, but late-lying banks may still lie in the lee of slopes, so the change model
+    checks them against the later acquisitions of the summers around them."""
+    first, last = snow_free_window(lat_deg, cfg)
+    doy = timebase.day_of_year(np.asarray(dates_days, dtype=np.int64))
+    return (doy >= first) & (doy < first + cfg.snow_shoulder_days) & (doy <= last)
+
+
 def untrusted_tail(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
     """The newest acquisitions (days since 2000-01-01, ascending input) after the last trusted
     one. Outside the snow-free window, they count as ground only where they lie no higher than
