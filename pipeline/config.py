@@ -165,8 +165,8 @@ class ChangeConfig:
     #: shows); 0 keeps thin snow out at the cost of trusting some ground less
     snow_rise_tolerance_m: float = 0.0
     #: the first days of the snow-free window, when late-lying banks can still lie in the lee of
-    #: slopes: an acquisition of these days that sits above the snow-free ground of the summers
-    #: around it (the later acquisitions before and after it) by more than
+    #: slopes: an acquisition of these days that sits above the snow-free ground around it in
+    #: time (the lower of the later-season acquisitions before and after it) by more than
     #: ``snow_shoulder_min_m`` is snow at that pixel (low weight, no support)
     snow_shoulder_days: float = 30.0
     snow_shoulder_min_m: float = 0.3

@@ -12,10 +12,11 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
 
 0. **Snow, per pixel.** In the first ``snow_shoulder_days`` of the snow-free window,
    late-lying banks can still lie in the lee of slopes: an acquisition of those days that
-   sits above the snow-free ground of the summers around it (the mean of the nearest two
-   later acquisitions on each side) by more than ``snow_shoulder_min_m`` is snow at that
-   pixel (low weight, no support). A drop in the same summer does not look like this: the
-   early acquisition then sits at the level of the summer before. Snow only ever raises the surface. A matched acquisition from
+   sits above the snow-free ground around it in time (the lower of the means of the nearest
+   two later-season acquisitions on each side) by more than ``snow_shoulder_min_m`` is snow
+   at that pixel (low weight, no support); so is, harmlessly, ground that dropped later the
+   same summer (the step is then dated from the acquisition before). Snow only ever raises
+   the surface. A matched acquisition from
    outside the snow-free window (:mod:`pipeline.dem.snow`) that lies no more than
    ``snow_rise_tolerance_m`` above the lowest of the nearest two snow-free acquisitions on
    either side of it is ground at that pixel, weighted and counted as support like
@@ -278,14 +279,14 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
         if m < min_dems or m < 2:
             continue
         # 0a. late-lying snow in the window's first weeks: a trusted observation from the
-        # shoulder that sits above the snow-free ground of the summers around it (the mean of
-        # the nearest two trusted, late observations on each side) by more than shoulder_min
-        # is snow there: low weight, no support
+        # shoulder that sits above the snow-free ground around it in time (the lower of the
+        # means of the nearest two trusted, later-season observations on each side) by more
+        # than shoulder_min is snow there: low weight, no support
         for j in range(m):
             tr0[j] = tr[j] and not sh[j]
         for j in range(m):
             if tr[j] and sh[j]:
-                ref = -np.inf
+                ref = np.inf
                 sides = 0
                 for direction in (-1, 1):
                     cnt = 0
@@ -298,7 +299,7 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
                         i += direction
                     if cnt > 0:
                         sides += 1
-                        if acc / cnt > ref:
+                        if acc / cnt < ref:
                             ref = acc / cnt
                 if sides == 2 and y[j] > ref + shoulder_min:
                     tr[j] = False
