@@ -107,9 +107,9 @@ class ChangeResult:
 
 
 @numba.njit(cache=True, nogil=True)
-def _median(buf, n):
-    """Median of buf[:n] (n small; insertion sort in place on a copy)."""
-    a = buf[:n].copy()
+def _median(a, n):
+    """Median of a[:n] (n small), sorting a[:n] in place (insertion sort): no allocation,
+    which would dominate the kernel's cost at one call per observation and pixel."""
     for i in range(1, n):
         v = a[i]
         j = i - 1
@@ -246,7 +246,7 @@ def _fit_levels(y, w, tr, m, sec_step, lev):
 def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, shoulder_min,
                 min_dems, cons_k, cons_min, cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
                 o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
-    n, P = z.shape
+    P, n = z.shape  # pixel-major: a pixel's series is contiguous
     y = np.empty(n)
     w = np.empty(n)
     sg = np.empty(n)
@@ -256,16 +256,17 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
     sh = np.zeros(n, np.bool_)
     oi = np.empty(n, np.int64)
     buf = np.empty(max(cons_k, n))
+    scratch = np.empty(max(n, 1))
     rej = np.zeros(n, np.bool_)
     lev = np.empty(n)
     for p in range(P):
         m = 0
         for i in range(lo[p], hi[p]):
-            v = z[i, p]
+            v = z[p, i]
             if np.isfinite(v):
                 y[m] = v
                 oi[m] = i
-                mt = matched[i, p]
+                mt = matched[p, i]
                 s = s_m if mt else s_i
                 if not trusted_acq[i] and s < s_snow:
                     s = s_snow
@@ -326,7 +327,9 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
                 if y[j] <= ref + snow_tol:
                     tr[j] = True
                     sg[j] = s_m
-        med = _median(y, m)
+        for j in range(m):
+            scratch[j] = y[j]
+        med = _median(scratch, m)
         for j in range(m):
             y[j] -= med
         # 1. consensus: disagreeing with both sides = not ground
@@ -409,7 +412,7 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
 
 
 def _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg: ChangeConfig):
-    P = zf.shape[1]
+    P = zf.shape[0]
     out = {
         "dh": np.full(P, np.nan, np.float32), "sig": np.full(P, np.nan, np.float32),
         "t1": np.full(P, NODATA_DATE, np.int32), "t2": np.full(P, NODATA_DATE, np.int32),
@@ -478,8 +481,10 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
     trusted = trusted_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     shoulder = shoulder_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     P = H * Wd
-    zf = np.ascontiguousarray(z.reshape(n, P), dtype=np.float32)
-    mf = np.ascontiguousarray(matched.reshape(n, P), dtype=np.bool_)
+    # pixel-major (P, n): each pixel's series contiguous in memory (a stride of the whole
+    # image per observation would cost a cache miss each)
+    zf = np.ascontiguousarray(z.reshape(n, P).T, dtype=np.float32)
+    mf = np.ascontiguousarray(matched.reshape(n, P).T, dtype=np.bool_)
     lo = np.zeros(P, np.int64)
     hi = np.full(P, n, np.int64)
     out = _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg)
@@ -492,7 +497,7 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
             k = out["k"][idx]
             sub_lo = np.where(short_before, k, 0).astype(np.int64)
             sub_hi = np.where(short_before, n, k).astype(np.int64)
-            sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, shoulder, dates,
+            sub = _run_kernel(zf[idx], mf[idx], trusted, shoulder, dates,
                               sub_lo, sub_hi, cfg)
             for key in ("dh", "sig", "t1", "t2", "nb", "na"):
                 out[key][idx] = sub[key]
