@@ -122,6 +122,11 @@ class CoregConfig:
     outlier_nsigma: float = 3.0
     #: pairs overlapping less than this fraction of the smaller DEM are not coregistered
     min_overlap_fraction: float = 0.01
+    #: the pair graph (:func:`pipeline.dem.coreg.pair_graph`): each DEM is paired with this many
+    #: nearest overlapping DEMs in time and ``pair_long_baseline`` partners spread over the
+    #: record, O(k n) pairs; 0 coregisters every overlapping pair, O(n^2)
+    pair_neighbours: int = 0
+    pair_long_baseline: int = 1
     min_stable_pixels: int = 500
     #: correlation length of DEM errors: pair precisions count one independent sample per
     #: pi * L^2 of overlap, not one per pixel

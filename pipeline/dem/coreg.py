@@ -428,20 +428,62 @@ def coregister_stack(
     return _coregister_once(z, matched, res, cfg, seed=seed, exclude=moving)
 
 
+def pair_graph(overlapping: np.ndarray, neighbours: int, long_baseline: int) -> list[tuple[int, int]]:
+    """The pairs to coregister among ``n`` DEMs in time order, given which overlap
+    (``overlapping``: (n, n) bool, symmetric).
+
+    ``neighbours`` = 0: every overlapping pair (n(n-1)/2). Otherwise each DEM is paired with
+    its ``neighbours`` nearest overlapping DEMs in time order (little real change between
+    them, so the most stable ground) and with ``long_baseline`` partners spread over the
+    record (so that errors cannot accumulate along a chain of short pairs); where that
+    leaves the graph in pieces, the closest overlapping pair joining two pieces is added.
+    O(k n) pairs instead of O(n^2), each DEM in several pairs, so that the bundle
+    adjustment can still tell a blunder from its partners."""
+    n = overlapping.shape[0]
+    if neighbours <= 0:
+        return [(i, j) for i in range(n) for j in range(i + 1, n) if overlapping[i, j]]
+    chosen: set[tuple[int, int]] = set()
+    for i in range(n):
+        others = [j for j in sorted(range(n), key=lambda j: (abs(j - i), j)) if j != i and overlapping[i, j]]
+        for j in others[:neighbours]:
+            chosen.add((min(i, j), max(i, j)))
+        for m in range(1, long_baseline + 1):
+            target = (i + m * n // (long_baseline + 1)) % n
+            far = [j for j in sorted(range(n), key=lambda j: (abs(j - target), j)) if j != i and overlapping[i, j]]
+            if far:
+                chosen.add((min(i, far[0]), max(i, far[0])))
+    # join the pieces (union-find over the chosen pairs)
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, j in chosen:
+        parent[root(i)] = root(j)
+    for i, j in sorted(((i, j) for i in range(n) for j in range(i + 1, n) if overlapping[i, j]),
+                       key=lambda p: (p[1] - p[0], p)):
+        if root(i) != root(j):
+            chosen.add((i, j))
+            parent[root(i)] = root(j)
+    return sorted(chosen)
+
+
 def _coregister_once(
     z: np.ndarray, matched: np.ndarray, res: float, cfg: CoregConfig, *, seed: int = 0, exclude: np.ndarray | None = None,
 ) -> BundleResult:
     n = z.shape[0]
     valid = np.isfinite(z)
     rng = np.random.default_rng(seed)
-    pairs: list[PairFit] = []
-    dems = [prepare(z[k], res, cfg, rng) for k in range(n)]
+    overlapping = np.zeros((n, n), bool)
     for i in range(n):
         for j in range(i + 1, n):
-            if overlap_fraction(valid[i], valid[j]) < cfg.min_overlap_fraction:
-                continue
-            pairs.append(nuth_kaab(dems[i], dems[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude,
-                                   rng=rng, i=i, j=j))
+            overlapping[i, j] = overlapping[j, i] = overlap_fraction(valid[i], valid[j]) >= cfg.min_overlap_fraction
+    dems = [prepare(z[k], res, cfg, rng) for k in range(n)]
+    pairs = [nuth_kaab(dems[i], dems[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng, i=i, j=j)
+             for i, j in pair_graph(overlapping, cfg.pair_neighbours, cfg.pair_long_baseline)]
     return bundle_adjust(n, pairs, cfg)
 
 
