@@ -206,14 +206,15 @@ def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generato
     ok = np.isfinite(gx) & np.isfinite(gy) & (gx * gx + gy * gy <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
     keep = np.flatnonzero(ok)[:n_cand]  # random order: the first k of them are a random sample
     idx, rows, cols, gx, gy = idx[keep], rows[keep], cols[keep], gx[keep], gy[keep]
-    values = {"raw": z.ravel()[idx].astype(np.float64)}
+    gx, gy = gx.astype(np.float32), gy.astype(np.float32)  # 46 DEMs x 160k candidates: keep it small
+    values = {"raw": z.ravel()[idx].astype(np.float32)}
     grads = {"raw": (gx, gy)}
     dem = PreparedDem(z, idx, values, grads)
     if cfg.highpass_sigma_m > 0:
         dem.low, dem.f, dem.centre = lowpass_coarse(z, cfg.highpass_sigma_m, res)
         lx, ly = _central_gradients(dem.low_at, rows, cols, res)
-        values["hp"] = values["raw"] - dem.centre - dem.low_at(rows, cols)
-        grads["hp"] = (gx - lx, gy - ly)
+        values["hp"] = (values["raw"] - dem.centre - dem.low_at(rows, cols)).astype(np.float32)
+        grads["hp"] = ((gx - lx).astype(np.float32), (gy - ly).astype(np.float32))
     return dem
 
 
