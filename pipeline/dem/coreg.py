@@ -140,6 +140,11 @@ class PreparedDem:
             v -= self.centre + self.low_at(np.asarray(rows, float) + dr, np.asarray(cols, float) + dc)
         return v
 
+    def highpassed(self) -> np.ndarray:
+        """The whole high-passed grid (the fit never needs it; for comparisons)."""
+        rows, cols = np.mgrid[0 : self.z.shape[0], 0 : self.z.shape[1]]
+        return self.at("hp", rows.ravel(), cols.ravel()).reshape(self.z.shape).astype(np.float32)
+
     def low_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The low-pass at full-resolution pixel coordinates (block centres sit at
         (k + 0.5) f - 0.5)."""
