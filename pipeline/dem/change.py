@@ -107,19 +107,54 @@ class ChangeResult:
 
 
 @numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):
+    """The k-th smallest of a[lo:hi] (quickselect in place, median-of-three pivot)."""
+    while hi - lo > 1:
+        mid = (lo + hi - 1) // 2
+        x, y, z = a[lo], a[mid], a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[lo]
+
+
+@numba.njit(cache=True, nogil=True)
 def _median(a, n):
-    """Median of a[:n] (n small), sorting a[:n] in place (insertion sort): no allocation,
-    which would dominate the kernel's cost at one call per observation and pixel."""
-    for i in range(1, n):
-        v = a[i]
-        j = i - 1
-        while j >= 0 and a[j] > v:
-            a[j + 1] = a[j]
-            j -= 1
-        a[j + 1] = v
+    """Median of a[:n], reordering a[:n] in place: no allocation (which would dominate the
+    kernel's cost at one call per observation and pixel) and O(n) for deep stacks."""
+    if n <= 8:  # insertion sort: the consensus test's medians of three
+        for i in range(1, n):
+            v = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > v:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = v
+        if n % 2 == 1:
+            return a[n // 2]
+        return 0.5 * (a[n // 2 - 1] + a[n // 2])
+    hi = _select(a, 0, n, n // 2)
     if n % 2 == 1:
-        return a[n // 2]
-    return 0.5 * (a[n // 2 - 1] + a[n // 2])
+        return hi
+    lo = a[0]  # the largest of the lower half, which quickselect left below position n // 2
+    for i in range(1, n // 2):
+        if a[i] > lo:
+            lo = a[i]
+    return 0.5 * (lo + hi)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -566,9 +566,10 @@ def _coregister_once(
     valid = np.isfinite(z)
     rng = np.random.default_rng(seed)
     overlapping = np.zeros((n, n), bool)
+    coarse = valid[:, ::8, ::8]  # overlap fractions to a per cent need no more than every 8th pixel
     for i in range(n):
         for j in range(i + 1, n):
-            overlapping[i, j] = overlapping[j, i] = overlap_fraction(valid[i], valid[j]) >= cfg.min_overlap_fraction
+            overlapping[i, j] = overlapping[j, i] = overlap_fraction(coarse[i], coarse[j]) >= cfg.min_overlap_fraction
     dems = [prepare(z[k], res, cfg, rng) for k in range(n)]
     pairs = [nuth_kaab(dems[i], dems[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng, i=i, j=j)
              for i, j in pair_graph(overlapping, cfg.pair_neighbours, cfg.pair_long_baseline)]
