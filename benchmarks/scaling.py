@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: the slump stage of one cell (s), as measured in the scaling section (docs/benchmarks.md)
+SLUMP_STAGE_S = 0.5
 #: ArcticDEM v4.1: ~440,000 strips; a strip covers ~17 km x ~110 km; mean overlap per point
 ARCHIVE_STRIPS = 440_000
 STRIP_AREA_KM2 = 17 * 110

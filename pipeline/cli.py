@@ -18,6 +18,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.family == "B":
         from scenes.build import SITES as B_SITES, build
 
+        if args.strips is not None:
+            raise ValueError("--strips is an option of family A (family B draws stacks of 6 to 40 strips itself)")
         sites = args.sites or list(B_SITES)
         print(f"rts synth: family B, {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
         manifest = build(args.out, seed=args.seed, sites=sites, cells=args.cells, workers=args.workers)
@@ -29,7 +31,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     sites = args.sites or list(SITES)
     print(f"rts synth: generating {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
-    manifest = generate_sample(args.out, seed=args.seed, sites=sites, cells=args.cells, workers=args.workers)
+    manifest = generate_sample(args.out, seed=args.seed, sites=sites, cells=args.cells, workers=args.workers,
+                               n_strips=args.strips)
     print(f"rts synth: {manifest['n_strips']} strips, {manifest['n_slumps']} slumps, "
           f"{manifest['n_lookalikes']} look-alikes in {manifest['seconds']} s "
           f"(truth in {Path(args.out) / 'truth'}: evaluation only)")
@@ -395,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "family B eureka, thomsen, tuktoyaktuk, batagay, kolyma)")
     s.add_argument("--cells", type=int, default=2, metavar="N", help="each site is an N x N block of 2 km cells (default 2)")
     s.add_argument("--workers", type=int, default=2, help="processes (one site each; default 2)")
+    s.add_argument("--strips", type=int, metavar="N",
+                   help="family A: every site a stack of exactly N strips (default 10-20; e.g. 46, the pan-Arctic "
+                        "mean, for a deep-stack benchmark)")
     s.set_defaults(func=_cmd_synth)
 
     r = sub.add_parser("run", help="run the pipeline over every cell the strips cover",

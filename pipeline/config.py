@@ -125,7 +125,7 @@ class CoregConfig:
     #: the pair graph (:func:`pipeline.dem.coreg.pair_graph`): each DEM is paired with this many
     #: nearest overlapping DEMs in time and ``pair_long_baseline`` partners spread over the
     #: record, O(k n) pairs; 0 coregisters every overlapping pair, O(n^2)
-    pair_neighbours: int = 0
+    pair_neighbours: int = 3
     pair_long_baseline: int = 1
     min_stable_pixels: int = 500
     #: correlation length of DEM errors: pair precisions count one independent sample per

@@ -148,6 +148,50 @@ def test_bundle_adjustment_rejects_a_blunder_dem_and_reports_why():
     assert all(np.isfinite(res.offsets[k].residual_rms_m) for k in used)
 
 
+def test_the_pair_graph_grows_linearly_stays_connected_and_gives_each_dem_several_partners():
+    """Each DEM is paired with its 3 nearest overlapping DEMs in time and a long-baseline
+    partner: O(k n) pairs instead of n(n-1)/2, one connected graph (the bundle adjustment
+    needs one), and at least three partners per DEM so that a blunder can be outvoted."""
+    from pipeline.dem.coreg import pair_graph
+
+    for n in (5, 17, 46):
+        pairs = pair_graph(np.ones((n, n), bool), 3, 1)
+        assert len(pairs) <= 3 * n
+        degree = np.bincount(np.ravel(pairs), minlength=n)
+        assert degree.min() >= 3
+        seen, todo = {0}, [0]
+        while todo:
+            k = todo.pop()
+            for i, j in pairs:
+                for a, b in ((i, j), (j, i)):
+                    if a == k and b not in seen:
+                        seen.add(b)
+                        todo.append(b)
+        assert len(seen) == n
+    assert len(pair_graph(np.ones((46, 46), bool), 0, 0)) == 46 * 45 // 2  # 0: every pair
+    # two groups that overlap only through one pair are joined through it
+    ov = np.zeros((8, 8), bool)
+    ov[:4, :4] = ov[4:, 4:] = True
+    ov[3, 6] = ov[6, 3] = True
+    np.fill_diagonal(ov, False)
+    assert (3, 6) in pair_graph(ov, 2, 0)
+
+
+def test_offsets_from_the_pair_graph_match_those_from_every_pair():
+    z, rng = _terrain(300)
+    offs = [(1.0, 0.5, 2.0), (-2.0, 1.0, -1.0), (0.5, -1.5, 0.5), (0.0, 2.0, -2.0), (1.5, 0.0, 1.0),
+            (-1.0, -1.0, 0.0), (2.0, 1.5, -0.5), (-0.5, 0.5, 1.5)]
+    stack = np.stack([_shifted(z, *o) + rng.normal(0, 0.1, z.shape) for o in offs]).astype(np.float32)
+    ones = np.ones(stack.shape, bool)
+    sparse = coregister_stack(stack, ones, 2.0, CoregConfig(halo_m=0, pair_neighbours=2, pair_long_baseline=1))
+    full = coregister_stack(stack, ones, 2.0, CoregConfig(halo_m=0, pair_neighbours=0))
+    assert len(sparse.pairs) < len(full.pairs) == 28
+    for res in (sparse, full):
+        rec = np.array([[o.dx, o.dy, o.dz] for o in res.offsets])
+        err = (rec - rec.mean(0)) - (np.array(offs) - np.mean(offs, 0))
+        assert np.abs(err).max() < 0.1
+
+
 def test_bundle_adjustment_drops_an_inconsistent_pair():
     from pipeline.dem.coreg import PairFit
 

@@ -111,8 +111,11 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     if not keep:
         return CellResult(cell.id, None, None, None, names, dates, None, timings, warnings, "no_data", sensors)
 
-    z = np.stack([w.z for w in keep]).astype(np.float32)
-    matched = np.stack([w.matched for w in keep])
+    z = np.empty((len(keep),) + keep[0].z.shape, np.float32)
+    matched = np.empty(z.shape, bool)
+    for k, w in enumerate(keep):  # into one stack, each window's own arrays released as it goes
+        z[k], matched[k] = w.z, w.matched
+        w.z = w.matched = w.valid = None
     t1 = time.perf_counter()
     bundle = coregister_stack(z, matched, res, cfg.coreg, seed=cell.ix * 7919 + cell.iy)
     timings["coregister"] = time.perf_counter() - t1

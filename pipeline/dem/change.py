@@ -107,19 +107,54 @@ class ChangeResult:
 
 
 @numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):
+    """The k-th smallest of a[lo:hi] (quickselect in place, median-of-three pivot)."""
+    while hi - lo > 1:
+        mid = (lo + hi - 1) // 2
+        x, y, z = a[lo], a[mid], a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[lo]
+
+
+@numba.njit(cache=True, nogil=True)
 def _median(a, n):
-    """Median of a[:n] (n small), sorting a[:n] in place (insertion sort): no allocation,
-    which would dominate the kernel's cost at one call per observation and pixel."""
-    for i in range(1, n):
-        v = a[i]
-        j = i - 1
-        while j >= 0 and a[j] > v:
-            a[j + 1] = a[j]
-            j -= 1
-        a[j + 1] = v
+    """Median of a[:n], reordering a[:n] in place: no allocation (which would dominate the
+    kernel's cost at one call per observation and pixel) and O(n) for deep stacks."""
+    if n <= 8:  # insertion sort: the consensus test's medians of three
+        for i in range(1, n):
+            v = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > v:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = v
+        if n % 2 == 1:
+            return a[n // 2]
+        return 0.5 * (a[n // 2 - 1] + a[n // 2])
+    hi = _select(a, 0, n, n // 2)
     if n % 2 == 1:
-        return a[n // 2]
-    return 0.5 * (a[n // 2 - 1] + a[n // 2])
+        return hi
+    lo = a[0]  # the largest of the lower half, which quickselect left below position n // 2
+    for i in range(1, n // 2):
+        if a[i] > lo:
+            lo = a[i]
+    return 0.5 * (lo + hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -246,7 +281,7 @@ def _fit_levels(y, w, tr, m, sec_step, lev):
 def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, shoulder_min,
                 min_dems, cons_k, cons_min, cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
                 o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
-    P, n = z.shape  # pixel-major: a pixel's series is contiguous
+    n, P = z.shape
     y = np.empty(n)
     w = np.empty(n)
     sg = np.empty(n)
@@ -262,11 +297,11 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
     for p in range(P):
         m = 0
         for i in range(lo[p], hi[p]):
-            v = z[p, i]
+            v = z[i, p]
             if np.isfinite(v):
                 y[m] = v
                 oi[m] = i
-                mt = matched[p, i]
+                mt = matched[i, p]
                 s = s_m if mt else s_i
                 if not trusted_acq[i] and s < s_snow:
                     s = s_snow
@@ -412,7 +447,7 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
 
 
 def _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg: ChangeConfig):
-    P = zf.shape[0]
+    P = zf.shape[1]
     out = {
         "dh": np.full(P, np.nan, np.float32), "sig": np.full(P, np.nan, np.float32),
         "t1": np.full(P, NODATA_DATE, np.int32), "t2": np.full(P, NODATA_DATE, np.int32),
@@ -481,10 +516,8 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
     trusted = trusted_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     shoulder = shoulder_acquisitions(dates, lat, cfg) if n else np.zeros(0, bool)
     P = H * Wd
-    # pixel-major (P, n): each pixel's series contiguous in memory (a stride of the whole
-    # image per observation would cost a cache miss each)
-    zf = np.ascontiguousarray(z.reshape(n, P).T, dtype=np.float32)
-    mf = np.ascontiguousarray(matched.reshape(n, P).T, dtype=np.bool_)
+    zf = np.ascontiguousarray(z.reshape(n, P), dtype=np.float32)  # views where the stack is already so
+    mf = np.ascontiguousarray(matched.reshape(n, P), dtype=np.bool_)
     lo = np.zeros(P, np.int64)
     hi = np.full(P, n, np.int64)
     out = _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg)
@@ -497,7 +530,8 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
             k = out["k"][idx]
             sub_lo = np.where(short_before, k, 0).astype(np.int64)
             sub_hi = np.where(short_before, n, k).astype(np.int64)
-            sub = _run_kernel(zf[idx], mf[idx], trusted, shoulder, dates,
+            sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, shoulder,
+                              dates,
                               sub_lo, sub_hi, cfg)
             for key in ("dh", "sig", "t1", "t2", "nb", "na"):
                 out[key][idx] = sub[key]

@@ -35,6 +35,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -70,51 +71,102 @@ class PairFit:
     reason: str = ""
 
 
-def gradients(z: np.ndarray, res: float) -> tuple[np.ndarray, np.ndarray]:
-    """dz/dx (east) and dz/dy (north) by central differences, NaN where undefined."""
-    gy_rows, gx = np.gradient(z, res)
-    return gx, -gy_rows
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bilinear_one(z, r, c, clamp):
+    """z at (r, c), pixel units, bilinear. Outside the grid: NaN, or with ``clamp`` the
+    nearest edge value; next to nodata: NaN (as scipy's map_coordinates with order 1)."""
+    h, w = z.shape
+    if clamp:
+        r = min(max(r, 0.0), h - 1.0)
+        c = min(max(c, 0.0), w - 1.0)
+    elif r < 0.0 or c < 0.0 or r > h - 1.0 or c > w - 1.0:
+        return np.nan
+    r0 = min(int(r), h - 2) if h > 1 else 0
+    c0 = min(int(c), w - 2) if w > 1 else 0
+    fr = r - r0
+    fc = c - c0
+    r1 = min(r0 + 1, h - 1)
+    c1 = min(c0 + 1, w - 1)
+    return ((1.0 - fr) * ((1.0 - fc) * z[r0, c0] + fc * z[r0, c1])
+            + fr * ((1.0 - fc) * z[r1, c0] + fc * z[r1, c1]))
 
 
-def smooth_for_gradients(z: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian-smoothed copy (NaN-aware) whose gradients are not dominated by pixel noise.
+@numba.njit(cache=True, nogil=True)
+def _bilinear(z, rows, cols, dr, dc, clamp, out):
+    """z at the points (rows + dr, cols + dc), without converting the whole grid for each
+    call as scipy's map_coordinates does."""
+    for k in range(rows.size):
+        out[k] = _bilinear_one(z, rows[k] + dr, cols[k] + dc, clamp)
+    return out
 
-    Noisy gradients bias a least-squares shift towards zero (errors in variables); at 2 m
-    a few pixels of smoothing removes that while keeping the terrain's slopes.
-    """
-    if sigma_px <= 0:
-        return z
-    return nan_gaussian(z, sigma_px, np.float32)
+
+@numba.njit(cache=True, nogil=True)
+def _shift_grid(z, dr, dc, out):
+    """Every pixel (r, c) of ``out`` is z at (r + dr, c + dc), bilinear."""
+    h, w = out.shape
+    for r in range(h):
+        for c in range(w):
+            out[r, c] = _bilinear_one(z, r + dr, c + dc, False)
+    return out
+
+
+def bilinear(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dr: float = 0.0, dc: float = 0.0,
+             clamp: bool = False) -> np.ndarray:
+    """``z`` at the points (rows + dr, cols + dc) (pixel units, float64), bilinear."""
+    rows = np.ascontiguousarray(rows, np.float64)
+    cols = np.ascontiguousarray(cols, np.float64)
+    return _bilinear(z, rows, cols, float(dr), float(dc), clamp, np.empty(rows.size, np.float64))
 
 
 @dataclass
 class PreparedDem:
-    """What the pairwise fit needs of a DEM, computed once per DEM rather than per pair."""
+    """What the pairwise fit needs of a DEM, computed once per DEM rather than per pair: its
+    random stable candidate pixels (finite, not steep, off the edge), the surface and the
+    gradients of its smoothed surface at them, and the coarse low-pass that defines its
+    high-passed surface (z - centre - low) anywhere."""
 
     z: np.ndarray  # elevations as read (NaN = nodata)
-    hp: np.ndarray | None  # high-passed elevations (None when the high-pass is off)
-    grads: dict[str, tuple[np.ndarray, np.ndarray]]  # "raw"/"hp": gradients of the smoothed surface
-    candidates: np.ndarray  # random-order flat indices of its stable pixels (finite, not steep)
+    candidates: np.ndarray  # random-order flat indices of its stable pixels
+    values: dict[str, np.ndarray]  # "raw"/"hp": the surface at the candidates
+    grads: dict[str, tuple[np.ndarray, np.ndarray]]  # "raw"/"hp": (d/dx east, d/dy north) at the candidates
+    low: np.ndarray | None = None  # low-pass of z - centre on a grid coarsened f times (None: no high-pass)
+    f: int = 1
+    centre: float = 0.0
 
-    def surface(self, kind: str) -> np.ndarray:
-        return self.hp if kind == "hp" else self.z
+    def at(self, kind: str, rows: np.ndarray, cols: np.ndarray, dr: float = 0.0, dc: float = 0.0) -> np.ndarray:
+        """Surface ``kind`` ("raw" or "hp") at (rows + dr, cols + dc), pixel units."""
+        v = bilinear(self.z, rows, cols, dr, dc)
+        if kind == "hp":
+            v -= self.centre + self.low_at(np.asarray(rows, float) + dr, np.asarray(cols, float) + dc)
+        return v
+
+    def highpassed(self) -> np.ndarray:
+        """The whole high-passed grid (the fit never needs it; for comparisons)."""
+        rows, cols = np.mgrid[0 : self.z.shape[0], 0 : self.z.shape[1]]
+        return self.at("hp", rows.ravel(), cols.ravel()).reshape(self.z.shape).astype(np.float32)
+
+    def low_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The low-pass at full-resolution pixel coordinates (block centres sit at
+        (k + 0.5) f - 0.5)."""
+        return bilinear(self.low, (np.asarray(rows) + 0.5) / self.f - 0.5, (np.asarray(cols) + 0.5) / self.f - 0.5,
+                        clamp=True)
 
 
-def highpass(z: np.ndarray, sigma_m: float, res: float) -> np.ndarray:
-    """z minus its Gaussian-smoothed self (NaN-aware): the terrain detail that locates a
-    DEM horizontally, without the long-wavelength errors (jitter, undulations) that do not.
-
-    The smooth part is computed on a grid coarsened by block means (a quarter of sigma
-    per cell, NaN-aware) and interpolated back: at these sigmas it is indistinguishable
-    from the full-resolution filter and an order of magnitude cheaper."""
+def lowpass_coarse(z: np.ndarray, sigma_m: float, res: float) -> tuple[np.ndarray, int, float]:
+    """(low, f, centre): the Gaussian low-pass (sigma ``sigma_m``, NaN-aware) of z - centre on
+    a grid coarsened f times by block means (f = a quarter of sigma in pixels). z minus it is
+    the terrain detail that locates a DEM horizontally, without the long-wavelength errors
+    (jitter, undulations) that do not. At these sigmas the coarse filter is indistinguishable
+    from the full-resolution one and two orders of magnitude cheaper; it is never
+    interpolated back to the full grid, only at the points a fit samples."""
     f = max(1, int(sigma_m / res / 4))
     h, w = z.shape
     hp_, wp_ = -(-h // f) * f, -(-w // f) * f
     valid = np.isfinite(z)
     sub = z[::16, ::16]
-    centre = np.float32(np.nanmedian(sub)) if np.isfinite(sub).any() else np.float32(0)
+    centre = float(np.nanmedian(sub)) if np.isfinite(sub).any() else 0.0
     zc = np.zeros((hp_, wp_), np.float32)
-    zc[:h, :w] = np.where(valid, z - centre, 0.0)
+    zc[:h, :w] = np.where(valid, z - np.float32(centre), 0.0)
     wc = np.zeros((hp_, wp_), np.float32)
     wc[:h, :w] = valid
     num = zc.reshape(hp_ // f, f, wp_ // f, f).sum(axis=(1, 3))
@@ -124,52 +176,78 @@ def highpass(z: np.ndarray, sigma_m: float, res: float) -> np.ndarray:
     den = ndimage.gaussian_filter(den, sig, truncate=3.0)
     with np.errstate(all="ignore"):
         low = num / den
-    # back to full resolution: block centres sit at (k + 0.5) f - 0.5 in pixel units
-    rr = (np.arange(h, dtype=np.float32) + 0.5) / f - 0.5
-    cc = (np.arange(w, dtype=np.float32) + 0.5) / f - 0.5
-    low = ndimage.map_coordinates(np.nan_to_num(low), np.meshgrid(rr, cc, indexing="ij"), order=1, mode="nearest")
-    return np.where(valid, z - centre - low, np.nan).astype(np.float32)
+    return np.nan_to_num(low).astype(np.float64), f, centre
+
+
+def _central_gradients(at, rows: np.ndarray, cols: np.ndarray, res: float) -> tuple[np.ndarray, np.ndarray]:
+    """(d/dx east, d/dy north) at the points by central differences of ``at(rows, cols)``."""
+    gx = (at(rows, cols + 1.0) - at(rows, cols - 1.0)) / (2 * res)
+    gy = -(at(rows + 1.0, cols) - at(rows - 1.0, cols)) / (2 * res)  # +y is -row
+    return gx, gy
 
 
 def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generator) -> PreparedDem:
-    """High-pass, gradients and stable-pixel candidates (finite, not steep) of one DEM."""
-    sm = cfg.gradient_smoothing_m / res
-    grads = {"raw": gradients(smooth_for_gradients(z, sm), res)}
-    hp = None
-    if cfg.highpass_sigma_m > 0:
-        hp = highpass(z, cfg.highpass_sigma_m, res)
-        grads["hp"] = gradients(smooth_for_gradients(hp, sm), res)
-    gx, gy = grads["raw"]
-    slope2 = gx * gx + gy * gy
-    ok = np.isfinite(slope2) & (slope2 <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
-    idx = np.flatnonzero(ok)
+    """Stable-pixel candidates of one DEM, with its surfaces and gradients there.
+
+    Gradients are those of the DEM smoothed by ``gradient_smoothing_m`` (noisy gradients
+    bias a least-squares shift towards zero: errors in variables); the high-passed
+    surface's are the smoothed DEM's minus the low-pass's."""
+    h, w = z.shape
+    interior = np.zeros(z.shape, bool)
+    interior[1:-1, 1:-1] = True
+    idx = np.flatnonzero(np.isfinite(z) & interior)
     n_cand = 4 * cfg.sample_size
-    idx = rng.choice(idx, n_cand, replace=False) if idx.size > n_cand else rng.permutation(idx)
-    return PreparedDem(z, hp, grads, idx)
+    # draw extra (with replacement: the rare repeat costs nothing), keep the first n_cand not steep
+    idx = idx[rng.integers(0, idx.size, 2 * n_cand)] if idx.size > 2 * n_cand else rng.permutation(idx)
+    order = np.argsort(idx)  # sample in memory order (a random walk over the grid misses the cache)
+    rows, cols = np.divmod(idx[order], w)
+    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
+    sm = cfg.gradient_smoothing_m / res
+    zs = nan_gaussian(z, sm, np.float32) if sm > 0 else z
+    gx, gy = np.empty(idx.size), np.empty(idx.size)
+    gx[order], gy[order] = _central_gradients(lambda r, c: bilinear(zs, r, c), rows, cols, res)
+    rows, cols = np.empty(idx.size), np.empty(idx.size)
+    rows[order], cols[order] = np.divmod(idx[order], w)
+    ok = np.isfinite(gx) & np.isfinite(gy) & (gx * gx + gy * gy <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
+    keep = np.flatnonzero(ok)[:n_cand]  # random order: the first k of them are a random sample
+    idx, rows, cols, gx, gy = idx[keep], rows[keep], cols[keep], gx[keep], gy[keep]
+    gx, gy = gx.astype(np.float32), gy.astype(np.float32)  # 46 DEMs x 160k candidates: keep it small
+    values = {"raw": z.ravel()[idx].astype(np.float32)}
+    grads = {"raw": (gx, gy)}
+    dem = PreparedDem(z, idx, values, grads)
+    if cfg.highpass_sigma_m > 0:
+        dem.low, dem.f, dem.centre = lowpass_coarse(z, cfg.highpass_sigma_m, res)
+        lx, ly = _central_gradients(dem.low_at, rows, cols, res)
+        values["hp"] = (values["raw"] - dem.centre - dem.low_at(rows, cols)).astype(np.float32)
+        grads["hp"] = ((gx - lx).astype(np.float32), (gy - ly).astype(np.float32))
+    return dem
 
 
 def sample_stable(ref: PreparedDem, other_valid: np.ndarray, matched: np.ndarray | None, cfg: CoregConfig,
                   exclude: np.ndarray | None = None) -> np.ndarray:
-    """Flat indices of up to ``cfg.sample_size`` random stable pixels valid in both DEMs."""
+    """Positions (into ``ref.candidates``) of up to ``cfg.sample_size`` random stable pixels
+    valid in both DEMs, in the order of the pixels in memory."""
     c = ref.candidates
     keep = other_valid.ravel()[c]
     if matched is not None:
         keep &= matched.ravel()[c]
     if exclude is not None:
         keep &= ~exclude.ravel()[c]
-    return c[keep][: cfg.sample_size]
+    sel = np.flatnonzero(keep)[: cfg.sample_size]
+    return sel[np.argsort(c[sel])]  # evaluated in memory order (a random walk over the grid misses the cache)
 
 
-def _sample(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dx: float, dy: float, res: float) -> np.ndarray:
-    """z at p + (dx, dy) for sample pixels p (bilinear; +x is +col, +y is -row)."""
-    return ndimage.map_coordinates(z, [rows - dy / res, cols + dx / res], order=1, mode="constant", cval=np.nan,
-                                   prefilter=False)
+ROBUST_SUBSAMPLE = 8192  # the median and NMAD of a clip are estimated on at most this many samples
 
 
 def _clip(dh: np.ndarray, ok: np.ndarray, nsigma: float) -> np.ndarray:
-    """Samples within ``nsigma`` robust sigmas (NMAD) of the median."""
-    med = np.median(dh[ok])
-    return ok & (np.abs(dh - med) <= nsigma * max(nmad(dh[ok]), 1e-3))
+    """Samples within ``nsigma`` robust sigmas (NMAD) of the median (both estimated on an
+    evenly spaced subsample: the samples are already in random order of place)."""
+    v = dh[ok]
+    if v.size > ROBUST_SUBSAMPLE:
+        v = v[:: -(-v.size // ROBUST_SUBSAMPLE)]
+    med = np.median(v)
+    return ok & (np.abs(dh - med) <= nsigma * max(NMAD_K * float(np.median(np.abs(v - med))), 1e-3))
 
 
 @dataclass
@@ -183,19 +261,23 @@ class _Horizontal:
     reason: str = ""
 
 
-def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, idx, res: float, cfg: CoregConfig,
+def _shifted(tba: PreparedDem, kind: str, rows, cols, dx: float, dy: float, res: float) -> np.ndarray:
+    """``tba``'s surface ``kind`` at sample pixels p + (dx, dy) (+x is +col, +y is -row)."""
+    return tba.at(kind, rows, cols, -dy / res, dx / res)
+
+
+def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, pos, res: float, cfg: CoregConfig,
                     overlap_m2: float) -> _Horizontal:
-    """Iterated least-squares shift on surface ``kind`` ("raw" or "hp") at the samples."""
+    """Iterated least-squares shift on surface ``kind`` ("raw" or "hp") at the samples
+    (``pos``: positions in ``ref.candidates``)."""
     out = _Horizontal()
-    h_ref, h_tba = ref.surface(kind), tba.surface(kind)
-    gx, gy = ref.grads[kind]
-    a = h_ref.ravel()[idx].astype(np.float64)
-    gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
+    a = ref.values[kind][pos]
+    gxs, gys = ref.grads[kind][0][pos], ref.grads[kind][1][pos]
     finite = np.isfinite(gxs) & np.isfinite(gys)
     tilted = np.degrees(np.arctan(np.hypot(gxs, gys))) >= cfg.min_slope_deg
     converged = False
     for it in range(1, cfg.max_iterations + 1):
-        dh = _sample(h_tba, rows, cols, out.dx, out.dy, res) - a
+        dh = _shifted(tba, kind, rows, cols, out.dx, out.dy, res) - a
         ok = np.isfinite(dh) & finite
         if ok.sum() < cfg.min_stable_pixels:
             out.reason = f"only {int(ok.sum())} valid samples after shifting"
@@ -205,7 +287,11 @@ def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, i
             out.reason = "too flat for a horizontal fit"
             return out
         A = np.column_stack([np.ones(use.sum()), -gxs[use], -gys[use]])
-        (_, ddx, ddy), *_ = np.linalg.lstsq(A, dh[use], rcond=None)
+        try:  # 3 unknowns: the normal equations
+            (_, ddx, ddy) = np.linalg.solve(A.T @ A, A.T @ dh[use])
+        except np.linalg.LinAlgError:
+            out.reason = "singular horizontal fit"
+            return out
         out.dx += float(ddx)
         out.dy += float(ddy)
         out.iterations = it
@@ -220,7 +306,7 @@ def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, i
         return out
     # formal errors: s^2 (A^T A)^-1, inflated by n_used / n_independent, the errors being
     # correlated over error_correlation_m (or over the high-pass scale once filtered)
-    dh = _sample(h_tba, rows, cols, out.dx, out.dy, res) - a
+    dh = _shifted(tba, kind, rows, cols, out.dx, out.dy, res) - a
     use = _clip(dh, np.isfinite(dh) & finite, cfg.outlier_nsigma) & tilted
     corr = cfg.error_correlation_m if kind == "raw" else min(cfg.error_correlation_m, cfg.highpass_sigma_m)
     n = int(use.sum())
@@ -260,23 +346,25 @@ def nuth_kaab(
     ref = ref if isinstance(ref, PreparedDem) else prepare(ref, res, cfg, rng)
     tba = tba if isinstance(tba, PreparedDem) else prepare(tba, res, cfg, rng)
     valid_b = np.isfinite(tba.z)
-    idx = sample_stable(ref, valid_b, matched, cfg, exclude)
-    if idx.size < cfg.min_stable_pixels:
-        fit.reason = f"only {idx.size} stable pixels in the overlap"
+    pos = sample_stable(ref, valid_b, matched, cfg, exclude)
+    if pos.size < cfg.min_stable_pixels:
+        fit.reason = f"only {pos.size} stable pixels in the overlap"
         return fit
-    rows, cols = np.divmod(idx, ref.z.shape[1])
+    rows, cols = np.divmod(ref.candidates[pos], ref.z.shape[1])
+    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
     overlap_m2 = np.count_nonzero(np.isfinite(ref.z) & valid_b) * res * res
     h = _Horizontal(reason="no horizontal fit")
-    if ref.hp is not None:
-        h = _fit_horizontal(ref, tba, "hp", rows, cols, idx, res, cfg, overlap_m2)
-    if ref.hp is None or h.sigma_h > cfg.highpass_fallback_sigma_m:
-        raw = _fit_horizontal(ref, tba, "raw", rows, cols, idx, res, cfg, overlap_m2)
+    high = "hp" in ref.values and tba.low is not None
+    if high:
+        h = _fit_horizontal(ref, tba, "hp", rows, cols, pos, res, cfg, overlap_m2)
+    if not high or h.sigma_h > cfg.highpass_fallback_sigma_m:
+        raw = _fit_horizontal(ref, tba, "raw", rows, cols, pos, res, cfg, overlap_m2)
         if raw.sigma_h < h.sigma_h:
             h = raw
     fit.iterations = h.iterations
     dx, dy = (h.dx, h.dy) if np.isfinite(h.sigma_h) else (0.0, 0.0)
     # vertical: robust median of the unfiltered difference at the final shift
-    d = _sample(tba.z, rows, cols, dx, dy, res) - ref.z.ravel()[idx]
+    d = _shifted(tba, "raw", rows, cols, dx, dy, res) - ref.values["raw"][pos]
     keep = _clip(d, np.isfinite(d), cfg.outlier_nsigma)
     fit.dx, fit.dy, fit.dz = dx, dy, float(np.median(d[keep]))
     fit.nmad_m = nmad(d[keep])
@@ -463,8 +551,8 @@ def pair_graph(overlapping: np.ndarray, neighbours: int, long_baseline: int) -> 
 
     for i, j in chosen:
         parent[root(i)] = root(j)
-    for i, j in sorted(((i, j) for i in range(n) for j in range(i + 1, n) if overlapping[i, j]),
-                       key=lambda p: (p[1] - p[0], p)):
+    every = [(a, b) for a in range(n) for b in range(a + 1, n) if overlapping[a, b]]
+    for i, j in sorted(every, key=lambda p: (p[1] - p[0], p)):
         if root(i) != root(j):
             chosen.add((i, j))
             parent[root(i)] = root(j)
@@ -478,9 +566,10 @@ def _coregister_once(
     valid = np.isfinite(z)
     rng = np.random.default_rng(seed)
     overlapping = np.zeros((n, n), bool)
+    coarse = valid[:, ::8, ::8]  # overlap fractions to a per cent need no more than every 8th pixel
     for i in range(n):
         for j in range(i + 1, n):
-            overlapping[i, j] = overlapping[j, i] = overlap_fraction(valid[i], valid[j]) >= cfg.min_overlap_fraction
+            overlapping[i, j] = overlapping[j, i] = overlap_fraction(coarse[i], coarse[j]) >= cfg.min_overlap_fraction
     dems = [prepare(z[k], res, cfg, rng) for k in range(n)]
     pairs = [nuth_kaab(dems[i], dems[j], res, cfg, matched=matched[i] & matched[j], exclude=exclude, rng=rng, i=i, j=j)
              for i, j in pair_graph(overlapping, cfg.pair_neighbours, cfg.pair_long_baseline)]
@@ -507,10 +596,9 @@ def changing_ground(z: np.ndarray, bundle: BundleResult, res: float, threshold_m
 
 def apply_offsets(z: np.ndarray, dx: float, dy: float, dz: float, res: float) -> np.ndarray:
     """The corrected DEM: B(p + (dx, dy)) - dz, bilinear, NaN outside or next to nodata."""
-    rows, cols = np.mgrid[0 : z.shape[0], 0 : z.shape[1]].astype(np.float32)
-    out = ndimage.map_coordinates(z, [rows - dy / res, cols + dx / res], order=1, mode="constant", cval=np.nan,
-                                  prefilter=False)
-    return (out - dz).astype(np.float32)
+    out = _shift_grid(z, -dy / res, dx / res, np.empty(z.shape, np.float32))
+    out -= np.float32(dz)
+    return out
 
 
 def shift_mask(mask: np.ndarray, dx: float, dy: float, res: float) -> np.ndarray:

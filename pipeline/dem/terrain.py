@@ -20,8 +20,8 @@ def recent_surface(z: np.ndarray, latest: int) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         recent = np.nanmedian(z[-latest:], axis=0)
         gaps = ~np.isfinite(recent)
-        if gaps.any():
-            recent[gaps] = np.nanmedian(z, axis=0)[gaps]
+        if gaps.any():  # only there: a median over the whole stack is costly
+            recent[gaps] = np.nanmedian(z[:, gaps], axis=0)
     return recent.astype(np.float32)
 
 

@@ -91,7 +91,8 @@ def _occupy(occupied: np.ndarray, f) -> None:
     occupied[f.r0 : f.r1, f.c0 : f.c1] = True
 
 
-def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: int) -> dict:
+def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: int, n_strips: int | None = None
+                  ) -> dict:
     """Generate one site: strips and truth. Returns a summary for the manifest."""
     t_start = time.time()
     rng = np.random.default_rng([seed, site_index, 4113])
@@ -106,7 +107,7 @@ def generate_site(out: Path, spec: SiteSpec, seed: int, cells: int, site_index: 
     m = int(MARGIN_M / res)
     block_win = (m, g.ny - m, m, g.nx - m)
 
-    dates = plan_dates(rng)
+    dates = plan_dates(rng, n=n_strips)
     t_first, t_last = days(dates[0]), days(dates[-1])
     record_years = list(range(dates[0].year, dates[-1].year + 1))
     anomalies = synth_climate.site_anomalies(rng, range(2009, 2024))
@@ -348,8 +349,9 @@ def _site_line(k, r: dict) -> str:
 
 
 def generate_sample(out: str | Path, seed: int = 0, sites: list[str] | None = None, cells: int = 2,
-                    workers: int = 2, log=print) -> dict:
-    """Generate the sample region into ``out`` (replacing what is there). Returns the manifest."""
+                    workers: int = 2, log=print, n_strips: int | None = None) -> dict:
+    """Generate the sample region into ``out`` (replacing what is there). Returns the manifest.
+    ``n_strips``: every site a stack of exactly this many strips (default 10-20)."""
     out = Path(out)
     keys = list(sites or SITES)
     unknown = [k for k in keys if k not in SITES]
@@ -365,13 +367,13 @@ def generate_sample(out: str | Path, seed: int = 0, sites: list[str] | None = No
     results = []
     if workers > 1 and len(keys) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(keys))) as pool:
-            futs = [pool.submit(generate_site, out, SITES[k], seed, cells, indices[k]) for k in keys]
+            futs = [pool.submit(generate_site, out, SITES[k], seed, cells, indices[k], n_strips) for k in keys]
             for k, f in zip(keys, futs):
                 results.append(f.result())
                 log(_site_line(k, results[-1]))
     else:
         for k in keys:
-            results.append(generate_site(out, SITES[k], seed, cells, indices[k]))
+            results.append(generate_site(out, SITES[k], seed, cells, indices[k], n_strips))
             log(_site_line(k, results[-1]))
 
     truth = out / "truth"

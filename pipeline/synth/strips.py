@@ -79,8 +79,12 @@ class Acquisition:
         return asdict(self)
 
 
-def plan_dates(rng: np.random.Generator, first_year: int = 2011, last_year: int = 2022) -> list[dt.date]:
-    """10-20 acquisition dates, mostly June-September, some in spring (snow)."""
+def plan_dates(rng: np.random.Generator, first_year: int = 2011, last_year: int = 2022,
+               n: int | None = None) -> list[dt.date]:
+    """10-20 acquisition dates, mostly June-September, some in spring (snow); with ``n``,
+    exactly ``n`` dates drawn the same way (a deep stack, as where strips overlap most)."""
+    if n is not None:
+        return _plan_n_dates(rng, first_year, last_year, n)
     while True:
         dates: list[dt.date] = []
         for y in range(first_year, last_year + 1):
@@ -100,6 +104,23 @@ def plan_dates(rng: np.random.Generator, first_year: int = 2011, last_year: int 
         )
         if ok:
             return dates
+
+
+def _plan_n_dates(rng: np.random.Generator, first_year: int, last_year: int, n: int) -> list[dt.date]:
+    if not 4 <= n <= 400:
+        raise ValueError(f"a stack of {n} strips: give 4 to 400")
+    first = dt.date(first_year, 6, 25) + dt.timedelta(days=int(rng.integers(0, 80)))
+    last = dt.date(last_year, 6, 25) + dt.timedelta(days=int(rng.integers(0, 80)))
+    dates = {first, last}
+    while len(dates) < n:
+        y = int(rng.integers(first_year, last_year + 1))
+        if rng.random() < 0.15:  # spring, with snow
+            d = dt.date(y, 4, 10) + dt.timedelta(days=int(rng.integers(0, 50)))
+        else:
+            d = dt.date(y, 6, 25) + dt.timedelta(days=int(rng.integers(0, 80)))
+        if first < d < last:
+            dates.add(d)
+    return sorted(dates)
 
 
 def strip_name(rng: np.random.Generator, date: dt.date, style: str) -> tuple[str, str]:
