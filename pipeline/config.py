@@ -406,9 +406,9 @@ class Config:
 #: strips and configuration (2: out-of-season acquisitions trusted per pixel where they lie no
 #: higher than the snow-free ground; residual outliers judged against the nested-drop fit; 3: snow
 #: in the window's first weeks judged per pixel; trusted observations judged against trusted
-#: neighbours only), so
+#: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 3
+DEM_STAGE_REVISION = 4
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made
