@@ -19,6 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+# where the time of a visit goes, from the page's own Navigation and Resource Timing (ms since navigation)
+TIMINGS_JS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource').map(r => ({name: r.name, start: r.startTime,
+      end: r.responseEnd, bytes: r.decodedBodySize}));
+  return {html_ms: nav.responseEnd, dcl_ms: nav.domContentLoadedEventEnd, load_ms: nav.loadEventEnd, res: res};
+}"""
+BUILT_IN = "() => { const m = document.body.innerText.match(/built in ([0-9.]+) s/); return m ? parseFloat(m[1]) : null; }"
+
 METRIC_CHANGED = ("(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
                   ".find(e => e.innerText.includes('Slumps selected')); return m && !m.innerText.includes(v); }")
 
@@ -73,6 +82,34 @@ def _raw_size(url: str) -> int:
         return len(r.read())
 
 
+def _profile(tm: dict, ws_open_s: float, built_s: float | None, canvas_s: float, paint_s: float) -> list[tuple]:
+    """Where a visit's time goes: (step, ends at s, takes s, note) rows from the page's timings."""
+    res = tm["res"]
+    js = [r for r in res if r["name"].split("?")[0].endswith(".js")]
+    early = [r for r in js if r["start"] <= tm["dcl_ms"]]
+    late = [r for r in js if r["start"] > tm["dcl_ms"]]  # element chunks loaded on demand (the map's deck.gl)
+    data = [r for r in res if "/app/static/cache/" in r["name"]]
+    end = lambda rs: max((r["end"] for r in rs), default=0.0) / 1e3  # noqa: E731
+    mb = lambda rs: sum(r["bytes"] for r in rs) / 1e6  # noqa: E731
+    rows = [("page HTML", tm["html_ms"] / 1e3, tm["html_ms"] / 1e3, ""),
+            ("Streamlit's start-up JavaScript fetched", end(early), end(early) - tm["html_ms"] / 1e3,
+             f"{len(early)} files, {mb(early):.1f} MB"),
+            ("...parsed and run (DOMContentLoaded)", tm["dcl_ms"] / 1e3, tm["dcl_ms"] / 1e3 - end(early), ""),
+            ("websocket open", ws_open_s, ws_open_s - tm["dcl_ms"] / 1e3, "")]
+    if built_s is not None:
+        rows.append(("the page's script on the server (the page's own 'built in')", None, built_s,
+                     "overlaps the rows around it"))
+    if late:
+        rows.append(("element JavaScript loaded on demand (the map's deck.gl and others)", end(late),
+                     end(late) - min(r["start"] for r in late) / 1e3, f"{len(late)} files, {mb(late):.1f} MB"))
+    rows.append(("map canvas shown", canvas_s, None, ""))
+    if data:
+        rows.append(("map data by URL loaded", end(data), end(data) - min(r["start"] for r in data) / 1e3,
+                     f"{len(data)} files, {mb(data):.1f} MB"))
+    rows.append(("first paint with all slumps", paint_s, None, ""))
+    return rows
+
+
 def _browser_bench(products: Path) -> dict | str:
     from playwright.sync_api import Error as PlaywrightError
 
@@ -100,8 +137,11 @@ def _browser_bench(products: Path) -> dict | str:
                     got["urls"].add(req.url)
 
             page.on("requestfinished", on_finished)
-            page.on("websocket", lambda ws: ws.on("framereceived", lambda data: got.__setitem__(
-                "ws", got["ws"] + (len(data) if data else 0))))
+            def on_ws(ws):
+                got.setdefault("ws_open", time.perf_counter())
+                ws.on("framereceived", lambda data: got.__setitem__("ws", got["ws"] + (len(data) if data else 0)))
+
+            page.on("websocket", on_ws)
             t0 = time.perf_counter()
             page.goto(url + "/")
             page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=120_000)
@@ -118,6 +158,9 @@ def _browser_bench(products: Path) -> dict | str:
             out[label] = {"canvas_s": t_canvas, "paint_s": max(t_paint, t_canvas),
                           "http_mb": got["http"] / 1e6, "static_mb": got["static"] / 1e6,
                           "static_raw_mb": got["static_raw"] / 1e6, "ws_mb": got["ws"] / 1e6}
+            if label == "cold":
+                out["profile"] = _profile(page.evaluate(TIMINGS_JS), got.get("ws_open", t0) - t0,
+                                          page.evaluate(BUILT_IN), t_canvas, max(t_paint, t_canvas))
             if label == "warm-1":
                 wait_for_app(page)
                 filt = []
@@ -173,9 +216,25 @@ def run(work: Path) -> str:
             v = br[k]
             lines.append(f"| {name} | {v['canvas_s']:.2f} | {v['paint_s']:.2f} | {v['static_mb']:.2f} | "
                          f"{v['static_raw_mb']:.2f} | {v['ws_mb']:.2f} | {v['http_mb']:.2f} |")
+        if br.get("profile"):
+            lines += ["", "Where the cold visit's time goes (the page's Navigation and Resource Timing; seconds from "
+                      "the request):", "", "| step | done at (s) | takes (s) | |", "|---|---|---|---|"]
+            for step, at, takes, note in br["profile"]:
+                lines.append(f"| {step} | {'' if at is None else f'{at:.2f}'} | "
+                             f"{'' if takes is None else f'{takes:.2f}'} | {note} |")
         f = br.get("filter", {})
-        lines += ["", "Goals: first paint ≤ 3 s, payload ≤ 5 MB (the map data plus the page messages; 'all HTTP' "
-                  "on the cold visit also holds Streamlit's own JavaScript, cached afterwards).", ""]
+        lines += ["", "Goals: first paint ≤ 2.5 s cold and ≤ 1.5 s warm (3.8 s and 2.2 s when the goal was set), "
+                  "payload ≤ 5 MB (the map data plus the page messages; 'all HTTP' on the cold visit also holds "
+                  "Streamlit's own JavaScript, cached afterwards).", "",
+                  "Where the time goes, measured: the browser, not the server. The page's script takes about 1.3 s "
+                  "on the first visit (the queries and the map payloads, cached for later visits) and overlaps the "
+                  "JavaScript; the rest is Streamlit's own JavaScript (7.4 MB, parsed on every visit, fetched on the "
+                  "first) and deck.gl's start-up in software WebGL (SwiftShader: the gap between the last script "
+                  "and the canvas). Two changes were measured in this browser and dropped as not paying: importing "
+                  "the pages' modules and loading DuckDB's spatial extension at server start (4.97 s against 5.06 s "
+                  "cold) and an empty deck put in the map's place before the queries so that deck.gl loads earlier "
+                  "(4.80 s). Compressing the JavaScript would not help either: on a loopback link the bytes are "
+                  "not the cost, parsing them is.", ""]
         if f:
             lines += [f"Filter to update (a new minimum volume typed, warm; median of {f['n']}): the count updated "
                       f"{f['count_s']:.2f} s and the new map data loaded {f['map_s']:.2f} s after the key press.", ""]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]  # this checkout
 
 
 def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
@@ -105,8 +106,9 @@ print(json.dumps({"n_strips": n, "seconds": t, "decode_s": t_read, "timings": r.
                   "pixel_obs_per_s": px * n / t, "decode_pixel_obs_per_s": px * n / t_read,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
-    env = dict(os.environ, PYTHONPATH=str(code_dir)) if code_dir else None
-    out = subprocess.run([sys.executable, "-c", code, str(sample)], capture_output=True, text=True, check=True, env=env)
+    # `python -c` puts the working directory first on sys.path: run in the checkout to measure
+    out = subprocess.run([sys.executable, "-c", code, str(Path(sample).resolve())], capture_output=True, text=True,
+                         check=True, cwd=code_dir or REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

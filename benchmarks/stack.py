@@ -13,7 +13,6 @@ and the issue's goals beside them; and the pan-Arctic projection from the measur
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 DEPTHS = (17, 24, 46)
+REPO = Path(__file__).resolve().parents[1]  # this checkout
 
 _CODE = r'''
 import json, resource, sys, time
@@ -32,6 +32,7 @@ from pipeline.dem.cell import process_cell
 from pipeline.evaluation.evaluate import offset_errors
 from pipeline.strips.read import read_cell_stack
 from pipeline.strips.sources import discover_strips
+
 sample, names = Path(sys.argv[1]), set(json.loads(sys.argv[2]))
 m = json.loads((sample / "sample.json").read_text())
 cell = grid.parse_cell_id(m["sites"][0]["cells"][0])
@@ -70,9 +71,9 @@ def subset(sample: Path, n: int) -> list[str]:
 
 
 def measure(sample: Path, names: list[str], code_dir: Path | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code_dir)) if code_dir else None
-    out = subprocess.run([sys.executable, "-c", _CODE, str(sample), json.dumps(names)], capture_output=True, text=True,
-                         check=True, env=env)
+    # `python -c` puts the working directory first on sys.path: run in the checkout to measure
+    out = subprocess.run([sys.executable, "-c", _CODE, str(Path(sample).resolve()), json.dumps(names)],
+                         capture_output=True, text=True, check=True, cwd=code_dir or REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
