@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
-from importlib import resources
 import os
 import signal
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
+import pandas as pd
+
+from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
+from data_products.queue import JobQueue
+from data_products.schema import MATCHES
 from pipeline import __version__, console
+from pipeline.config import ConfigError, load_config
+from pipeline.detection import maskrcnn
+from pipeline.detection.detect import EvidenceDetector
+from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
+from pipeline.detection.training import train
+from pipeline.evaluation.evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
+from pipeline.evaluation.families import family_of, label_candidates, report_markdown, score_family, train_evidence
+from pipeline.orchestration.jobs import work
+from pipeline.orchestration.plan import format_plan, make_plan, plan_json
+from pipeline.orchestration.run import run
+from pipeline.publish.crossref import publish_matches
+from pipeline.publish.inventories import export_references, match_inventories, read_inventory
+from pipeline.synth import SITES, generate_sample
+from scenes.build import SITES as B_SITES, build
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     if args.family == "B":
-        from scenes.build import SITES as B_SITES, build
-
         if args.strips is not None:
             raise ValueError("--strips is an option of family A (family B draws stacks of 6 to 40 strips itself)")
         sites = args.sites or list(B_SITES)
@@ -27,7 +46,6 @@ def _cmd_synth(args: argparse.Namespace) -> int:
               f"{manifest['n_lookalikes']} look-alikes in {manifest['seconds']} s "
               f"(truth in {Path(args.out) / 'truth'}: evaluation only)")
         return 0
-    from pipeline.synth import SITES, generate_sample
 
     sites = args.sites or list(SITES)
     print(f"rts synth: generating {len(sites)} site(s) x {args.cells}x{args.cells} cells, seed {args.seed} -> {args.out}")
@@ -56,10 +74,6 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_with_selection(args: argparse.Namespace):
-    import dataclasses
-
-    from pipeline.config import ConfigError, load_config
-
     cfg = load_config(args.config)
     flags = {"start_date": args.start_date, "end_date": args.end_date,
              "months": tuple(args.months) if args.months else None,
@@ -75,8 +89,6 @@ def _config_with_selection(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.orchestration.run import run
-
     cfg = _config_with_selection(args)
     summary = run(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, climate=args.climate,
                   workers=args.workers, scheduler=args.scheduler, force=args.force, lock_timeout_s=args.lock_timeout,
@@ -89,8 +101,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from pipeline.orchestration.plan import format_plan, make_plan, plan_json
-
     cfg = _config_with_selection(args)
     plan = make_plan(args.strips, args.out, cfg, tiles=args.tiles, bbox=args.bbox, force=args.force,
                      workers=args.workers, asset_root=args.asset_root)
@@ -99,10 +109,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    import json
-
-    from data_products.queue import JobQueue
-
     queue = JobQueue(args.products)
     if args.jobs_command == "submit":
         if not args.tiles and not args.bbox:
@@ -123,9 +129,6 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         job = queue.cancel(args.id)
         print(f"job {job.id} {job.status}{' (cancel requested)' if job.cancel_requested else ''}")
     elif args.jobs_command == "work":
-        from pipeline.config import load_config
-        from pipeline.orchestration.jobs import work
-
         def _stop(signum, frame):  # SIGTERM (e.g. from rts dashboard): leave through the finally blocks
             raise SystemExit(143)
 
@@ -137,14 +140,6 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.evaluation.evaluate import (
-        compare_many,
-        detectors_markdown,
-        evaluate_products,
-        evaluation_markdown,
-    )
-
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
     cfg = load_config(args.config)
@@ -157,8 +152,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                  f"{result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n" + evaluation_markdown(result))
     detector = None
     if not args.rules_only:
-        from pipeline.detection import maskrcnn
-
         path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
         if path is None:
             print("rts evaluate: no Mask R-CNN weights; comparing the rules and the naive baseline only", file=sys.stderr)
@@ -176,10 +169,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
-    from pipeline.detection.detect import EvidenceDetector
-    from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
-    from pipeline.evaluation.families import family_of, report_markdown, score_family
-
     by: dict[str, list] = {}
     for s, p in zip(args.sample, args.products):
         by.setdefault(family_of(s), []).append((s, p))
@@ -195,8 +184,6 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
             dets["evidence (family left out)"] = EvidenceDetector(EvidenceModel.load(lofo))
         dets["evidence (shipped, trained on all families)"] = EvidenceDetector(shipped)
         if not args.rules_only:
-            from pipeline.detection import maskrcnn
-
             path = maskrcnn.weights_file(args.weights or cfg.detection.weights_path)
             if path is not None:
                 dets["Mask R-CNN"] = maskrcnn.Detector.load(path)
@@ -214,11 +201,6 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
 
 
 def _cmd_train_evidence(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.detection.detect import EvidenceDetector
-    from pipeline.detection.evidence import MODEL_FILE
-    from pipeline.evaluation.families import family_of, label_candidates, score_family, train_evidence
-
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
     cfg = load_config(args.config)
@@ -254,15 +236,9 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_crossref(args: argparse.Namespace) -> int:
-    from pipeline.publish.inventories import match_inventories, read_inventory
-
     if (args.inventory is None) == (args.products is None):
         raise ValueError("give either --inventory FILE or --products PRODUCTS")
     if args.products is not None:
-        from data_products.schema import MATCHES
-
-        from pipeline.publish.crossref import publish_matches
-
         s = publish_matches(args.products, args.reference, args.min_iou)
         print(f"rts crossref: {args.products} against {args.reference}: matched {s['matched']}, new {s['new']}, "
               f"missed {s['missed']} (IoU >= {args.min_iou}) -> {Path(args.products) / MATCHES}")
@@ -275,8 +251,6 @@ def _cmd_crossref(args: argparse.Namespace) -> int:
           f"{s['reference_kind']}s) at IoU >= {args.min_iou}: matched {s['matched']}, new {s['new']}, missed {s['missed']}"
           f"{iou}; precision {s['precision']:.3f}, recall {s['recall']:.3f}, F1 {s['f1']:.3f}")
     if args.out:
-        import pandas as pd
-
         matched_f, matched_r = set(pairs.found_index), set(pairs.reference_index)
         rows = ([{"status": "matched", "inventory_index": f, "reference_index": r, "iou": i}
                  for f, r, i in pairs.itertuples(index=False)]
@@ -291,10 +265,7 @@ def _cmd_crossref(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.detection.maskrcnn import DEFAULT_WEIGHTS
-    from pipeline.detection.training import train
-
-    args.out = args.out or DEFAULT_WEIGHTS
+    args.out = args.out or maskrcnn.DEFAULT_WEIGHTS
     seeds = list(range(args.first_seed, args.first_seed + args.n_seeds))
     command = "rts train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "rts train"
     rec = train(args.cache, seeds, args.out, sites=args.sites, iterations=args.iterations, batch=args.batch,
@@ -306,8 +277,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.auth import configured_token, file_secrets, is_loopback, secrets_files
-
     # the ASGI entry: the app plus a route that streams product files from disk
     app = Path(str(resources.files("dashboard") / "asgi.py"))  # wherever the package is installed
     try:  # Streamlit serves the map layers from static/ beside the app (read-only installs inline them)
@@ -328,7 +297,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
            str(products)]
     host = "localhost" if is_loopback(args.address) else args.address
     if args.reference:  # published inventories as switchable map layers
-        from pipeline.publish.inventories import export_references
 
         layers = export_references(args.reference, products)
         fresh = sum(1 for n in layers.values() if n >= 0)

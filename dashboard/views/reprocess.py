@@ -14,6 +14,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.auth import Throttle, TokenError, configured_token
 from data_products.catalog import QueryError, parse_bbox
+from data_products.queue import JobQueue, QueueError
 
 MAX_CELLS = 2_000
 MAX_BOX_SIDE_M = 500_000.0  # a job's box: at most 500 km on a side (about 62,500 cells)
@@ -30,11 +31,6 @@ if not products.is_dir():
              "Start the dashboard with `rts dashboard --products DIR`.")
     st.stop()
 
-try:
-    from data_products.queue import JobQueue, QueueError
-except ImportError as exc:
-    st.error(f"The job queue (data_products.queue) is not available in this installation: {exc}")
-    st.stop()
 
 
 @st.cache_resource(show_spinner=False)

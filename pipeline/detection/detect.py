@@ -31,6 +31,7 @@ import geopandas as gpd
 from data_products import grid
 
 from pipeline.config import DetectionConfig
+from pipeline.detection import maskrcnn
 from pipeline.detection.evidence import MODEL_FILE, EvidenceModel, drained_lake
 from pipeline.detection.vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections  # noqa: F401 - the detections' shape
 
@@ -124,12 +125,12 @@ def load_detector(cfg: DetectionConfig):
                         "criteria", cfg.evidence_path or "pipeline/models/evidence.json")
             return None
         return EvidenceDetector(EvidenceModel.load(p))
-    try:
-        from pipeline.detection import maskrcnn
-    except ImportError as exc:
+    missing = maskrcnn.missing_libraries()
+    if missing:
         if cfg.method == "maskrcnn":
-            raise
-        log.info("Mask R-CNN unavailable (%s); detecting with the rule-based criteria", exc)
+            raise ImportError(f"detection.method is maskrcnn but {', '.join(missing)} is not installed")
+        log.info("Mask R-CNN unavailable (%s not installed); detecting with the rule-based criteria",
+                 ", ".join(missing))
         return None
     path = maskrcnn.weights_file(cfg.weights_path)
     if path is None:
@@ -153,9 +154,7 @@ def detector_id(cfg: DetectionConfig) -> str:
     if method == "evidence":
         p = _evidence_path(cfg)
         return "evidence:" + hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p else "rules"
-    try:
-        from pipeline.detection import maskrcnn
-    except ImportError:
+    if maskrcnn.missing_libraries():
         return "rules"
     path = maskrcnn.weights_file(cfg.weights_path)
     if path is None:

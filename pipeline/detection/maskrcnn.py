@@ -49,17 +49,10 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import rasterio.features
+from typing import TYPE_CHECKING
+
 import shapely
-import torch
 from scipy import ndimage
-from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from data_products import grid
 
@@ -67,6 +60,9 @@ from pipeline.detection import weights
 from pipeline.dem.change import NODATA_DATE
 from pipeline.config import DetectionConfig
 from pipeline.detection.vectorize import DETECTION_COLUMNS, clean_polygon, empty_detections
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import MaskRCNN
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +157,17 @@ ARCH = {"fpn_channels": 64, "box_repr": 256, "mask_channels": [64, 64], "anchors
 
 def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
     """The small Mask R-CNN (random initialisation; nothing is downloaded)."""
+    # torch and torchvision are imported here, not with the module: the evidence and rules
+    # detectors never pay for them
+    from torch import nn
+    from torchvision.models import resnet18
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
     a = {**ARCH, **(arch or {})}
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
     fpn_channels = int(a["fpn_channels"])
@@ -184,6 +191,13 @@ def build_model(input_px: int = 128, arch: dict | None = None) -> MaskRCNN:
         mask_head=mask_head, mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], 2),
     )
     return model
+
+
+def missing_libraries() -> list[str]:
+    """The libraries the Mask R-CNN needs that are not installed (torch, torchvision)."""
+    import importlib.util
+
+    return [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
 
 
 def weights_file(path: str | Path | None = None) -> Path | None:
@@ -214,6 +228,8 @@ class Detector:
 
     # -- persistence
     def save(self, path: str | Path, half: bool = True) -> Path:
+        import torch
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.model.state_dict().items()}
@@ -225,6 +241,8 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
+        import torch
+
         path = weights.verify(Path(path))  # a shipped file must match its recorded checksum
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -240,17 +258,19 @@ class Detector:
         return cls(model, meta)
 
     # -- inference
-    @torch.no_grad()
     def predict(self, images: np.ndarray, batch: int = 8) -> list[dict]:
         """Raw model output for (N, 3, h, w) model-resolution chips: per chip ``scores`` (n,),
         ``masks`` (n, h, w) probabilities, ``boxes`` (n, 4)."""
+        import torch
+
         self.model.eval()
         out = []
-        for i in range(0, len(images), batch):
-            x = [torch.from_numpy(np.ascontiguousarray(a)) for a in images[i : i + batch]]
-            for r in self.model(x):
-                out.append({"scores": r["scores"].numpy(), "masks": r["masks"][:, 0].numpy(),
-                            "boxes": r["boxes"].numpy()})
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                x = [torch.from_numpy(np.ascontiguousarray(a)) for a in images[i : i + batch]]
+                for r in self.model(x):
+                    out.append({"scores": r["scores"].numpy(), "masks": r["masks"][:, 0].numpy(),
+                                "boxes": r["boxes"].numpy()})
         return out
 
     def detect(self, mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:

@@ -14,18 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipeline import console
-from pipeline.config import Config
-from pipeline.orchestration.run import run
-from pipeline.synth import generate_sample
 from scipy import ndimage
-from pipeline.detection.candidates import find_candidates, read_mosaic
-from pipeline.detection.maskrcnn import chip_bands, chip_origin, window
+
 from data_products import grid
 from data_products.store import ProductsStore
-import torch
-from pipeline.detection.maskrcnn import downsample
-from pipeline.detection.maskrcnn import ARCH, Detector, build_model
+from pipeline import console
+from pipeline.config import Config
+from pipeline.detection.candidates import find_candidates, read_mosaic
+from pipeline.detection.maskrcnn import ARCH, Detector, build_model, chip_bands, chip_origin, downsample, window
+from pipeline.orchestration.run import run
+from pipeline.synth import generate_sample
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +211,7 @@ def _crop_or_pad(a: np.ndarray, size: int, fill) -> np.ndarray:
 def model_target(image: np.ndarray, masks: np.ndarray, scale: int, min_px: int = 12):
     """Model-resolution tensors: the image downsampled by ``scale`` and its target dict
     (boxes from the downsampled masks, so boxes and masks always agree)."""
-
+    import torch  # imported where it is used: `rts` loads this module for every command
 
     x = downsample(image.astype(np.float32), scale)
     h = x.shape[1]
@@ -237,7 +235,7 @@ def train_model(chips: list[dict], *, iterations: int, batch: int = 8, lr: float
                 augment_data: bool = True):
     """Train a fresh detector on ``chips``; reproducible given ``seed`` (weights initialisation,
     data order and augmentation all derive from it). Returns (Detector, log dict)."""
-
+    import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
