@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +41,10 @@ def _land_area_km2() -> float:
     return float(land.geometry.intersection(cap).area.sum() / 1e6)
 
 
-def run(work: Path, sample: Path) -> str:
+def measure(work: Path, sample: Path) -> dict:
+    """Both runs, their per-cell stage timings and the peak memory of this process (the
+    in-process worker) and of its children (the Dask workers): run it in a fresh process
+    (``run`` does) so that the children are this measurement's only."""
     from pipeline.config import Config
     from pipeline.orchestration.run import run as rts_run
 
@@ -64,6 +69,16 @@ def run(work: Path, sample: Path) -> str:
                 stage_rows.append({"cell": r["cell_id"], "strips": r.get("n_strips", 0), **t})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"rows": rows, "stage_rows": stage_rows, "peak_mb": peak_mb, "peak_children_mb": peak_children_mb}
+
+
+def run(work: Path, sample: Path) -> str:
+    code = ("import json, sys; from pathlib import Path; from benchmarks.scaling import measure; "
+            "print(json.dumps(measure(Path(sys.argv[1]), Path(sys.argv[2]))))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(work).resolve()), str(Path(sample).resolve())],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    rows, stage_rows, peak_mb, peak_children_mb = m["rows"], m["stage_rows"], m["peak_mb"], m["peak_children_mb"]
     keys = ["read", "coregister", "resample", "change", "terrain", "slump stage"]
     mean = {k: float(np.mean([s.get(k, 0.0) for s in stage_rows])) for k in keys}
     n_strips = float(np.mean([s["strips"] for s in stage_rows]))
