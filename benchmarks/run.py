@@ -23,6 +23,19 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]  # this checkout
 
 
+def _xdem_shift(xdem, ref_z: np.ndarray, tba_z: np.ndarray, transform, inliers: np.ndarray):
+    """xdem's NuthKaab fit of ``tba_z`` on ``ref_z``: the displacement of tba (m, east and
+    north; xdem reports the shift to apply, its negative) and the fit's time (s)."""
+    ref = xdem.DEM.from_array(np.where(np.isfinite(ref_z), ref_z, -9999), transform, "EPSG:3413", nodata=-9999)
+    tba = xdem.DEM.from_array(np.where(np.isfinite(tba_z), tba_z, -9999), transform, "EPSG:3413", nodata=-9999)
+    t0 = time.perf_counter()
+    nk = xdem.coreg.NuthKaab()
+    nk.fit(ref, tba, inlier_mask=inliers)
+    seconds = time.perf_counter() - t0
+    aff = nk.meta["outputs"]["affine"]
+    return -np.array([aff["shift_x"], aff["shift_y"]]), seconds
+
+
 def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
     import xdem
 
@@ -47,26 +60,11 @@ def _pair_bench(sample: Path, n_pairs: int) -> list[dict]:
         t0 = time.perf_counter()
         f = nuth_kaab(a.z, b.z, 2.0, cfg, matched=a.matched & b.matched)
         t_ours = time.perf_counter() - t0
-        ref = xdem.DEM.from_array(np.where(np.isfinite(a.z), a.z, -9999), tr, "EPSG:3413", nodata=-9999)
-        tba = xdem.DEM.from_array(np.where(np.isfinite(b.z), b.z, -9999), tr, "EPSG:3413", nodata=-9999)
-        t0 = time.perf_counter()
-        nk = xdem.coreg.NuthKaab()
-        nk.fit(ref, tba, inlier_mask=(a.matched & b.matched))
-        t_x = time.perf_counter() - t0
-        aff = nk.meta["outputs"]["affine"]
-        # xdem reports the shift to apply to tba; the displacement of tba is its negative
-        xd = -np.array([aff["shift_x"], aff["shift_y"]])
+        xd, t_x = _xdem_shift(xdem, a.z, b.z, tr, a.matched & b.matched)
         # like for like: xdem's NuthKaab on the same high-passed DEMs this project fits
         rng = np.random.default_rng(0)
         ha, hb = prepare(a.z, 2.0, cfg, rng).highpassed(), prepare(b.z, 2.0, cfg, rng).highpassed()
-        ref_h = xdem.DEM.from_array(np.where(np.isfinite(ha), ha, -9999), tr, "EPSG:3413", nodata=-9999)
-        tba_h = xdem.DEM.from_array(np.where(np.isfinite(hb), hb, -9999), tr, "EPSG:3413", nodata=-9999)
-        t0 = time.perf_counter()
-        nkh = xdem.coreg.NuthKaab()
-        nkh.fit(ref_h, tba_h, inlier_mask=(a.matched & b.matched))
-        t_xh = time.perf_counter() - t0
-        aff = nkh.meta["outputs"]["affine"]
-        xh = -np.array([aff["shift_x"], aff["shift_y"]])
+        xh, t_xh = _xdem_shift(xdem, ha, hb, tr, a.matched & b.matched)
         rows.append({"pair": k, "ours_err_m": float(np.hypot(*(np.array([f.dx, f.dy]) - true))), "ours_s": t_ours,
                      "xdem_err_m": float(np.hypot(*(xd - true))), "xdem_s": t_x,
                      "xdem_hp_err_m": float(np.hypot(*(xh - true))), "xdem_hp_s": t_xh})

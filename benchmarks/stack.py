@@ -150,7 +150,11 @@ def run(work: Path, baseline_dir: Path | None = None, baseline_ref: str = "") ->
                  f"{'%.1f days' % (n_cells * (b46['seconds'] + SLUMP_STAGE_S) / 3600 / 1000 / 24) if b46 else '-'} | "
                  f"≤ 36 h | **{hours / 1000:.0f} h** |")
     t46 = n46["timings"]
-    px_obs = n46["n_strips"] * 1400 * 1400  # the cell and its 400 m halo at 2 m
+    from data_products import grid
+
+    cell = grid.parse_cell_id(json.loads((sample / "sample.json").read_text())["sites"][0]["cells"][0])
+    h, w = cell.shape(2.0, 400.0)  # the change model runs over the cell and its halo
+    px_obs = n46["n_strips"] * h * w
     lines += ["", "Where the 46-strip cell's time goes (one core): coregistration "
               f"{t46.get('coregister', 0):.1f} s (each DEM's stable-ground surface and gradients prepared once, then "
               "the Nuth & Kääb fits of the pair graph's ~4 pairs per DEM and the bundle adjustment), the change model "

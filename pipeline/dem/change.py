@@ -157,6 +157,23 @@ def _median(a, n):
     return 0.5 * (lo + hi)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nearest_on_side(y, flag, m, j, direction, k):
+    """(count, sum, minimum) of the nearest ``k`` flagged observations on one side of j
+    (direction -1: before, +1: after); the minimum is inf when there is none."""
+    cnt = 0
+    acc = 0.0
+    low = np.inf
+    i = j + direction
+    while 0 <= i < m and cnt < k:
+        if flag[i]:
+            cnt += 1
+            acc += y[i]
+            low = min(low, y[i])
+        i += direction
+    return cnt, acc, low
+
+
 @numba.njit(cache=True, nogil=True)
 def _side_median(y, tr, m, j, direction, k, buf):
     """Median of the nearest ``k`` observations on one side of j, and their count. A trusted
@@ -322,22 +339,9 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
             tr0[j] = tr[j] and not sh[j]
         for j in range(m):
             if tr[j] and sh[j]:
-                ref = np.inf
-                sides = 0
-                for direction in (-1, 1):
-                    cnt = 0
-                    acc = 0.0
-                    i = j + direction
-                    while 0 <= i < m and cnt < 2:
-                        if tr0[i]:
-                            cnt += 1
-                            acc += y[i]
-                        i += direction
-                    if cnt > 0:
-                        sides += 1
-                        if acc / cnt < ref:
-                            ref = acc / cnt
-                if sides == 2 and y[j] > ref + shoulder_min:
+                nb_, sb, _ = _nearest_on_side(y, tr0, m, j, -1, 2)
+                na_, sa, _ = _nearest_on_side(y, tr0, m, j, 1, 2)
+                if nb_ and na_ and y[j] > min(sb / nb_, sa / na_) + shoulder_min:
                     tr[j] = False
                     if sg[j] < s_snow:
                         sg[j] = s_snow
@@ -349,16 +353,7 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
             tr0[j] = tr[j]
         for j in range(m):
             if sm[j]:
-                ref = np.inf
-                for direction in (-1, 1):
-                    cnt = 0
-                    i = j + direction
-                    while 0 <= i < m and cnt < 2:
-                        if tr0[i]:
-                            cnt += 1
-                            if y[i] < ref:
-                                ref = y[i]
-                        i += direction
+                ref = min(_nearest_on_side(y, tr0, m, j, -1, 2)[2], _nearest_on_side(y, tr0, m, j, 1, 2)[2])
                 if y[j] <= ref + snow_tol:
                     tr[j] = True
                     sg[j] = s_m

@@ -192,22 +192,19 @@ def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generato
     Gradients are those of the DEM smoothed by ``gradient_smoothing_m`` (noisy gradients
     bias a least-squares shift towards zero: errors in variables); the high-passed
     surface's are the smoothed DEM's minus the low-pass's."""
-    h, w = z.shape
+    w = z.shape[1]
     interior = np.zeros(z.shape, bool)
     interior[1:-1, 1:-1] = True
     idx = np.flatnonzero(np.isfinite(z) & interior)
     n_cand = 4 * cfg.sample_size
     # draw extra (with replacement: the rare repeat costs nothing), keep the first n_cand not steep
     idx = idx[rng.integers(0, idx.size, 2 * n_cand)] if idx.size > 2 * n_cand else rng.permutation(idx)
+    rows, cols = (a.astype(np.float64) for a in np.divmod(idx, w))
     order = np.argsort(idx)  # sample in memory order (a random walk over the grid misses the cache)
-    rows, cols = np.divmod(idx[order], w)
-    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
     sm = cfg.gradient_smoothing_m / res
     zs = nan_gaussian(z, sm, np.float32) if sm > 0 else z
     gx, gy = np.empty(idx.size), np.empty(idx.size)
-    gx[order], gy[order] = _central_gradients(lambda r, c: bilinear(zs, r, c), rows, cols, res)
-    rows, cols = np.empty(idx.size), np.empty(idx.size)
-    rows[order], cols[order] = np.divmod(idx[order], w)
+    gx[order], gy[order] = _central_gradients(lambda r, c: bilinear(zs, r, c), rows[order], cols[order], res)
     ok = np.isfinite(gx) & np.isfinite(gy) & (gx * gx + gy * gy <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
     keep = np.flatnonzero(ok)[:n_cand]  # random order: the first k of them are a random sample
     idx, rows, cols, gx, gy = idx[keep], rows[keep], cols[keep], gx[keep], gy[keep]
