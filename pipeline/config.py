@@ -202,6 +202,13 @@ class ChangeConfig:
     unsupported_margin_m: float = 1.0
     #: unsupported steps smaller than this are left alone (they are noise either way)
     unsupported_min_dh_m: float = 1.0
+    #: a first acquisition rejected by the series but lying at least this far above the
+    #: surface that followed it (deeper than late snow lies) is restored as the level before a
+    #: drop where it joins supported drops within the magnitude limit above: the earliest
+    #: band of a retreating headwall, seen by one acquisition only
+    first_witness_min_dh_m: float = 3.0
+    #: the surface that followed the first acquisition: the median of this many observations
+    first_witness_next_obs: int = 3
     #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
     confidence_nsigma: float = 3.0
     confidence_min_obs: int = 4
@@ -406,9 +413,11 @@ class Config:
 #: strips and configuration (2: out-of-season acquisitions trusted per pixel where they lie no
 #: higher than the snow-free ground; residual outliers judged against the nested-drop fit; 3: snow
 #: in the window's first weeks judged per pixel; trusted observations judged against trusted
-#: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels), so
+#: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels; 5: a
+#: rejected first acquisition restored as the level before a drop that joins a retreating scar;
+#: the coregistration's gradient smoothing on 2 x 2 block means), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 4
+DEM_STAGE_REVISION = 5
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

