@@ -188,7 +188,8 @@ def main(argv=None) -> int:
                  f"{baseline['timings'].get('change', 0):.1f}, peak RSS {baseline['peak_rss_mb']:.0f} MB); this "
                  f"version takes {stage['seconds'] / baseline['seconds']:.2f}x its time.", ""] if baseline else []),
               "Pixel-observations: the cell's 10^6 pixels times its strips. Reading the same GeoTIFFs alone is the "
-              "I/O limit; the stage is compute-bound (pairwise coregistration of every overlapping pair).", "",
+              "I/O limit; the stage is compute-bound (the coregistration of the pair graph and the per-pixel "
+              "change model).", "",
               "## Honesty baseline: newest minus oldest strip, threshold -1 m, clusters >= 2,000 m² (IoU >= 0.5)", "",
               "| site | found | true slumps | matched | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
     for site, s in naive.items():

@@ -92,11 +92,16 @@ def _bilinear_one(z, r, c, clamp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bilinear(z, rows, cols, dr, dc, clamp, out):
+def _bilinear(z, rows, cols, dr, dc, clamp, f, out):
     """z at the points (rows + dr, cols + dc), without converting the whole grid for each
-    call as scipy's map_coordinates does."""
-    for k in range(rows.size):
-        out[k] = _bilinear_one(z, rows[k] + dr, cols[k] + dc, clamp)
+    call as scipy's map_coordinates does. With f > 1, z is a grid of f x f blocks and the
+    points are full-resolution pixel coordinates (block centres sit at (k + 0.5) f - 0.5)."""
+    if f == 1:
+        for k in range(rows.size):
+            out[k] = _bilinear_one(z, rows[k] + dr, cols[k] + dc, clamp)
+    else:
+        for k in range(rows.size):
+            out[k] = _bilinear_one(z, (rows[k] + dr + 0.5) / f - 0.5, (cols[k] + dc + 0.5) / f - 0.5, clamp)
     return out
 
 
@@ -111,11 +116,12 @@ def _shift_grid(z, dr, dc, out):
 
 
 def bilinear(z: np.ndarray, rows: np.ndarray, cols: np.ndarray, dr: float = 0.0, dc: float = 0.0,
-             clamp: bool = False) -> np.ndarray:
-    """``z`` at the points (rows + dr, cols + dc) (pixel units, float64), bilinear."""
+             clamp: bool = False, f: int = 1) -> np.ndarray:
+    """``z`` at the points (rows + dr, cols + dc) (pixel units, float64), bilinear; with
+    ``f`` > 1, ``z`` is on the grid of f x f blocks and the points at full resolution."""
     rows = np.ascontiguousarray(rows, np.float64)
     cols = np.ascontiguousarray(cols, np.float64)
-    return _bilinear(z, rows, cols, float(dr), float(dc), clamp, np.empty(rows.size, np.float64))
+    return _bilinear(z, rows, cols, float(dr), float(dc), clamp, int(f), np.empty(rows.size, np.float64))
 
 
 @dataclass
@@ -137,7 +143,7 @@ class PreparedDem:
         """Surface ``kind`` ("raw" or "hp") at (rows + dr, cols + dc), pixel units."""
         v = bilinear(self.z, rows, cols, dr, dc)
         if kind == "hp":
-            v -= self.centre + self.low_at(np.asarray(rows, float) + dr, np.asarray(cols, float) + dc)
+            v -= self.centre + self.low_at(rows, cols, dr, dc)
         return v
 
     def highpassed(self) -> np.ndarray:
@@ -145,11 +151,38 @@ class PreparedDem:
         rows, cols = np.mgrid[0 : self.z.shape[0], 0 : self.z.shape[1]]
         return self.at("hp", rows.ravel(), cols.ravel()).reshape(self.z.shape).astype(np.float32)
 
-    def low_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """The low-pass at full-resolution pixel coordinates (block centres sit at
-        (k + 0.5) f - 0.5)."""
-        return bilinear(self.low, (np.asarray(rows) + 0.5) / self.f - 0.5, (np.asarray(cols) + 0.5) / self.f - 0.5,
-                        clamp=True)
+    def low_at(self, rows: np.ndarray, cols: np.ndarray, dr: float = 0.0, dc: float = 0.0) -> np.ndarray:
+        """The low-pass at full-resolution pixel coordinates (rows + dr, cols + dc)."""
+        return bilinear(self.low, rows, cols, dr, dc, clamp=True, f=self.f)
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sums(z, f, centre, num, den):
+    """Sums of z - centre over the finite pixels of each f x f block, and their counts (one
+    pass over the grid; ``num``/``den`` zeroed, shape ceil(h / f) x ceil(w / f))."""
+    h, w = z.shape
+    for r in range(h):
+        br = r // f
+        for c in range(w):
+            v = z[r, c]
+            if np.isfinite(v):
+                num[br, c // f] += v - centre
+                den[br, c // f] += 1.0
+
+
+def _coarse_gaussian(z: np.ndarray, f: int, sigma_px: float, centre: float) -> np.ndarray:
+    """The NaN-aware Gaussian low-pass (``sigma_px`` full-resolution pixels) of z - centre on
+    the grid of f x f block means: normalised convolution of the block sums; NaN where no
+    finite pixel lies within reach."""
+    h, w = z.shape
+    num = np.zeros((-(-h // f), -(-w // f)), np.float32)
+    den = np.zeros_like(num)
+    _block_sums(z, f, np.float32(centre), num, den)
+    sig = sigma_px / f
+    num = ndimage.gaussian_filter(num, sig, truncate=3.0)
+    den = ndimage.gaussian_filter(den, sig, truncate=3.0)
+    with np.errstate(all="ignore"):
+        return np.where(den > 1e-3, num / den, np.nan).astype(np.float64)
 
 
 def lowpass_coarse(z: np.ndarray, sigma_m: float, res: float) -> tuple[np.ndarray, int, float]:
@@ -160,30 +193,39 @@ def lowpass_coarse(z: np.ndarray, sigma_m: float, res: float) -> tuple[np.ndarra
     from the full-resolution one and two orders of magnitude cheaper; it is never
     interpolated back to the full grid, only at the points a fit samples."""
     f = max(1, int(sigma_m / res / 4))
-    h, w = z.shape
-    hp_, wp_ = -(-h // f) * f, -(-w // f) * f
-    valid = np.isfinite(z)
     sub = z[::16, ::16]
     centre = float(np.nanmedian(sub)) if np.isfinite(sub).any() else 0.0
-    zc = np.zeros((hp_, wp_), np.float32)
-    zc[:h, :w] = np.where(valid, z - np.float32(centre), 0.0)
-    wc = np.zeros((hp_, wp_), np.float32)
-    wc[:h, :w] = valid
-    num = zc.reshape(hp_ // f, f, wp_ // f, f).sum(axis=(1, 3))
-    den = wc.reshape(hp_ // f, f, wp_ // f, f).sum(axis=(1, 3))
-    sig = sigma_m / res / f
-    num = ndimage.gaussian_filter(num, sig, truncate=3.0)
-    den = ndimage.gaussian_filter(den, sig, truncate=3.0)
-    with np.errstate(all="ignore"):
-        low = num / den
-    return np.nan_to_num(low).astype(np.float64), f, centre
+    return np.nan_to_num(_coarse_gaussian(z, f, sigma_m / res, centre)), f, centre
 
 
 def _central_gradients(at, rows: np.ndarray, cols: np.ndarray, res: float) -> tuple[np.ndarray, np.ndarray]:
-    """(d/dx east, d/dy north) at the points by central differences of ``at(rows, cols)``."""
-    gx = (at(rows, cols + 1.0) - at(rows, cols - 1.0)) / (2 * res)
-    gy = -(at(rows + 1.0, cols) - at(rows - 1.0, cols)) / (2 * res)  # +y is -row
+    """(d/dx east, d/dy north) at the points by central differences of ``at(rows, cols, dr, dc)``,
+    the surface at (rows + dr, cols + dc)."""
+    gx = (at(rows, cols, 0.0, 1.0) - at(rows, cols, 0.0, -1.0)) / (2 * res)
+    gy = -(at(rows, cols, 1.0, 0.0) - at(rows, cols, -1.0, 0.0)) / (2 * res)  # +y is -row
     return gx, gy
+
+
+def smoothed_surface(z: np.ndarray, sigma_m: float, res: float):
+    """``at(rows, cols, dr=0, dc=0)``: z smoothed by a NaN-aware Gaussian of ``sigma_m``, at
+    full-resolution pixel coordinates (rows + dr, cols + dc). Where sigma spans at least two
+    pixels the smoothing runs on the grid of 2 x 2 block means, the smoothing of the block mean
+    and of the interpolation taken out of the Gaussian's: the result is band-limited well below
+    that grid's Nyquist frequency (the Gaussian's response there is below 1 %), four times
+    cheaper than on the full grid, and interpolated bilinearly. Offsets on the deep-stack
+    benchmark are unchanged at 17 strips and 5-6 mm (0.3 % of a pixel) worse at 24 and 46."""
+    sigma_px = sigma_m / res
+    if sigma_px <= 0:
+        return lambda r, c, dr=0.0, dc=0.0: bilinear(z, r, c, dr, dc)
+    if sigma_px < 2.0:
+        zs = nan_gaussian(z, sigma_px, np.float32)
+        return lambda r, c, dr=0.0, dc=0.0: bilinear(zs, r, c, dr, dc)
+    f = 2
+    # variances (px^2) of the f-pixel block mean and, on average, of bilinear interpolation
+    # from the f-times coarser grid (a triangle of half-width f): the smoothing they add
+    box_var, interp_var = (f * f - 1) / 12.0, f * f / 6.0
+    coarse = _coarse_gaussian(z, f, np.sqrt(sigma_px ** 2 - box_var - interp_var), 0.0)
+    return lambda r, c, dr=0.0, dc=0.0: bilinear(coarse, r, c, dr, dc, f=f)
 
 
 def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generator) -> PreparedDem:
@@ -201,10 +243,9 @@ def prepare(z: np.ndarray, res: float, cfg: CoregConfig, rng: np.random.Generato
     idx = idx[rng.integers(0, idx.size, 2 * n_cand)] if idx.size > 2 * n_cand else rng.permutation(idx)
     rows, cols = (a.astype(np.float64) for a in np.divmod(idx, w))
     order = np.argsort(idx)  # sample in memory order (a random walk over the grid misses the cache)
-    sm = cfg.gradient_smoothing_m / res
-    zs = nan_gaussian(z, sm, np.float32) if sm > 0 else z
     gx, gy = np.empty(idx.size), np.empty(idx.size)
-    gx[order], gy[order] = _central_gradients(lambda r, c: bilinear(zs, r, c), rows[order], cols[order], res)
+    gx[order], gy[order] = _central_gradients(smoothed_surface(z, cfg.gradient_smoothing_m, res),
+                                              rows[order], cols[order], res)
     ok = np.isfinite(gx) & np.isfinite(gy) & (gx * gx + gy * gy <= np.tan(np.radians(cfg.max_slope_deg)) ** 2)
     keep = np.flatnonzero(ok)[:n_cand]  # random order: the first k of them are a random sample
     idx, rows, cols, gx, gy = idx[keep], rows[keep], cols[keep], gx[keep], gy[keep]
@@ -247,6 +288,28 @@ def _clip(dh: np.ndarray, ok: np.ndarray, nsigma: float) -> np.ndarray:
     return ok & (np.abs(dh - med) <= nsigma * max(NMAD_K * float(np.median(np.abs(v - med))), 1e-3))
 
 
+@numba.njit(cache=True, nogil=True)
+def _normal_equations(dh, gx, gy, use):
+    """(A^T A, A^T dh) of the shift model dh = c - gx dx - gy dy over the samples ``use``."""
+    ata = np.zeros((3, 3))
+    atb = np.zeros(3)
+    for k in range(dh.size):
+        if use[k]:
+            a1, a2 = -float(gx[k]), -float(gy[k])
+            d = float(dh[k])
+            ata[0, 0] += 1.0
+            ata[0, 1] += a1
+            ata[0, 2] += a2
+            ata[1, 1] += a1 * a1
+            ata[1, 2] += a1 * a2
+            ata[2, 2] += a2 * a2
+            atb[0] += d
+            atb[1] += a1 * d
+            atb[2] += a2 * d
+    ata[1, 0], ata[2, 0], ata[2, 1] = ata[0, 1], ata[0, 2], ata[1, 2]
+    return ata, atb
+
+
 @dataclass
 class _Horizontal:
     dx: float = 0.0
@@ -264,10 +327,10 @@ def _shifted(tba: PreparedDem, kind: str, rows, cols, dx: float, dy: float, res:
 
 
 def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, pos, res: float, cfg: CoregConfig,
-                    overlap_m2: float) -> _Horizontal:
+                    overlap_m2: float, start: tuple[float, float] = (0.0, 0.0)) -> _Horizontal:
     """Iterated least-squares shift on surface ``kind`` ("raw" or "hp") at the samples
-    (``pos``: positions in ``ref.candidates``)."""
-    out = _Horizontal()
+    (``pos``: positions in ``ref.candidates``), from the shift ``start`` (m)."""
+    out = _Horizontal(dx=float(start[0]), dy=float(start[1]))
     a = ref.values[kind][pos]
     gxs, gys = ref.grads[kind][0][pos], ref.grads[kind][1][pos]
     finite = np.isfinite(gxs) & np.isfinite(gys)
@@ -283,9 +346,8 @@ def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, p
         if use.sum() < cfg.min_stable_pixels:
             out.reason = "too flat for a horizontal fit"
             return out
-        A = np.column_stack([np.ones(use.sum()), -gxs[use], -gys[use]])
         try:  # 3 unknowns: the normal equations
-            (_, ddx, ddy) = np.linalg.solve(A.T @ A, A.T @ dh[use])
+            (_, ddx, ddy) = np.linalg.solve(*_normal_equations(dh, gxs, gys, use))
         except np.linalg.LinAlgError:
             out.reason = "singular horizontal fit"
             return out
@@ -308,9 +370,8 @@ def _fit_horizontal(ref: PreparedDem, tba: PreparedDem, kind: str, rows, cols, p
     corr = cfg.error_correlation_m if kind == "raw" else min(cfg.error_correlation_m, cfg.highpass_sigma_m)
     n = int(use.sum())
     n_indep = max(1.0, min(n, overlap_m2 / (np.pi * corr**2)))
-    A = np.column_stack([np.ones(n), -gxs[use], -gys[use]])
     try:
-        cov = np.linalg.inv(A.T @ A) * max(nmad(dh[use]), 1e-3) ** 2 * (n / n_indep)
+        cov = np.linalg.inv(_normal_equations(dh, gxs, gys, use)[0]) * max(nmad(dh[use]), 1e-3) ** 2 * (n / n_indep)
     except np.linalg.LinAlgError:
         out.reason = "singular horizontal fit"
         return out
@@ -355,7 +416,9 @@ def nuth_kaab(
     if high:
         h = _fit_horizontal(ref, tba, "hp", rows, cols, pos, res, cfg, overlap_m2)
     if not high or h.sigma_h > cfg.highpass_fallback_sigma_m:
-        raw = _fit_horizontal(ref, tba, "raw", rows, cols, pos, res, cfg, overlap_m2)
+        # from the filtered fit's shift where it has one: the same fixed point, fewer iterations
+        raw = _fit_horizontal(ref, tba, "raw", rows, cols, pos, res, cfg, overlap_m2,
+                              (h.dx, h.dy) if np.isfinite(h.sigma_h) else (0.0, 0.0))
         if raw.sigma_h < h.sigma_h:
             h = raw
     fit.iterations = h.iterations
