@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 
 from data_products import grid
 from pipeline.strips.names import Strip, StripNameError, parse_strip_name
-from pipeline.strips.read import StripReadError, cells_for_strips, read_cell, read_cell_stack, strip_bounds
+from pipeline.strips.read import StripReadError, cells_for_strips, read_cell, read_cell_array, read_cell_stack, strip_bounds
 from pipeline.strips.sources import NoStripsError, discover_strips
 from pipeline.strips.stac import write_stac_catalog
 
@@ -290,6 +290,30 @@ def test_a_truncated_strip_does_not_stop_the_others_being_read(tmp_path, caplog)
         windows = read_cell_stack(strips, CELL)
     assert [w.strip.dem for w in windows] == [str(good.resolve())]
     assert any(bad_name in r.getMessage() for r in caplog.records)
+
+
+def test_the_stack_is_read_in_date_order_without_copies_and_skips_what_it_cannot_use(tmp_path):
+    """read_cell_array: every usable strip in one (n, H, W) stack, oldest first, each slot what
+    read_cell gives alone; an unreadable strip and one the caller rejects are warned and leave
+    no slot behind."""
+    late = make_strip(tmp_path / "a", V41, x_left=X0, y_top=Y1)  # 2017-07-14
+    early_name = "SETSM_s2s041_WV02_20150701_10300100AAAAAA00_10300100BBBBBB00_2m_lsf_seg1"
+    early = make_strip(tmp_path / "b", early_name, x_left=X0 + 200.0, y_top=Y1)
+    bad_name = "SETSM_s2s041_WV02_20160701_10300100CCCCCC00_10300100DDDDDD00_2m_lsf_seg1"
+    _truncate(make_strip(tmp_path / "c", bad_name, x_left=X0, y_top=Y1))
+    small_name = "SETSM_s2s041_WV03_20190701_10400100EEEEEE00_10400100FFFFFF00_2m_lsf_seg1"
+    make_strip(tmp_path / "d", small_name, x_left=X0, y_top=Y1, shape=(50, 50))
+    strips = discover_strips(tmp_path)
+    warned = []
+    keep, z, matched = read_cell_array(strips, CELL, halo_m=100.0, warn=warned.append,
+                                       accept=lambda w: "" if w.valid.sum() > 10_000 else "too small")
+    assert [w.strip.dem for w in keep] == [str(early.resolve()), str(late.resolve())]
+    assert z.shape == matched.shape == (2, 1100, 1100) and z.dtype == np.float32 and matched.dtype == bool
+    for k, dem in enumerate((early, late)):
+        alone = read_cell(strip_for(dem), CELL, halo_m=100.0)
+        np.testing.assert_array_equal(z[k], alone.z)
+        np.testing.assert_array_equal(matched[k], alone.matched)
+    assert any(bad_name in m for m in warned) and any(small_name in m and "too small" in m for m in warned)
 
 
 def test_sibling_with_a_different_shape_is_a_read_error_naming_it(tmp_path):

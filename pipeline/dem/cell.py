@@ -32,7 +32,7 @@ from pipeline.config import Config
 from pipeline.dem.coreg import BundleResult, apply_offsets, coregister_stack, shift_mask
 from pipeline.dem.snow import untrusted_tail
 from pipeline.strips.names import Strip
-from pipeline.strips.read import read_cell_stack
+from pipeline.strips.read import read_cell_array
 from pipeline.dem.terrain import recent_surface, total_curvature
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,18 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     res = cfg.grid.resolution_m
     # coregistration sees the cell plus a wider halo: more stable ground, better offsets
     halo_m = max(cfg.coreg.resample_margin_m, cfg.coreg.halo_m)
-    windows = read_cell_stack(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
-                              resolution_m=res, warn=_warn)
-    keep = []
     hc = int(round((halo_m) / res))
-    for w in windows:
+
+    def covers(w) -> str:
         core = w.valid[hc:-hc, hc:-hc] if hc else w.valid
         cover = np.count_nonzero(core) / core.size
-        if cover < cfg.sources.min_cell_coverage_fraction:
-            _warn(f"{w.strip.meta.name}: covers {cover:.1%} of cell {cell.id}; not used")
-            continue
-        keep.append(w)
-    keep.sort(key=lambda w: (w.strip.meta.date, w.strip.meta.name))
+        return "" if cover >= cfg.sources.min_cell_coverage_fraction else f"covers {cover:.1%} of cell {cell.id}; not used"
+
+    # straight into one stack in date order (a 46-strip stack with its halo is ~0.5 GB: no copy)
+    keep, z, matched = read_cell_array(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
+                                       resolution_m=res, accept=covers, warn=_warn)
+    for w in keep:  # the stack holds the arrays; the windows keep only their strips
+        w.z = w.matched = w.valid = None
     timings = {"read": time.perf_counter() - t0}
     names = [w.strip.meta.name for w in keep]
     dates = [w.strip.meta.date.isoformat() for w in keep]
@@ -111,11 +111,6 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     if not keep:
         return CellResult(cell.id, None, None, None, names, dates, None, timings, warnings, "no_data", sensors)
 
-    z = np.empty((len(keep),) + keep[0].z.shape, np.float32)
-    matched = np.empty(z.shape, bool)
-    for k, w in enumerate(keep):  # into one stack, each window's own arrays released as it goes
-        z[k], matched[k] = w.z, w.matched
-        w.z = w.matched = w.valid = None
     t1 = time.perf_counter()
     bundle = coregister_stack(z, matched, res, cfg.coreg, seed=cell.ix * 7919 + cell.iy)
     timings["coregister"] = time.perf_counter() - t1
@@ -128,9 +123,15 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     m = int(round(cfg.coreg.resample_margin_m / res))
     inner = (slice(h - m, -(h - m) or None), slice(h - m, -(h - m) or None))  # cell + resample margin
     used = [o for o in bundle.offsets if o.used]
-    zc = np.stack([apply_offsets(z[o.index][inner], o.dx, o.dy, o.dz, res)[m:-m, m:-m] for o in used]) if used else None
-    mc = np.stack([shift_mask(matched[o.index][inner], o.dx, o.dy, res)[m:-m, m:-m] for o in used]) if used else None
+    zc = mc = None
+    if used:
+        zc = np.empty((len(used),) + cell.shape(res), np.float32)
+        mc = np.empty(zc.shape, bool)
+        for k, o in enumerate(used):
+            zc[k] = apply_offsets(z[o.index][inner], o.dx, o.dy, o.dz, res)[m:-m, m:-m]
+            mc[k] = shift_mask(matched[o.index][inner], o.dx, o.dy, res)[m:-m, m:-m]
     used_dates = np.array([_days(keep[o.index].strip.meta.date) for o in used], dtype=np.int64)
+    del z, matched  # the stack with its halo is not needed past here: free it before the change model
     timings["resample"] = time.perf_counter() - t2
     if zc is None or len(used) < cfg.change.min_dems:
         _warn(f"cell {cell.id}: {len(used)} usable DEM(s), fewer than {cfg.change.min_dems}: change is undefined (nodata)")

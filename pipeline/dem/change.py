@@ -487,8 +487,11 @@ def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndar
     lab, n = ndimage.label(area, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(u.shape, bool)
+    # the largest supported magnitude of each connected area (0 where none is positive: such
+    # an area joins nothing, below)
     comp_max = np.zeros(n + 1)
-    comp_max[1:] = ndimage.maximum(np.where(supported, supported_magnitude, 0.0), lab, index=np.arange(1, n + 1))
+    on = supported & (lab > 0)
+    np.fmax.at(comp_max, lab[on], supported_magnitude[on])
     return u & (comp_max[lab] > 0) & (magnitude <= cfg.unsupported_magnitude_factor * comp_max[lab]
                                       + cfg.unsupported_margin_m)
 

@@ -270,8 +270,12 @@ def read_cell(
     halo_m: float = 0.0,
     drop_bits: int = 0b111,
     resolution_m: float = 2.0,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StripWindow | None:
     """The strip's elevations on the cell's grid (plus halo), masked; None if nothing valid.
+
+    With ``out`` = (z, matched), float32 and bool arrays of the window's shape, the window is
+    written into them (a slot of a stack) instead of new arrays.
 
     Raises StripReadError (naming the file) when the DEM or a sibling cannot be read,
     has no CRS, or a sibling's shape differs from the DEM's.
@@ -288,9 +292,15 @@ def read_cell(
             return None
 
     path = strip.dem
-    z = np.full((h, w), np.nan, dtype=np.float32)
+    if out is None:
+        z, mt = np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=bool)
+    else:
+        z, mt = out
+        if z.shape != (h, w) or mt.shape != (h, w) or z.dtype != np.float32 or mt.dtype != bool:
+            raise ValueError(f"read_cell: out arrays must be float32 and bool of shape {(h, w)}")
+    z.fill(np.nan)
+    mt.fill(True)
     bm = np.zeros((h, w), dtype=np.uint8)
-    mt = np.ones((h, w), dtype=bool)
     current = path
     try:
         with open_raster(path) as src:
@@ -330,7 +340,7 @@ def read_cell(
                     dtype="float32",
                     **vrt_kw,
                 ) as vrt:
-                    z = vrt.read(1).astype(np.float32, copy=False)
+                    z[...] = vrt.read(1)
                 for kind, sib_path in (("bitmask", strip.bitmask), ("matchtag", strip.matchtag)):
                     if not sib_path:
                         continue
@@ -349,16 +359,18 @@ def read_cell(
                     if kind == "bitmask":
                         bm = arr.astype(np.uint8, copy=False)
                     else:
-                        mt = arr != 0
+                        np.not_equal(arr, 0, out=mt)
     except StripReadError:
         raise
     except _RASTER_ERRORS as exc:
         raise StripReadError(f"{current}: read failed ({describe_error(exc)})") from exc
 
-    z[~np.isfinite(z) | (z <= NODATA_FLOOR_M)] = np.nan
+    with np.errstate(invalid="ignore"):
+        drop = ~((z > NODATA_FLOOR_M) & (z < np.inf))  # NaN, nodata and the infinities
     if drop_bits:
-        z[(bm & np.uint8(drop_bits)) != 0] = np.nan
-    valid = ~np.isnan(z)
+        drop |= (bm & np.uint8(drop_bits)) != 0
+    z[drop] = np.nan
+    valid = ~drop
     if not valid.any():
         return None
     return StripWindow(strip=strip, z=z, matched=mt, valid=valid, transform=win_t)
@@ -396,5 +408,43 @@ def read_cell_stack(
         if sw is not None:
             out.append(sw)
     return out
+
+
+def read_cell_array(
+    strips: Iterable[Strip],
+    cell: grid.Cell,
+    *,
+    halo_m: float = 0.0,
+    drop_bits: int = 0b111,
+    resolution_m: float = 2.0,
+    accept: Callable[[StripWindow], str] | None = None,
+    warn: WarnFn | None = None,
+) -> tuple[list[StripWindow], np.ndarray, np.ndarray]:
+    """The strips' windows read straight into one stack, in order of (date, name):
+    (windows, z (n, H, W) float32, matched (n, H, W) bool), each window's arrays a slot of the
+    stack. ``accept(window)`` returns "" to keep a window, else the reason it is not used
+    (warned, its slot reused). Unreadable strips are skipped with a warning, as in
+    :func:`read_cell_stack`; no window is copied."""
+    warn = warn or log.warning
+    strips = sorted(strips, key=lambda s: (s.meta.date, s.meta.name))
+    shape = (len(strips),) + cell.shape(resolution_m, halo_m)
+    z, matched = np.empty(shape, np.float32), np.empty(shape, bool)  # pages touched only as filled
+    kept: list[StripWindow] = []
+    for s in strips:
+        n = len(kept)
+        try:
+            sw = read_cell(s, cell, halo_m=halo_m, drop_bits=drop_bits, resolution_m=resolution_m,
+                           out=(z[n], matched[n]))
+        except StripReadError as exc:
+            warn(f"skipping strip {s.meta.name} in cell {cell.id}: {exc}")
+            continue
+        if sw is None:
+            continue
+        why = accept(sw) if accept is not None else ""
+        if why:
+            warn(f"{s.meta.name}: {why}")
+            continue
+        kept.append(sw)
+    return kept, z[: len(kept)], matched[: len(kept)]
 
 
