@@ -41,9 +41,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_dashboard(products: Path, port: int | None = None, timeout_s: float = 60.0, env: dict | None = None,
-                      args: list[str] | tuple = ()):
+                      args: list[str] | tuple = (), ready_line: str | None = None):
     """Start ``rts dashboard`` on ``products`` (with extra ``args``); yield
-    ``http://127.0.0.1:<port>``; stop it (SIGTERM to its process group, as Ctrl-C would)."""
+    ``http://127.0.0.1:<port>``; stop it (SIGTERM to its process group, as Ctrl-C would).
+    With ``ready_line``, also wait until the server's output holds that text."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "pipeline", "dashboard", "--products", str(products), "--port", str(port),
            "--headless", *args]
@@ -59,7 +60,8 @@ def running_dashboard(products: Path, port: int | None = None, timeout_s: float 
                 raise RuntimeError(f"the dashboard exited with {proc.returncode}; see {log.name}")
             try:
                 with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
+                    log.flush()
+                    if r.status == 200 and (ready_line is None or ready_line in Path(log.name).read_text()):
                         break
             except OSError:
                 pass

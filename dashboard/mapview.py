@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -174,13 +175,17 @@ def box_size(box) -> float:
 def _context_payloads() -> dict[str, str]:
     sea = [[[-5e6, -5e6], [5e6, -5e6], [5e6, 5e6], [-5e6, 5e6]]]
     grat = land.graticule()
-    labels = [{"position": p["path"][len(p["path"]) // 2 if "N" not in p["label"] else 45], "label": p["label"]}
-              for p in grat if "N" in p["label"]]
     return {"sea": _dumps(sea), "land": _dumps(land.land_polygons()),
-            "graticule": _dumps([{"path": g["path"]} for g in grat]), "labels": _dumps(labels)}
+            "graticule": _dumps([{"path": g["path"]} for g in grat])}
+
+
+#: what the graticule shows, said in the map's caption: a deck.gl TextLayer for its labels
+#: builds a font atlas in the browser, which delayed the first paint by ~0.3 s (software WebGL)
+GRATICULE_NOTE = "graticule: parallels every 10° from 50° N, meridians every 30°"
 
 
 def context_layers() -> list[pdk.Layer]:
+    """Sea, land with its coast, and the graticule (no base-map tiles: it draws offline)."""
     p = _context_payloads()
     return [
         pdk.Layer("SolidPolygonLayer", id="sea", data=json.loads(p["sea"]), get_polygon="-",
@@ -190,8 +195,6 @@ def context_layers() -> list[pdk.Layer]:
                   stroked=True, filled=True, pickable=False),
         pdk.Layer("PathLayer", id="graticule", data=publish(p["graticule"], "graticule"), get_path="path",
                   get_color=[120, 140, 160, 110], width_min_pixels=0.7, pickable=False),
-        pdk.Layer("TextLayer", id="graticule-labels", data=json.loads(p["labels"]), get_position="position",
-                  get_text="label", get_size=11, get_color=[90, 110, 130], pickable=False),
     ]
 
 
@@ -455,3 +458,32 @@ def build_deck(cat: Catalog, f: Filters, metric: str, box, selected_wkb: bytes |
     facts = {"n_points": n_points, "n_polygons": n_polys, "focus": focus, "n_cells_agg": n_agg,
              "build_s": time.perf_counter() - t0}
     return deck, facts
+
+
+#: cleared while :func:`prewarm` runs (set: nothing being prepared)
+PREWARM_IDLE = threading.Event()
+PREWARM_IDLE.set()
+
+
+def prewarm(products: Path) -> float:
+    """Build the Map page's default view (every slump over the Arctic, coloured by volume)
+    into the caches: what the first visitor after a start would otherwise wait for (opening
+    the catalog, the point and aggregate payloads). Returns the seconds it took. A page that
+    runs meanwhile waits for it (:func:`await_prewarm`) rather than computing the same twice."""
+    from dashboard.state import DEFAULT_COLOR, _file_versions
+
+    PREWARM_IDLE.clear()
+    try:
+        t0 = time.perf_counter()
+        cat = open_catalog(str(products), _file_versions(products))
+        f = Filters().validate()  # what a visit without URL parameters and untouched filters asks for
+        cat.totals(f)
+        build_deck(cat, f, DEFAULT_COLOR, ARCTIC_BOX)
+        return time.perf_counter() - t0
+    finally:
+        PREWARM_IDLE.set()
+
+
+def await_prewarm(timeout_s: float = 30.0) -> None:
+    """Wait (at most ``timeout_s``) for a :func:`prewarm` in progress to end."""
+    PREWARM_IDLE.wait(timeout_s)

@@ -460,3 +460,24 @@ def state_cells(url: str) -> list[str]:
     from urllib.parse import parse_qs, urlparse
 
     return state.parse_cell_list(parse_qs(urlparse(url).query).get("cells", [""])[0])[0]
+
+
+def test_the_server_prepares_the_default_map_view_before_the_first_visit(chrome, tmp_path):
+    """At start-up the server builds the Map page's default view (dashboard/asgi.py): the map
+    data a first visitor's page asks for are the files that preparation already published."""
+    out = tmp_path / "products"
+    generate_products(out, 500, seed=int(time.time()) % 100_000)  # fresh payloads: new file names
+    with running_dashboard(out, ready_line="default map view prepared") as url:
+        before = {p.name for p in mapview.CACHE_DIR.glob("*.json")}
+        ctx = chrome.new_context(viewport={"width": 1300, "height": 950})
+        pg = ctx.new_page()
+        asked = []
+        pg.on("request", lambda r: asked.append(r.url.rsplit("/", 1)[-1]) if "/app/static/cache/" in r.url else None)
+        pg.goto(url + "/")
+        pg.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=60_000)
+        wait_for_app(pg)
+        pg.wait_for_load_state("networkidle")
+        ctx.close()
+    points = [n for n in asked if n.startswith("pts-")]
+    assert points, asked
+    assert set(points) <= before, set(points) - before

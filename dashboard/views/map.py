@@ -11,6 +11,7 @@ from dashboard import mapview, state
 from data_products import grid
 from data_products.catalog import METRICS, QueryError, parse_bbox
 
+mapview.await_prewarm()  # the server's start-up preparation of this view, if still running
 cat = state.require_catalog()
 f = state.sidebar_filters(cat)
 metric = state.color_by()
@@ -117,7 +118,7 @@ vb = mapview.visible_box(box)
 across_km = (vb[2] - vb[0]) / 1000
 st.caption(f"{detail}. The view is {across_km:,.0f} km across (at 900 px, 100 px ≈ {across_km / 9:,.1f} km). "
            f"Map data served {'by URL' if mapview.static_serving() else 'inline'}; built in "
-           f"{(time.perf_counter() - t0):.2f} s. EPSG:3413 polar stereographic, 45°W down. "
+           f"{(time.perf_counter() - t0):.2f} s. EPSG:3413 polar stereographic, 45°W down; {mapview.GRATICULE_NOTE}. "
            "Land: Natural Earth (public domain). Synthetic products are load-test data, not results.")
 
 # --------------------------------------------------------------------------- selection
