@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numba
 import numpy as np
 import rasterio
 import rasterio.errors
@@ -296,8 +297,9 @@ def read_cell(
         z, mt = np.empty((h, w), dtype=np.float32), np.empty((h, w), dtype=bool)
     else:
         z, mt = out
-        if z.shape != (h, w) or mt.shape != (h, w) or z.dtype != np.float32 or mt.dtype != bool:
-            raise ValueError(f"read_cell: out arrays must be float32 and bool of shape {(h, w)}")
+        if (z.shape != (h, w) or mt.shape != (h, w) or z.dtype != np.float32 or mt.dtype != bool
+                or not (z.flags.c_contiguous and mt.flags.c_contiguous)):
+            raise ValueError(f"read_cell: out arrays must be C-contiguous float32 and bool of shape {(h, w)}")
     z.fill(np.nan)
     mt.fill(True)
     bm = np.zeros((h, w), dtype=np.uint8)
@@ -317,7 +319,7 @@ def read_cell(
                 rw = Window(c0, r0, c1 - c0, r1 - r0)
                 dst = (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
                 z[dst] = src.read(1, window=rw, out_dtype=np.float32)
-                z[z == np.float32(nodata)] = np.nan
+                nodata_value = np.float32(nodata)
                 if strip.bitmask:
                     current = strip.bitmask
                     with open_raster(strip.bitmask, "bitmask") as sib:
@@ -331,6 +333,7 @@ def read_cell(
             else:
                 if not _overlaps(src, (xmin, ymin, xmax, ymax)):
                     return None
+                nodata_value = np.float32(np.nan)  # the warped read marks nodata NaN itself
                 vrt_kw = dict(crs=_CRS_3413, transform=win_t, width=w, height=h)
                 with WarpedVRT(
                     src,
@@ -365,15 +368,26 @@ def read_cell(
     except _RASTER_ERRORS as exc:
         raise StripReadError(f"{current}: read failed ({describe_error(exc)})") from exc
 
-    with np.errstate(invalid="ignore"):
-        drop = ~((z > NODATA_FLOOR_M) & (z < np.inf))  # NaN, nodata and the infinities
-    if drop_bits:
-        drop |= (bm & np.uint8(drop_bits)) != 0
-    z[drop] = np.nan
-    valid = ~drop
-    if not valid.any():
+    valid = np.empty((h, w), bool)
+    if not _mask_window(z, bm, nodata_value, np.uint8(drop_bits), valid):
         return None
     return StripWindow(strip=strip, z=z, matched=mt, valid=valid, transform=win_t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_window(z, bm, nodata, drop_bits, valid):
+    """One pass over a window: NaN where z is nodata, NaN, infinite or below NODATA_FLOOR_M, or
+    where the bitmask has any of ``drop_bits``; ``valid`` marks the rest. Returns their count."""
+    zf, bf, vf = z.ravel(), bm.ravel(), valid.ravel()
+    n = 0
+    for k in range(zf.size):
+        v = zf[k]
+        ok = v > NODATA_FLOOR_M and v < np.inf and v != nodata and (bf[k] & drop_bits) == 0
+        if not ok:
+            zf[k] = np.nan
+        vf[k] = ok
+        n += ok
+    return n
 
 
 def _overlaps(src, bounds: tuple[float, float, float, float]) -> bool:
