@@ -272,10 +272,11 @@ def run(work: Path) -> str:
                   "another ~0.15 s and was not done. Where the rest goes: Streamlit's own JavaScript (7.4 MB, "
                   "parsed on every visit, fetched on the first: ~0.9 s to the websocket) and deck.gl's start-up "
                   "in software WebGL (SwiftShader, ~1 s from its chunk to the canvas); neither is this project's "
-                  "to shorten, and they alone exceed the warm goal: a warm visit still parses the JavaScript and "
-                  "starts deck.gl. Warm visits vary most between runs (in trials 0.7-1.8 s in the same tab, 1.7-5 s "
-                  "in a new tab, which first starts a renderer process and a software WebGL context). Compressing the JavaScript would not help: on a loopback link the "
-                  "bytes are not the cost, parsing them is.", ""]
+                  "to shorten, and a warm visit in a new tab pays both again (plus starting a renderer process "
+                  "and a software WebGL context). These figures vary between runs on this 2-core machine: over "
+                  "three runs of this version the medians were 2.5-2.8 s cold, 1.0-1.8 s warm in the same tab and "
+                  "1.9-2.1 s in a new tab. Compressing the JavaScript would not help: on a loopback link the bytes "
+                  "are not the cost, parsing them is.", ""]
         if f:
             lines += [f"Filter to update (a new minimum volume typed, warm; median of {f['n']}): the count updated "
                       f"{f['count_s']:.2f} s and the new map data loaded {f['map_s']:.2f} s after the key press.", ""]
