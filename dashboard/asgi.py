@@ -9,6 +9,8 @@ for that thread instead of doing the same work beside it.
 """
 
 import contextlib
+import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -18,13 +20,23 @@ from starlette.routing import Route
 
 from dashboard import charts, files, mapview, state  # noqa: F401  (charts: imported for the pages)
 
+#: the server's own lines on its standard output (this file is the server's entry point, as
+#: pipeline/cli.py is the command line's: it alone configures where they go)
+log = logging.getLogger("rts.dashboard")
+if not log.handlers:
+    _h = logging.StreamHandler(sys.stdout)
+    _h.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
 
 def _prewarm() -> None:
     try:
         s = mapview.prewarm(state.products_dir())
-        print(f"rts dashboard: default map view prepared in {s:.2f} s", flush=True)
+        log.info("rts dashboard: default map view prepared in %.2f s", s)
     except Exception as exc:  # a folder without products etc.: the pages say so to the visitor
-        print(f"rts dashboard: nothing prepared at start-up ({exc})", flush=True)
+        log.info("rts dashboard: nothing prepared at start-up (%s)", exc)
     finally:
         mapview.PREWARM_IDLE.set()
 

@@ -34,7 +34,7 @@ import streamlit as st
 from data_products import grid, land, schema
 from data_products.catalog import Catalog, Filters
 
-from dashboard.state import open_catalog
+from dashboard.state import DEFAULT_COLOR, _file_versions, open_catalog
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CACHE_DIR = STATIC_DIR / "cache"
@@ -470,8 +470,6 @@ def prewarm(products: Path) -> float:
     into the caches: what the first visitor after a start would otherwise wait for (opening
     the catalog, the point and aggregate payloads). Returns the seconds it took. A page that
     runs meanwhile waits for it (:func:`await_prewarm`) rather than computing the same twice."""
-    from dashboard.state import DEFAULT_COLOR, _file_versions
-
     PREWARM_IDLE.clear()
     try:
         t0 = time.perf_counter()
