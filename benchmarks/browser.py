@@ -61,7 +61,10 @@ def running_dashboard(products: Path, port: int | None = None, timeout_s: float 
             try:
                 with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
                     log.flush()
-                    if r.status == 200 and (ready_line is None or ready_line in Path(log.name).read_text()):
+                    said = Path(log.name).read_text() if ready_line else ""
+                    if ready_line and "nothing prepared at start-up" in said:
+                        raise RuntimeError(f"the dashboard prepared nothing at start-up; see {log.name}")
+                    if r.status == 200 and (ready_line is None or ready_line in said):
                         break
             except OSError:
                 pass

@@ -124,96 +124,101 @@ def _browser_bench(products: Path) -> dict | str:
         return "skipped: /usr/bin/chromium is absent"
     out: dict = {}
     profiles: dict[str, list] = {}
-    with browser() as b:
+    def visit(ctx, url: str, label: str, tab=None) -> None:
+        """One visit: in a new tab, or in ``tab`` (left on about:blank afterwards: a reload)."""
+        page = tab or ctx.new_page()
+        got = {"http": 0, "static": 0, "static_raw": 0, "ws": 0, "last_static": 0.0, "urls": set()}
 
-        def visit(ctx, url: str, label: str, tab=None) -> None:
-            """One visit: in a new tab, or in ``tab`` (left on about:blank afterwards: a reload)."""
-            page = tab or ctx.new_page()
-            got = {"http": 0, "static": 0, "static_raw": 0, "ws": 0, "last_static": 0.0, "urls": set()}
+        def on_finished(req):
+            try:
+                size = max(0, req.sizes()["responseBodySize"])  # -1 when served from the cache
+            except (KeyError, PlaywrightError):  # a request that failed has no sizes
+                size = 0
+            got["http"] += size
+            if "/app/static/" in req.url:
+                got["static"] += size
+                got["last_static"] = time.perf_counter()
+                got["urls"].add(req.url)
 
-            def on_finished(req):
-                try:
-                    size = max(0, req.sizes()["responseBodySize"])  # -1 when served from the cache
-                except (KeyError, PlaywrightError):  # a request that failed has no sizes
-                    size = 0
-                got["http"] += size
-                if "/app/static/" in req.url:
-                    got["static"] += size
-                    got["last_static"] = time.perf_counter()
-                    got["urls"].add(req.url)
+        page.on("requestfinished", on_finished)
+        def on_ws(ws):
+            got.setdefault("ws_open", time.perf_counter())
+            ws.on("framereceived", lambda data: got.__setitem__("ws", got["ws"] + (len(data) if data else 0)))
 
-            page.on("requestfinished", on_finished)
-            def on_ws(ws):
-                got.setdefault("ws_open", time.perf_counter())
-                ws.on("framereceived", lambda data: got.__setitem__("ws", got["ws"] + (len(data) if data else 0)))
-
-            page.on("websocket", on_ws)
-            t0 = time.perf_counter()
-            page.goto(url + "/")
-            page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=120_000)
-            t_canvas = time.perf_counter() - t0
-            # layer data arrives by URL after the canvas exists: wait until it stops arriving
-            while True:
-                before = got["last_static"]
-                page.wait_for_timeout(400)
-                if got["last_static"] == before and before > 0:
-                    break
-            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-            t_paint = max(got["last_static"], t0) - t0
-            got["static_raw"] = sum(_raw_size(u) for u in got["urls"])
-            out[label] = {"canvas_s": t_canvas, "paint_s": max(t_paint, t_canvas),
-                          "http_mb": got["http"] / 1e6, "static_mb": got["static"] / 1e6,
-                          "static_raw_mb": got["static_raw"] / 1e6, "ws_mb": got["ws"] / 1e6}
-            if label.startswith("cold"):
-                profiles[label] = _profile(page.evaluate(TIMINGS_JS), got.get("ws_open", t0) - t0,
-                                          page.evaluate(BUILT_IN), t_canvas, max(t_paint, t_canvas))
-            if label == "warm-1":
+        page.on("websocket", on_ws)
+        t0 = time.perf_counter()
+        page.goto(url + "/")
+        page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=120_000)
+        t_canvas = time.perf_counter() - t0
+        # layer data arrives by URL after the canvas exists: wait until it stops arriving
+        while True:
+            before = got["last_static"]
+            page.wait_for_timeout(400)
+            if got["last_static"] == before and before > 0:
+                break
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        t_paint = max(got["last_static"], t0) - t0
+        got["static_raw"] = sum(_raw_size(u) for u in got["urls"])
+        out[label] = {"canvas_s": t_canvas, "paint_s": max(t_paint, t_canvas),
+                      "http_mb": got["http"] / 1e6, "static_mb": got["static"] / 1e6,
+                      "static_raw_mb": got["static_raw"] / 1e6, "ws_mb": got["ws"] / 1e6}
+        if label.startswith(("cold", "atonce")):
+            profiles[label] = _profile(page.evaluate(TIMINGS_JS), got.get("ws_open", t0) - t0,
+                                      page.evaluate(BUILT_IN), t_canvas, max(t_paint, t_canvas))
+        if label == "warm-1":
+            wait_for_app(page)
+            filt = []
+            for vmin in ("50000", "20000", "100000"):
+                count = page.locator("[data-testid='stMetric']").filter(has_text="Slumps selected") \
+                    .locator("[data-testid='stMetricValue']").inner_text()
+                box = page.get_by_label("Volume min (m³)")
+                box.fill(vmin)
+                mark = got["last_static"]
+                t0 = time.perf_counter()
+                box.press("Enter")
+                page.wait_for_function(METRIC_CHANGED, arg=count, timeout=60_000)
+                t_count = time.perf_counter() - t0
+                while got["last_static"] == mark and time.perf_counter() - t0 < 60:
+                    page.wait_for_timeout(50)
+                filt.append((t_count, got["last_static"] - t0))
                 wait_for_app(page)
-                filt = []
-                for vmin in ("50000", "20000", "100000"):
-                    count = page.locator("[data-testid='stMetric']").filter(has_text="Slumps selected") \
-                        .locator("[data-testid='stMetricValue']").inner_text()
-                    box = page.get_by_label("Volume min (m³)")
-                    box.fill(vmin)
-                    mark = got["last_static"]
-                    t0 = time.perf_counter()
-                    box.press("Enter")
-                    page.wait_for_function(METRIC_CHANGED, arg=count, timeout=60_000)
-                    t_count = time.perf_counter() - t0
-                    while got["last_static"] == mark and time.perf_counter() - t0 < 60:
-                        page.wait_for_timeout(50)
-                    filt.append((t_count, got["last_static"] - t0))
-                    wait_for_app(page)
-                out["filter"] = {"count_s": statistics.median(f[0] for f in filt),
-                                 "map_s": statistics.median(f[1] for f in filt), "n": len(filt)}
-            page.remove_listener("requestfinished", on_finished)
-            page.remove_listener("websocket", on_ws)
-            if tab is None:
-                page.close()
-            else:
-                page.goto("about:blank")
+            out["filter"] = {"count_s": statistics.median(f[0] for f in filt),
+                             "map_s": statistics.median(f[1] for f in filt), "n": len(filt)}
+        page.remove_listener("requestfinished", on_finished)
+        page.remove_listener("websocket", on_ws)
+        if tab is None:
+            page.close()
+        else:
+            page.goto("about:blank")
 
-        # cold: a freshly started server (once it has prepared its default view) and an empty
-        # browser cache, three times; warm: later visits to the first of them
-        for s in range(COLD_STARTS):
-            with running_dashboard(products, ready_line=READY_LINE) as url:
-                ctx = b.new_context(viewport={"width": 1300, "height": 950})
-                tab = ctx.new_page()
-                visit(ctx, url, f"cold-{s}", tab)
-                if s == 0:
-                    for k in range(1, WARM_VISITS + 1):
-                        visit(ctx, url, f"reload-{k}", tab)
-                    for k in range(1, WARM_VISITS + 1):
-                        visit(ctx, url, f"warm-{k}")
-                ctx.close()
-    for label, n in (("cold", COLD_STARTS), ("reload", WARM_VISITS), ("warm", WARM_VISITS)):
-        runs = [out.pop(f"{label}-{k}") for k in (range(n) if label == "cold" else range(1, n + 1))]
+    # cold: a freshly started server and a freshly started browser with an empty cache, three
+    # times, visited once the server has said its default view is ready ("cold") and the moment
+    # it answers ("at once"); warm: later visits to the first server, in the same tab and in new tabs
+    for s in range(COLD_STARTS):
+        with browser() as b, running_dashboard(products, ready_line=READY_LINE) as url:
+            ctx = b.new_context(viewport={"width": 1300, "height": 950})
+            tab = ctx.new_page()
+            visit(ctx, url, f"cold-{s}", tab)
+            if s == 0:
+                for k in range(1, WARM_VISITS + 1):
+                    visit(ctx, url, f"reload-{k}", tab)
+                for k in range(1, WARM_VISITS + 1):
+                    visit(ctx, url, f"warm-{k}")
+            ctx.close()
+    for s in range(COLD_STARTS):
+        with browser() as b, running_dashboard(products) as url:
+            ctx = b.new_context(viewport={"width": 1300, "height": 950})
+            visit(ctx, url, f"atonce-{s}")
+            ctx.close()
+    for label, n in (("cold", COLD_STARTS), ("atonce", COLD_STARTS), ("reload", WARM_VISITS), ("warm", WARM_VISITS)):
+        runs = [out.pop(f"{label}-{k}") for k in (range(n) if label in ("cold", "atonce") else range(1, n + 1))]
         out[label] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         out[label]["n"] = n
+        if label in ("cold", "atonce"):
+            out[label]["all_paint_s"] = [r["paint_s"] for r in runs]
         if label == "cold":  # the profile of the visit nearest the median
             med = sorted(range(n), key=lambda k: runs[k]["paint_s"])[n // 2]
             out["profile"] = profiles[f"cold-{med}"]
-            out["cold"]["all_paint_s"] = [r["paint_s"] for r in runs]
     return out
 
 
@@ -237,14 +242,17 @@ def run(work: Path) -> str:
         lines += ["| visit | canvas shown (s) | first paint with all slumps (s) | map data by URL, transferred (MB) "
                   "| map data, uncompressed (MB) | page messages over the websocket (MB) | all HTTP transferred (MB) |",
                   "|---|---|---|---|---|---|---|"]
-        for k, name in (("cold", f"cold: a fresh server, empty browser cache (median of {br['cold']['n']} starts)"),
+        for k, name in (("cold", f"cold: a fresh server and browser, visited once the server is ready (median of "
+                                 f"{br['cold']['n']} starts)"),
+                        ("atonce", f"cold, visited the moment the server answers (median of {br['atonce']['n']})"),
                         ("reload", f"warm, the same tab again (median of {br['reload']['n']})"),
                         ("warm", f"warm, a new tab (median of {br['warm']['n']})")):
             v = br[k]
             lines.append(f"| {name} | {v['canvas_s']:.2f} | {v['paint_s']:.2f} | {v['static_mb']:.2f} | "
                          f"{v['static_raw_mb']:.2f} | {v['ws_mb']:.2f} | {v['http_mb']:.2f} |")
         lines += ["", "| measure | before (issue) | goal | this version |", "|---|---|---|---|",
-                  f"| first paint, cold (s) | 3.8 | ≤ 2.5 | **{br['cold']['paint_s']:.2f}** |",
+                  f"| first paint, cold, server ready (s) | 3.8 | ≤ 2.5 | **{br['cold']['paint_s']:.2f}** |",
+                  f"| first paint, cold, at once (s) | 3.8 | ≤ 2.5 | **{br['atonce']['paint_s']:.2f}** |",
                   f"| first paint, warm in the same tab (s) | 2.2 | ≤ 1.5 | **{br['reload']['paint_s']:.2f}** |",
                   f"| first paint, warm in a new tab (s) | 2.2 | ≤ 1.5 | **{br['warm']['paint_s']:.2f}** |",
                   f"| map payload: map data + page messages (MB) | - | ≤ 5 | "
@@ -256,10 +264,13 @@ def run(work: Path) -> str:
                 lines.append(f"| {step} | {'' if at is None else f'{at:.2f}'} | "
                              f"{'' if takes is None else f'{takes:.2f}'} | {note} |")
         f = br.get("filter", {})
-        lines += ["", "Cold first paints of the three starts: "
-                  + ", ".join(f"{v:.2f}" for v in br["cold"]["all_paint_s"]) + " s. Each visit is made once the "
-                  "server has said it prepared its default view (`rts dashboard` does so in a background thread "
-                  "at start-up, about a second; a visit arriving sooner waits for it).", "",
+        lines += ["", "Each cold visit uses a freshly started server and a freshly started browser. Cold first "
+                  "paints, visited once the server had said it prepared its default view (`rts dashboard` does so "
+                  "in a background thread at start-up, about a second): "
+                  + ", ".join(f"{v:.2f}" for v in br["cold"]["all_paint_s"]) + " s; visited the moment the server "
+                  "answered (the page then waits for that preparation): "
+                  + ", ".join(f"{v:.2f}" for v in br["atonce"]["all_paint_s"]) + " s. The issue's 3.8 s was a "
+                  "visit the moment the server answered.", "",
                   "Goals: first paint ≤ 2.5 s cold and ≤ 1.5 s warm (3.8 s and 2.2 s when the goal was set), "
                   "payload ≤ 5 MB (the map data plus the page messages; 'all HTTP' on the cold visit also holds "
                   "Streamlit's own JavaScript, cached afterwards).", "",
@@ -267,15 +278,16 @@ def run(work: Path) -> str:
                   "builds the Map page's default view at start-up (catalog, point and aggregate payloads: ~1 s of "
                   "the first visit's script before, 0.03 s now), and the graticule's labels moved from a deck.gl "
                   "TextLayer (a font atlas built in the browser, ~0.3 s in software WebGL) into the map's caption: "
-                  "cold first paint 3.8 s → 2.4 s (median) when the server had finished starting, 3.7 → 3.3 s when "
-                  "visited the moment it answered. Dropping the page's table of the largest slumps would gain "
-                  "another ~0.15 s and was not done. Where the rest goes: Streamlit's own JavaScript (7.4 MB, "
-                  "parsed on every visit, fetched on the first: ~0.9 s to the websocket) and deck.gl's start-up "
-                  "in software WebGL (SwiftShader, ~1 s from its chunk to the canvas); neither is this project's "
-                  "to shorten, and a warm visit in a new tab pays both again (plus starting a renderer process "
-                  "and a software WebGL context). These figures vary between runs on this 2-core machine: over "
-                  "three runs of this version the medians were 2.5-2.8 s cold, 1.0-1.8 s warm in the same tab and "
-                  "1.9-2.1 s in a new tab. Compressing the JavaScript would not help: on a loopback link the bytes "
+                  "cold first paint (a fresh server and browser each time) 3.8 s → 2.4 s (median) when the server "
+                  "had finished starting, 3.7 → 3.3 s when visited the moment it answered. Dropping the page's "
+                  "table of the largest slumps would gain another ~0.15 s and was not done. Where the rest goes: "
+                  "Streamlit's own JavaScript (7.4 MB, parsed on every visit, fetched on the first: ~0.9 s to the "
+                  "websocket) and deck.gl's start-up in software WebGL (SwiftShader, ~1 s from its chunk to the "
+                  "canvas); neither is this project's to shorten, and a warm visit in a new tab pays both again "
+                  "(plus starting a renderer process and a software WebGL context). These figures vary between "
+                  "runs on this 2-core machine, by more than a second for warm visits (in the same tab 1.0-4.8 s "
+                  "over five runs of this version). Compressing the JavaScript would not help: on a loopback link "
+                  "the bytes "
                   "are not the cost, parsing them is.", ""]
         if f:
             lines += [f"Filter to update (a new minimum volume typed, warm; median of {f['n']}): the count updated "

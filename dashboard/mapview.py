@@ -482,6 +482,16 @@ def prewarm(products: Path) -> float:
         PREWARM_IDLE.set()
 
 
+_PREWARM_GAVE_UP = threading.Event()  # a wait timed out once: no page waits again
+
+
 def await_prewarm(timeout_s: float = 30.0) -> None:
-    """Wait (at most ``timeout_s``) for a :func:`prewarm` in progress to end."""
-    PREWARM_IDLE.wait(timeout_s)
+    """Once per session, wait (at most ``timeout_s``, under a spinner) for a :func:`prewarm`
+    in progress to end; after one wait has timed out, pages no longer wait."""
+    if st.session_state.get("_prewarm_waited") or PREWARM_IDLE.is_set() or _PREWARM_GAVE_UP.is_set():
+        st.session_state["_prewarm_waited"] = True
+        return
+    with st.spinner("Preparing the map (the server has just started)…"):
+        if not PREWARM_IDLE.wait(timeout_s):
+            _PREWARM_GAVE_UP.set()
+    st.session_state["_prewarm_waited"] = True

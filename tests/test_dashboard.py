@@ -5,6 +5,7 @@ wrong token), a missing products folder."""
 
 from __future__ import annotations
 
+import sys
 import json
 import os
 import shutil
@@ -495,3 +496,23 @@ def test_points_grow_with_volume_and_the_legend_shows_the_sizes():
     assert {mapview.point_radius_px(k, "r_temperature") for k in range(7)} == {2.2}  # signed: colour only
     html = mapview.legend_html("volume_m3", "volume (m³)")
     assert f"width:{2.6 * radii[0]:.0f}px" in html and f"width:{2.6 * radii[-1]:.0f}px" in html
+
+
+def test_a_failed_start_up_preparation_says_so_and_keeps_no_page_waiting(monkeypatch, tmp_path, caplog):
+    """dashboard/asgi.py prepares the Map page's default view at start-up; on a folder without
+    products it says so, and the flag pages wait on is released."""
+    import logging
+
+    from dashboard import asgi, mapview
+
+    monkeypatch.setenv("RTS_PRODUCTS", str(tmp_path / "missing"))
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    logger = logging.getLogger("rts.dashboard")
+    logger.addHandler(caplog.handler)
+    try:
+        mapview.PREWARM_IDLE.clear()
+        asgi._prewarm()
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert mapview.PREWARM_IDLE.is_set()
+    assert any("nothing prepared at start-up" in r.getMessage() for r in caplog.records)

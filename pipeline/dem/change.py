@@ -487,11 +487,11 @@ def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndar
     lab, n = ndimage.label(area, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(u.shape, bool)
-    # the largest supported magnitude of each connected area (0 where none is positive: such
-    # an area joins nothing, below)
+    # the largest supported magnitude of each connected area (0 where none is positive, NaN
+    # where one is NaN: either way the area joins nothing, below)
     comp_max = np.zeros(n + 1)
     on = supported & (lab > 0)
-    np.fmax.at(comp_max, lab[on], supported_magnitude[on])
+    np.maximum.at(comp_max, lab[on], supported_magnitude[on])
     return u & (comp_max[lab] > 0) & (magnitude <= cfg.unsupported_magnitude_factor * comp_max[lab]
                                       + cfg.unsupported_margin_m)
 

@@ -437,8 +437,9 @@ def read_cell_array(
     """The strips' windows read straight into one stack, in order of (date, name):
     (windows, z (n, H, W) float32, matched (n, H, W) bool), each window's arrays a slot of the
     stack. ``accept(window)`` returns "" to keep a window, else the reason it is not used
-    (warned, its slot reused). Unreadable strips are skipped with a warning, as in
-    :func:`read_cell_stack`; no window is copied."""
+    (warned, its slot reused by the next strip: ``accept`` must not keep the window).
+    Unreadable strips are skipped with a warning, as in :func:`read_cell_stack`; no window is
+    copied. Warnings come in date order."""
     warn = warn or log.warning
     strips = sorted(strips, key=lambda s: (s.meta.date, s.meta.name))
     shape = (len(strips),) + cell.shape(resolution_m, halo_m)
