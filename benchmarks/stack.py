@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 from data_products import grid
 from pipeline.config import Config
+from pipeline.dem.cell import covers_cell
 from pipeline.dem.coreg import coregister_stack
 from pipeline.evaluation.evaluate import offset_errors
 from pipeline.strips.read import read_cell_array
@@ -70,11 +71,8 @@ strips = [s for s in discover_strips(sample / "strips" / m["sites"][0]["site"]) 
 cfg = Config()
 res = cfg.grid.resolution_m
 halo = max(cfg.coreg.resample_margin_m, cfg.coreg.halo_m)
-hc = int(round(halo / res))
-cover = lambda w: "" if np.count_nonzero(w.valid[hc:-hc, hc:-hc]) / w.valid[hc:-hc, hc:-hc].size >= \
-    cfg.sources.min_cell_coverage_fraction else "partial"
 keep, z, matched = read_cell_array(strips, cell, halo_m=halo, drop_bits=cfg.sources.bitmask_drop_bits,
-                                   resolution_m=res, accept=cover, warn=lambda m: None)
+                                   resolution_m=res, accept=covers_cell(cell, cfg, halo), warn=lambda m: None)
 coregister_stack(z[:4], matched[:4], res, cfg.coreg)  # compile the kernels first
 out = []
 for k in ks:

@@ -80,6 +80,19 @@ def cell_latitude(cell: grid.Cell) -> float:
     return float(_TO_LONLAT.transform((x0 + x1) / 2, (y0 + y1) / 2)[1])
 
 
+def covers_cell(cell: grid.Cell, cfg: Config, halo_m: float):
+    """``accept`` for :func:`read_cell_array`: "" when a window covers at least
+    ``cfg.sources.min_cell_coverage_fraction`` of the cell itself (its halo left out), else why not."""
+    hc = int(round(halo_m / cfg.grid.resolution_m))
+
+    def covers(w) -> str:
+        core = w.valid[hc:-hc, hc:-hc] if hc else w.valid
+        cover = np.count_nonzero(core) / core.size
+        return "" if cover >= cfg.sources.min_cell_coverage_fraction else f"covers {cover:.1%} of cell {cell.id}; not used"
+
+    return covers
+
+
 def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None) -> CellResult:
     """Coregister every strip over ``cell``, fit the per-pixel step, compute curvature."""
     warnings: list[str] = []
@@ -92,16 +105,9 @@ def process_cell(strips: list[Strip], cell: grid.Cell, cfg: Config, *, warn=None
     res = cfg.grid.resolution_m
     # coregistration sees the cell plus a wider halo: more stable ground, better offsets
     halo_m = max(cfg.coreg.resample_margin_m, cfg.coreg.halo_m)
-    hc = int(round((halo_m) / res))
-
-    def covers(w) -> str:
-        core = w.valid[hc:-hc, hc:-hc] if hc else w.valid
-        cover = np.count_nonzero(core) / core.size
-        return "" if cover >= cfg.sources.min_cell_coverage_fraction else f"covers {cover:.1%} of cell {cell.id}; not used"
-
     # straight into one stack in date order (a 46-strip stack with its halo is ~0.5 GB: no copy)
     keep, z, matched = read_cell_array(strips, cell, halo_m=halo_m, drop_bits=cfg.sources.bitmask_drop_bits,
-                                       resolution_m=res, accept=covers, warn=_warn)
+                                       resolution_m=res, accept=covers_cell(cell, cfg, halo_m), warn=_warn)
     for w in keep:  # the stack holds the arrays; the windows keep only their strips
         w.z = w.matched = w.valid = None
     timings = {"read": time.perf_counter() - t0}
