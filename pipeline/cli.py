@@ -26,6 +26,7 @@ from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
 from pipeline.detection.training import train
 from pipeline.evaluation.evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
 from pipeline.evaluation.families import family_of, label_candidates, report_markdown, score_family, train_evidence
+from pipeline.evaluation.uncertainty import coverage, fit_sigma, sigma_table
 from pipeline.orchestration.jobs import work
 from pipeline.orchestration.plan import format_plan, make_plan, plan_json
 from pipeline.orchestration.run import run
@@ -232,6 +233,30 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
     path = model.save(out)
     print(f"rts train-evidence: {model.meta['n_candidates']} candidates ({model.meta['n_slumps']} slumps) "
           f"from families {', '.join(model.meta['families'])} -> {path}; auto = {model.meta.get('auto', 'evidence')}")
+    return 0
+
+
+def _cmd_fit_sigma(args: argparse.Namespace) -> int:
+    if len(args.sample) != len(args.products):
+        raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
+    cfg = load_config(args.config)
+    tables: dict[str, list] = {}
+    for s, p in zip(args.sample, args.products):
+        t = sigma_table(s, p, cfg)
+        print(f"rts fit-sigma: {s}: {len(t)} matched slumps")
+        tables.setdefault(family_of(s), []).append(t)
+    pooled = {f: pd.concat(ts, ignore_index=True) for f, ts in tables.items()}
+    fitted, grid_table = fit_sigma(pooled, cfg.quantify)
+    q = cfg.quantify
+    print(f"{'family':<8}{'slumps':>8}{'now 1s / 2s':>16}{'fitted 1s / 2s':>18}")
+    for f, t in sorted(pooled.items()):
+        now, new = coverage(t, q), coverage(t, fitted)
+        print(f"{f:<8}{len(t):>8}{now[0]:>9.0%} / {now[1]:.0%}{new[0]:>11.0%} / {new[1]:.0%}")
+    print("fitted (elevation_sigma_scale and outline_sigma_m held):\n[quantify]\n"
+          f"step_sigma_scale = {fitted.step_sigma_scale}\nmodel_sigma_fraction = {fitted.model_sigma_fraction}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        grid_table.to_csv(args.out, index=False)
     return 0
 
 
@@ -466,6 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--l2", type=float, default=2.0, help="ridge penalty on the standardised coefficients (default 2)")
     te.add_argument("--config", type=Path, metavar="FILE.toml")
     te.set_defaults(func=_cmd_train_evidence)
+
+    fs = sub.add_parser("fit-sigma", help="fit the volume uncertainty's scales on runs over fitting samples",
+                        description="Recompute each matched slump's uncertainty terms from the products' rasters and "
+                                    "fit quantify.step_sigma_scale and quantify.model_sigma_fraction so that, per scene "
+                                    "family, the true volume lies within 1 sigma for 68 % and within 2 sigma for 95 % of "
+                                    "the slumps. Prints the coverage now and fitted, and the TOML lines to use. Give "
+                                    "fitting samples only, never the seeds an evaluation reports.")
+    fs.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR")
+    fs.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    fs.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the coverage at every grid point")
+    fs.add_argument("--config", type=Path, metavar="FILE.toml", help="the configuration the products were made with")
+    fs.set_defaults(func=_cmd_fit_sigma)
 
     x = sub.add_parser("crossref", help="cross-reference an inventory against a published one (matched/new/missed)",
                        description="Match the polygons of an inventory (any format pipeline.publish.inventories reads: "

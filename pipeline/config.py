@@ -345,6 +345,12 @@ class QuantifyConfig:
     #: (docs/evaluation.md). The fit leaves the variogram term almost nothing (0 and 0.05 tie)
     #: and gives the step term 0.15 whichever family it is fitted on
     step_sigma_scale: float = 0.15
+    #: the model term of sigma_V: this share of |V|, in quadrature with the three above. It
+    #: stands for the DEM record's own biases (a scar measured short under shoulder-season
+    #: snow, an outline a pixel off around a steep rim), which no term built from the DEMs'
+    #: scatter sees. Fitted with ``step_sigma_scale`` on the same fitting samples
+    #: (``rts fit-sigma``; docs/evaluation.md)
+    model_sigma_fraction: float = 0.0
     #: soil organic carbon density of the lost material (Dai et al. 2025)
     carbon_density_kg_m3: float = 12.0
     #: optional gridded soil-carbon raster (kg C m-3, any CRS) sampled at each slump centroid

@@ -81,10 +81,35 @@ def test_interval_losses_follow_the_epochs_and_share_a_gap_by_thaw_season():
     # the one-day interval is merged forward: two intervals, one season and three seasons
     assert len(iv) == 2 and iv.start.iloc[0] == ep[0] and iv.end.iloc[-1] == ep[3]
     assert iv.seasons.iloc[0] == pytest.approx(1.0, abs=0.02) and iv.seasons.iloc[1] == pytest.approx(3.0, abs=0.02)
-    # the whole-record pixel's 16 m3 is shared 1:3; the volumes add up to the total
-    assert iv.volume_m3.iloc[0] == pytest.approx(8 + 16 / 4, rel=0.02)
+    # the whole-record pixel's 16 m3 goes where the others show the ground falling, rate
+    # for rate (Turnbull's self-consistency): with x the first interval's total, x = 8 + 16 x / 36,
+    # x = 14.4 m3; the volumes add up to the total
+    assert iv.volume_m3.iloc[0] == pytest.approx(14.4, rel=0.01)
     assert iv.volume_m3.sum() == pytest.approx(36.0)
     assert set(iv.coverage.iloc[1]) == {2016, 2017, 2018, 2019}
+    # alone, with nothing to tell the intervals apart, it is shared by thaw season, 1:3
+    alone = interval_losses(dh[:, 2:], t1[:, 2:], t2[:, 2:], np.ones((1, 1), bool), 2.0, ep, min_seasons=0.5)
+    assert alone.volume_m3.iloc[0] == pytest.approx(16 / 4, rel=0.02)
+
+
+def test_a_gap_in_some_pixels_record_does_not_date_their_loss_before_the_slump_began():
+    """A slump that began in summer 2012, seen every summer 2010-2015 (epochs 1 Sep): 90
+    pixels dropped 2 m in 2012, 2 m in 2013 and 2 m in 2014 each; 10 of its 2012 pixels were
+    under cloud in 2011, so their record brackets the drop 2010-2012. Their loss belongs to
+    2012, where every pixel seen that year shows the ground falling, not to the cold or warm
+    2011 they could not see; the yearly series and the intervals both say so."""
+    ep = [_day(f"{y}-09-01") for y in range(2010, 2016)]
+    n = 100
+    dh = np.full((1, 3 * n), -2.0)
+    t1 = np.array([[ep[1]] * n + [ep[2]] * n + [ep[3]] * n])
+    t2 = np.array([[ep[2]] * n + [ep[3]] * n + [ep[4]] * n])
+    t1[0, :10] = ep[0]  # bracketed 2010-2012 by the cloud of 2011
+    mask = np.ones(dh.shape, bool)
+    y = yearly_volumes(dh, t1, t2, mask, 2.0)
+    assert y.get(2011, 0.0) == pytest.approx(0.0, abs=1e-3) and y[2012] == pytest.approx(800.0, rel=1e-3)
+    iv = interval_losses(dh, t1, t2, mask, 2.0, ep, min_seasons=0.5)
+    assert iv.volume_m3.iloc[0] == pytest.approx(0.0, abs=1e-3) and iv.volume_m3.iloc[1] == pytest.approx(800.0, rel=1e-3)
+    assert iv.volume_m3.sum() == pytest.approx(3 * n * 8.0)
 
 
 def test_temperature_response_over_intervals_finds_a_driven_loss_and_needs_enough_intervals():

@@ -72,16 +72,17 @@ def test_volume_is_the_loss_inside_the_mask():
     assert v == 3.0 * 100 * 4.0 and s > 0
 
 
-def test_sigma_v_adds_the_elevation_outline_and_step_terms_in_quadrature():
+def test_sigma_v_adds_the_elevation_outline_step_and_model_terms_in_quadrature():
     """A 100 m square scar of 2 m pixels, 5 m deep at its rim and 9 m inside it: rim depth
     5 m (the two pixels inside the edge), outline term 1 m * 400 m * 5 m = 2000 m3; an
     elevation term of 15,000 m3 scaled by 0.1 gives 1500 m3; a step sigma of 0.2 m on each of
-    the 2,500 pixels that dropped sums to 2,000 m3, scaled by 0.6 gives 1200 m3; so sigma_V =
-    sqrt(2000^2 + 1500^2 + 1200^2) = 2773 m3."""
+    the 2,500 pixels that dropped sums to 2,000 m3, scaled by 0.6 gives 1200 m3; a model term
+    of 2 % of an 80,000 m3 volume gives 1600 m3; so sigma_V =
+    sqrt(2000^2 + 1500^2 + 1200^2 + 1600^2) = 3209 m3."""
     import shapely.geometry
 
     from pipeline.config import QuantifyConfig
-    from pipeline.quantify.slumps import rim_depth, step_sigma, volume_sigma
+    from pipeline.quantify.slumps import SigmaTerms, rim_depth, step_sigma, volume_sigma
 
     dh = np.zeros((70, 70), np.float32)
     mask = np.zeros(dh.shape, bool)
@@ -93,10 +94,13 @@ def test_sigma_v_adds_the_elevation_outline_and_step_terms_in_quadrature():
     steps = step_sigma(dh_sigma, mask & (dh <= -1), 2.0)
     assert abs(steps - 2000.0) < 1e-3
     square = shapely.geometry.box(0, 0, 100, 100)
-    cfg = QuantifyConfig(outline_sigma_m=1.0, elevation_sigma_scale=0.1, step_sigma_scale=0.6)
-    assert abs(volume_sigma(15_000.0, square.length, 5.0, steps, cfg) - np.sqrt(2000**2 + 1500**2 + 1200**2)) < 1e-2
-    # a rim that did not drop adds nothing; no band, no step term: the scaled elevation term alone
+    cfg = QuantifyConfig(outline_sigma_m=1.0, elevation_sigma_scale=0.1, step_sigma_scale=0.6,
+                         model_sigma_fraction=0.02)
+    terms = SigmaTerms(elevation_m3=15_000.0, outline_m2=square.length * 5.0, step_m3=steps)
+    assert abs(volume_sigma(terms, 80_000.0, cfg) - np.sqrt(2000**2 + 1500**2 + 1200**2 + 1600**2)) < 1e-2
+    # a rim that did not drop adds nothing; no band, no step term, no volume: the scaled elevation term alone
     assert rim_depth(np.where(mask, 1.0, 0.0), mask) == 0.0
-    assert abs(volume_sigma(15_000.0, square.length, 0.0, 0.0, cfg) - 1500.0) < 1e-6
-    only_elevation = QuantifyConfig(outline_sigma_m=0.0, elevation_sigma_scale=1.0, step_sigma_scale=0.0)
-    assert abs(volume_sigma(15_000.0, square.length, 5.0, steps, only_elevation) - 15_000.0) < 1e-2
+    assert abs(volume_sigma(SigmaTerms(15_000.0, 0.0, 0.0), 0.0, cfg) - 1500.0) < 1e-6
+    only_elevation = QuantifyConfig(outline_sigma_m=0.0, elevation_sigma_scale=1.0, step_sigma_scale=0.0,
+                                    model_sigma_fraction=0.0)
+    assert abs(volume_sigma(terms, 80_000.0, only_elevation) - 15_000.0) < 1e-2

@@ -22,6 +22,7 @@ Regional and Arctic-wide yearly totals and the volume-temperature slope are in
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -61,24 +62,56 @@ def rim_depth(dh: np.ndarray, mask: np.ndarray, band_px: int = 2) -> float:
     return max(float(-vals.mean()), 0.0) if vals.size else 0.0
 
 
-def volume_sigma(elevation_sigma_m3: float, perimeter_m: float, rim_depth_m: float, step_sigma_m3: float,
-                 cfg: QuantifyConfig) -> float:
-    """The published 1-sigma of a slump's volume (m3), three terms in quadrature:
+@dataclass(frozen=True)
+class SigmaTerms:
+    """The raw (unscaled) terms of a slump's volume uncertainty, each in m3 (see
+    :func:`volume_sigma`)."""
 
-    * elevation: the stable-ground variogram integral of
-      :func:`pipeline.quantify.volume.volume_and_sigma`, scaled by ``cfg.elevation_sigma_scale``;
+    #: the stable-ground variogram integral over the slump (:func:`pipeline.quantify.volume.volume_and_sigma`)
+    elevation_m3: float
+    #: perimeter (m) x rim depth (m): times a band width (m) it is the outline term
+    outline_m2: float
+    #: the step model's per-pixel sigma summed over the pixels that dropped (:func:`step_sigma`)
+    step_m3: float
+
+
+def volume_sigma(terms: SigmaTerms, volume_m3: float, cfg: QuantifyConfig) -> float:
+    """The published 1-sigma of a slump's volume (m3), four terms in quadrature:
+
+    * elevation: the stable-ground variogram integral, scaled by ``cfg.elevation_sigma_scale``;
     * outline: a band ``cfg.outline_sigma_m`` wide along the perimeter at the rim's depth;
     * step: the step model's own posterior sigma summed over the pixels that dropped
       (:func:`step_sigma`), scaled by ``cfg.step_sigma_scale``. It is largest where the levels
       rest on few or scattered observations (short records, late snow, clouds), which the
-      stable-ground variogram does not see.
+      stable-ground variogram does not see;
+    * model: ``cfg.model_sigma_fraction`` x |V|, the share of a volume the DEM record itself
+      can get wrong whatever its scatter (a scar measured short under shoulder-season snow,
+      an outline a pixel off around a steep rim): biases the first three terms, built from
+      the DEMs' own scatter, cannot see.
 
     On the fitting samples the volume errors scale with perimeter x rim depth (RMS 0.9-1.6 m
     of band on both scene families) and with the summed step sigma (RMS ratio 0.5-1.0 on
     both), while the variogram term's ratio differs sixfold between the families."""
-    return float(np.sqrt((cfg.elevation_sigma_scale * elevation_sigma_m3) ** 2
-                         + (cfg.outline_sigma_m * perimeter_m * rim_depth_m) ** 2
-                         + (cfg.step_sigma_scale * step_sigma_m3) ** 2))
+    return float(np.sqrt((cfg.elevation_sigma_scale * terms.elevation_m3) ** 2
+                         + (cfg.outline_sigma_m * terms.outline_m2) ** 2
+                         + (cfg.step_sigma_scale * terms.step_m3) ** 2
+                         + (cfg.model_sigma_fraction * volume_m3) ** 2))
+
+
+def slump_volume(dh: np.ndarray, dh_sigma: np.ndarray, mask: np.ndarray, perimeter_m: float, res: float,
+                 vg: Variogram, cfg: Config) -> tuple[float, SigmaTerms, np.ndarray]:
+    """A slump's volume (m3, positive for a loss), its raw uncertainty terms and the pixels
+    that dropped (``dh <= cfg.candidates.max_dh_m`` inside ``mask``), on a mosaic's 2 m grid.
+
+    V integrates dh over ``mask`` (the polygon's finite pixels) plus a
+    ``cfg.quantify.volume_margin_m`` margin."""
+    margin = int(round(cfg.quantify.volume_margin_m / res))
+    vmask = (ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask) & np.isfinite(dh)
+    volume, elevation = volume_and_sigma(dh, vmask, res, vg)
+    dropped = mask & (dh <= cfg.candidates.max_dh_m)
+    terms = SigmaTerms(elevation_m3=elevation, outline_m2=perimeter_m * rim_depth(dh, mask),
+                       step_m3=step_sigma(dh_sigma, dropped, res))
+    return volume, terms, dropped
 
 
 def step_sigma(dh_sigma: np.ndarray, dropped: np.ndarray, res: float) -> float:
@@ -117,13 +150,10 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         if not mask.any():
             continue
         rid = ids.rts_id(cx[k], cy[k])
-        margin = int(round(cfg.quantify.volume_margin_m / res))
-        vmask = (ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask) & np.isfinite(dh)
-        volume, sigma = volume_and_sigma(dh, vmask, res, vg)
-        # the time of change is only meaningful where the ground really dropped: pixels the
-        # polygon holds without a significant loss (filled holes, edges) carry noise dates
-        sig = mask & (dh <= cfg.candidates.max_dh_m)
-        sigma = volume_sigma(sigma, geom.length, rim_depth(dh, mask), step_sigma(L["dh_sigma"], sig, res), cfg.quantify)
+        # the time of change is only meaningful where the ground really dropped (``sig``):
+        # pixels the polygon holds without a significant loss (filled holes, edges) carry noise dates
+        volume, terms, sig = slump_volume(dh, L["dh_sigma"], mask, geom.length, res, vg, cfg)
+        sigma = volume_sigma(terms, volume, cfg.quantify)
         if not sig.any():
             sig = mask
         a, b = t1[sig], t2[sig]

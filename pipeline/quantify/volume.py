@@ -154,13 +154,53 @@ def volume_and_sigma(dh: np.ndarray, mask: np.ndarray, res: float, vg: Variogram
     return v, area * sigma_mean_dh(area, res, vg)
 
 
+def censored_shares(base: np.ndarray, loss: np.ndarray, size: np.ndarray, n_iter: int = 1000, tol: float = 1e-6
+                    ) -> np.ndarray:
+    """Share losses known only to lie within ranges of time bins among those bins.
+
+    ``base`` (P, K): row p's prior weight on bin k, 0 outside its range (each row must hold
+    some); ``loss`` (P,): the loss of each range; ``size`` (K,): each bin's length (thaw
+    seasons; a bin of size 0 keeps a fixed rate). A range's loss is shared among its bins in
+    proportion to base x each bin's loss rate (loss per ``size``), the rates estimated from
+    the whole allocation: Turnbull's
+    (1976) self-consistent estimator for interval-censored event times, here the time each
+    pixel dropped. It starts from one activity everywhere (sharing by ``base`` alone, which is
+    also the answer when the ranges say nothing more) and moves a wide range's loss to the
+    bins that the narrower ranges show active: pixels bracketed 2010-2012 by a gap in their
+    record, on a slump whose pixels seen every year all dropped in 2012, are dated 2012 rather
+    than spread over 2010-2012. Rows of no or negative loss (pixels that rose) are shared by
+    the rates but do not set them. Returns the (P, K) losses; each row sums to its loss."""
+    base = np.asarray(base, float)
+    loss = np.asarray(loss, float)
+    if base.size == 0:
+        return base.copy()
+    size = np.asarray(size, float)
+    pos, sized = loss > 0, size > 0
+    rate = np.ones(base.shape[1])
+    for _ in range(n_iter):
+        s = base * rate
+        got = (s[pos] / s[pos].sum(1, keepdims=True) * loss[pos, None]).sum(0)
+        new = np.where(sized, got / np.where(sized, size, 1.0), rate)
+        new *= rate[sized].sum() / max(new[sized].sum(), 1e-300)  # only ratios matter: keep the scale
+        done = np.max(np.abs(new - rate)) <= tol * np.max(rate)
+        rate = new
+        if done:
+            break
+    s = base * rate
+    tot = s.sum(1, keepdims=True)
+    s = np.where(tot > 0, s, base)  # a risen pixel whose bins all lost nothing keeps its prior share
+    return s / s.sum(1, keepdims=True) * loss[:, None]
+
+
 def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float) -> pd.DataFrame:
     """Volume lost per thaw season, binned on the time of change (Dai et al. 2025).
 
-    A pixel's loss happened between its t1 and t2 (days since 2000-01-01); it is spread
-    evenly over the thaw seasons (20 Jun - 22 Sep) that interval covers by at least a
-    quarter, or given to t2's season when it covers none that much. So the yearly volumes
-    add up to the total and a gap in the record does not pile two summers into one.
+    A pixel's loss happened between its t1 and t2 (days since 2000-01-01), in one of the
+    thaw seasons (20 Jun - 22 Sep) that interval covers by at least a quarter (t2's season
+    when it covers none that much). It is shared among them by the loss rate the polygon's
+    pixels together show in each (:func:`censored_shares`; evenly when they show nothing
+    more). So the yearly volumes add up to the total, a gap in the record does not pile two
+    summers into one, and pixels bracketed by a gap are dated by their neighbours seen inside it.
 
     Returns a frame indexed by season year with ``volume_m3`` (positive for loss) and
     ``area_m2`` (the area that changed that season, shared the same way), sorted by year.
@@ -174,15 +214,15 @@ def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray
     inverse = inverse.ravel()
     loss = np.bincount(inverse, weights=-dh[ok].astype(float) * px, minlength=len(pairs))
     area = np.bincount(inverse, minlength=len(pairs)) * px
-    vol: dict[int, float] = {}
-    ar: dict[int, float] = {}
-    for (a, b), v, s in zip(pairs, loss, area):
-        years = seasons_covered(a, b) or [int(thaw_season_of(np.array([b]))[0])]
-        for y in years:
-            vol[y] = vol.get(y, 0.0) + v / len(years)
-            ar[y] = ar.get(y, 0.0) + s / len(years)
-    idx = sorted(vol)
-    return pd.DataFrame({"volume_m3": [vol[y] for y in idx], "area_m2": [ar[y] for y in idx]},
+    spans = [seasons_covered(a, b) or [int(thaw_season_of(np.array([b]))[0])] for a, b in pairs]
+    idx = sorted({y for years in spans for y in years})
+    col = {y: k for k, y in enumerate(idx)}
+    base = np.zeros((len(pairs), len(idx)))
+    for p, years in enumerate(spans):
+        base[p, [col[y] for y in years]] = 1.0
+    vol = censored_shares(base, loss, np.ones(len(idx)))
+    share = np.divide(vol, loss[:, None], out=base / base.sum(1, keepdims=True), where=loss[:, None] != 0)
+    return pd.DataFrame({"volume_m3": vol.sum(0), "area_m2": (share * area[:, None]).sum(0)},
                         index=pd.Index(idx, dtype=int, name="year"))
 
 
@@ -193,7 +233,9 @@ def interval_losses(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.nda
     ``epochs``: dates (days since 2000-01-01) of the record's DEMs; the pixels' own t1 and
     t2 are added. A pixel lost its ``-dh`` between its t1 and t2; when that span holds more
     than one interval between epochs, the loss is shared among them by the thaw season
-    (20 Jun - 22 Sep) each covers. Intervals are taken between the earliest t1 and the
+    (20 Jun - 22 Sep) each covers times the loss rate the polygon's pixels together show in
+    each (:func:`censored_shares`): a slump that began in 2012 is not given a share of 2010
+    and 2011 by its pixels whose record has a gap then. Intervals are taken between the earliest t1 and the
     latest t2 of the pixels, and merged forward until each covers at least ``min_seasons``
     of thaw season (two DEMs a day apart resolve nothing between them).
 
@@ -213,13 +255,13 @@ def interval_losses(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.nda
     e = e[(e >= lo) & (e <= hi)]
     cov = [season_coverage(e[k], e[k + 1]) for k in range(len(e) - 1)]
     w = np.array([sum(c.values()) for c in cov])
-    loss = np.zeros(len(e) - 1)
     pairs, inverse = np.unique(np.stack([a_px, b_px], axis=1), axis=0, return_inverse=True)
     px_loss = np.bincount(inverse.ravel(), weights=-dh[ok].astype(float) * res * res, minlength=len(pairs))
-    for (a, b), v in zip(pairs, px_loss):
+    base = np.zeros((len(pairs), len(e) - 1))
+    for p, (a, b) in enumerate(pairs):
         k0, k1 = np.searchsorted(e, a), np.searchsorted(e, b)
-        share = w[k0:k1] if w[k0:k1].sum() > 0 else np.ones(k1 - k0)
-        loss[k0:k1] += v * share / share.sum()
+        base[p, k0:k1] = w[k0:k1] if w[k0:k1].sum() > 0 else 1.0
+    loss = censored_shares(base, px_loss, w).sum(0)
     rows, acc_v, acc_c, start = [], 0.0, {}, e[0]
     for k in range(len(e) - 1):
         acc_v += loss[k]
