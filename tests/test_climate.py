@@ -11,7 +11,7 @@ import xarray as xr
 
 from pipeline.quantify.climate import (ClimateError, interval_temperature_response, open_temperature, season_coverage,
                               seasons_spanned, summer_temperature, thaw_season_of)
-from pipeline.quantify.volume import interval_losses, yearly_volumes
+from pipeline.quantify.volume import interval_losses, yearly_loss, yearly_volumes
 
 
 def _era5(tmp_path, time_name="valid_time", freq="MS", periods=48):
@@ -105,8 +105,10 @@ def test_a_gap_in_some_pixels_record_does_not_date_their_loss_before_the_slump_b
     t2 = np.array([[ep[2]] * n + [ep[3]] * n + [ep[4]] * n])
     t1[0, :10] = ep[0]  # bracketed 2010-2012 by the cloud of 2011
     mask = np.ones(dh.shape, bool)
-    y = yearly_volumes(dh, t1, t2, mask, 2.0)
-    assert y.get(2011, 0.0) == pytest.approx(0.0, abs=1e-3) and y[2012] == pytest.approx(800.0, rel=1e-3)
+    y = yearly_loss(dh, t1, t2, mask, 2.0)
+    # 2011 has no row (a season the record shows inactive), and no year has an empty area
+    assert 2011 not in y.index and (y.area_m2 > 0).all()
+    assert y.volume_m3[2012] == pytest.approx(800.0, rel=1e-3) and y.volume_m3.sum() == pytest.approx(3 * n * 8.0)
     iv = interval_losses(dh, t1, t2, mask, 2.0, ep, min_seasons=0.5)
     assert iv.volume_m3.iloc[0] == pytest.approx(0.0, abs=1e-3) and iv.volume_m3.iloc[1] == pytest.approx(800.0, rel=1e-3)
     assert iv.volume_m3.sum() == pytest.approx(3 * n * 8.0)

@@ -186,6 +186,7 @@ def censored_shares(base: np.ndarray, loss: np.ndarray, size: np.ndarray, n_iter
         rate = new
         if done:
             break
+    rate[rate < tol * rate.max()] = 0.0  # the estimator empties bins only in the limit: empty them now
     s = base * rate
     tot = s.sum(1, keepdims=True)
     s = np.where(tot > 0, s, base)  # a risen pixel whose bins all lost nothing keeps its prior share
@@ -222,8 +223,9 @@ def yearly_loss(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray
         base[p, [col[y] for y in years]] = 1.0
     vol = censored_shares(base, loss, np.ones(len(idx)))
     share = np.divide(vol, loss[:, None], out=base / base.sum(1, keepdims=True), where=loss[:, None] != 0)
-    return pd.DataFrame({"volume_m3": vol.sum(0), "area_m2": (share * area[:, None]).sum(0)},
-                        index=pd.Index(idx, dtype=int, name="year"))
+    out = pd.DataFrame({"volume_m3": vol.sum(0), "area_m2": (share * area[:, None]).sum(0)},
+                       index=pd.Index(idx, dtype=int, name="year"))
+    return out[out.area_m2 > 0]  # a season the record shows inactive has no row
 
 
 def interval_losses(dh: np.ndarray, t1: np.ndarray, t2: np.ndarray, mask: np.ndarray, res: float,
