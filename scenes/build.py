@@ -325,6 +325,12 @@ def _truth(out, site, block, geo, z0, features, slumps, looks, lakes_render, t_f
         sel = active_all & (change_time > a - 120) & (change_time <= b + 120)
         season[sel] = y
     lab, n = ndimage.label(active_all, structure=np.ones((3, 3), bool))
+    # the ground's own change over the record: where scars overlap, both lowered it, and a
+    # neighbour's debris may lie on a scar; a unit's true loss is this surface's, not the sum
+    # of each pixel's owning scar alone
+    z_first = surface_at(z0, features, t_first)
+    z_last = surface_at(z0, features, t_last)
+    lowering = z_first - z_last
     yearly_rows, slump_rows = [], []
     bmask = np.zeros((ny, nx), bool)
     bmask[m : ny - m, m : nx - m] = True
@@ -334,16 +340,19 @@ def _truth(out, site, block, geo, z0, features, slumps, looks, lakes_render, t_f
             continue
         mem = sorted({int(o) for o in np.unique(owner[unit]) if o >= 0})
         names = [slumps[i].fid for i in mem]
-        vol = 0.0
+        owned = 0.0
         yearly = {}
         for i in mem:
             s = slumps[i]
             box = (slice(s.r0, s.r1), slice(s.c0, s.c1))
             sel = unit[box] & (owner[box] == i)
-            vol += float(s.depth[sel].sum()) * res * res
+            owned += float(s.depth[sel].sum()) * res * res
             for y, a, b in seasons:
                 inside = sel & (s.t_exc > a - 120) & (s.t_exc <= b + 120)
                 yearly[y] = yearly.get(y, 0.0) + float(s.depth[inside].sum()) * res * res
+        vol = float(lowering[unit].sum()) * res * res
+        if owned > 0:  # the seasons keep their shares of the unit's true loss
+            yearly = {y: v * vol / owned for y, v in yearly.items()}
         # a group's name only when the unit holds the whole group: scars planned to coalesce
         # that stayed apart are separate units, each named by its scars
         groups = {slumps[i].group for i in mem}
@@ -385,8 +394,6 @@ def _truth(out, site, block, geo, z0, features, slumps, looks, lakes_render, t_f
         look_rows.append({"feature_id": f.fid, "site": site.key, "kind": f.kind, "geometry": polygon(mask, f.r0, f.c0),
                           "area_m2": float(mask.sum() * res * res), "event_date": ev, "min_dh_m": float(delta.min()),
                           "progressive": isinstance(f, Progressive)})
-    z_first = surface_at(z0, features, t_first)
-    z_last = surface_at(z0, features, t_last)
     tdir = out / "truth" / site.key
     b = (slice(m, ny - m), slice(m, nx - m))
     prof = dict(driver="GTiff", crs="EPSG:3413", transform=from_origin(x0 + m * res, y1 - m * res, res, res),

@@ -9,6 +9,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import rasterio
+import rasterio.features
 
 from pipeline.strips.names import parse_strip_name
 
@@ -66,6 +67,20 @@ def test_truth_follows_the_shared_contract_with_connected_units(scene):
     with rasterio.open(scene / "truth" / "thomsen" / "class.tif") as src:
         k = src.read(1)
     assert k.shape == (1000, 1000) and (k == 1).any() and (k == 0).mean() > 0.8
+
+
+def test_a_units_true_volume_is_the_ground_it_lost_where_its_scars_overlap_too(scene):
+    """The truth's volume of each unit is the loss of its true surface (true_dh) over its area,
+    to rounding, coalesced units included, and its seasons add up to it."""
+    slumps = gpd.read_parquet(scene / "truth" / "slumps.parquet")
+    yearly = pd.read_csv(scene / "truth" / "yearly_losses.csv").groupby("slump_id").volume_m3.sum()
+    with rasterio.open(scene / "truth" / "thomsen" / "true_dh.tif") as src:
+        dh, tr = src.read(1), src.transform
+    for u in slumps.itertuples():
+        inside = rasterio.features.geometry_mask([u.geometry], dh.shape, tr, invert=True)
+        lost = -float(dh[inside].sum()) * 4.0
+        assert lost == pytest.approx(u.volume_m3, rel=0.01), u.slump_id
+        assert yearly[u.slump_id] == pytest.approx(u.volume_m3, rel=0.01), u.slump_id
 
 
 def test_drained_lakes_are_mostly_missing_from_the_water_mask(scene):
