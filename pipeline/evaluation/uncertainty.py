@@ -49,7 +49,8 @@ def _variogram(products: Path, cell_id: str) -> Variogram:
 
 def sigma_table(sample: str | Path, products: str | Path, cfg: Config | None = None) -> pd.DataFrame:
     """One row per published slump matched (IoU >= 0.5) to a true slump of ``sample``:
-    ``volume_m3`` (recomputed; equal to the published one), ``true_m3``, the raw terms
+    ``area_m2`` (its pixels with dh), ``n_dems``, ``volume_m3`` (recomputed; equal to the
+    published one), ``true_m3``, the raw terms
     ``elevation_m3``, ``outline_m2``, ``step_m3`` and the published ``volume_sigma_m3``.
 
     The terms are recomputed from the cell's mosaic (its rasters and ``cfg.candidates.halo_m``
@@ -75,10 +76,11 @@ def sigma_table(sample: str | Path, products: str | Path, cfg: Config | None = N
             if not np.isclose(volume, slump.volume_m3, rtol=1e-3, atol=1.0):
                 raise ValueError(f"{products}: slump {slump.rts_id} recomputes to {volume:.0f} m3, published "
                                  f"{slump.volume_m3:.0f} m3: these products were made with another configuration")
-            rows.append({"sample": sample.name, "rts_id": slump.rts_id, "volume_m3": volume,
+            rows.append({"sample": sample.name, "rts_id": slump.rts_id, "area_m2": float(mask.sum()) * res * res,
+                         "n_dems": int(slump.n_dems), "volume_m3": volume,
                          "true_m3": float(truth.volume_m3.iloc[matched[i]]),
                          "volume_sigma_m3": float(slump.volume_sigma_m3), **dataclasses.asdict(terms)})
-    return pd.DataFrame(rows, columns=["sample", "rts_id", "volume_m3", "true_m3", "volume_sigma_m3",
+    return pd.DataFrame(rows, columns=["sample", "rts_id", "area_m2", "n_dems", "volume_m3", "true_m3", "volume_sigma_m3",
                                        "elevation_m3", "outline_m2", "step_m3"])
 
 
