@@ -26,7 +26,7 @@ from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
 from pipeline.detection.training import train
 from pipeline.evaluation.evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
 from pipeline.evaluation.families import family_of, label_candidates, report_markdown, score_family, train_evidence
-from pipeline.evaluation.uncertainty import coverage, fit_sigma, sigma_table
+from pipeline.evaluation.uncertainty import MODEL_FRACTIONS, STEP_SCALES, coverage, fit_sigma, sigma_table
 from pipeline.orchestration.jobs import work
 from pipeline.orchestration.plan import format_plan, make_plan, plan_json
 from pipeline.orchestration.run import run
@@ -252,6 +252,9 @@ def _cmd_fit_sigma(args: argparse.Namespace) -> int:
     for f, t in sorted(pooled.items()):
         now, new = coverage(t, q), coverage(t, fitted)
         print(f"{f:<8}{len(t):>8}{now[0]:>9.0%} / {now[1]:.0%}{new[0]:>11.0%} / {new[1]:.0%}")
+    if fitted.step_sigma_scale >= STEP_SCALES[-1] or fitted.model_sigma_fraction >= MODEL_FRACTIONS[-1]:
+        print("rts fit-sigma: warning: the fit lies on the edge of the searched grid; the errors may need a "
+              "term the model does not have")
     print("fitted (elevation_sigma_scale and outline_sigma_m held):\n[quantify]\n"
           f"step_sigma_scale = {fitted.step_sigma_scale}\nmodel_sigma_fraction = {fitted.model_sigma_fraction}")
     if args.out:

@@ -20,4 +20,4 @@ netCDF) and the same truth layout :mod:`pipeline.evaluation.evaluate` scores aga
 """
 
 FAMILY = "B"
-GENERATOR_VERSION = "B1"
+GENERATOR_VERSION = "B2"  # B2: a unit's true volume is its surface's lowering

@@ -92,18 +92,20 @@ def test_interval_losses_follow_the_epochs_and_share_a_gap_by_thaw_season():
     assert alone.volume_m3.iloc[0] == pytest.approx(16 / 4, rel=0.02)
 
 
-def test_a_gap_in_some_pixels_record_does_not_date_their_loss_before_the_slump_began():
+@pytest.mark.parametrize("n_clouded", [10, 90, 99])
+def test_a_gap_in_some_pixels_record_does_not_date_their_loss_before_the_slump_began(n_clouded):
     """A slump that began in summer 2012, seen every summer 2010-2015 (epochs 1 Sep): 90
-    pixels dropped 2 m in 2012, 2 m in 2013 and 2 m in 2014 each; 10 of its 2012 pixels were
-    under cloud in 2011, so their record brackets the drop 2010-2012. Their loss belongs to
-    2012, where every pixel seen that year shows the ground falling, not to the cold or warm
-    2011 they could not see; the yearly series and the intervals both say so."""
+    pixels dropped 2 m in 2012, 2 m in 2013 and 2 m in 2014 each; 10, 90 or 99 of its 2012
+    pixels were under cloud in 2011, so their record brackets the drop 2010-2012. Their loss
+    belongs to 2012, where every pixel seen that year shows the ground falling (however few
+    they are), not to the 2011 they could not see; the yearly series and the intervals both
+    say so."""
     ep = [_day(f"{y}-09-01") for y in range(2010, 2016)]
     n = 100
     dh = np.full((1, 3 * n), -2.0)
     t1 = np.array([[ep[1]] * n + [ep[2]] * n + [ep[3]] * n])
     t2 = np.array([[ep[2]] * n + [ep[3]] * n + [ep[4]] * n])
-    t1[0, :10] = ep[0]  # bracketed 2010-2012 by the cloud of 2011
+    t1[0, :n_clouded] = ep[0]  # bracketed 2010-2012 by the cloud of 2011
     mask = np.ones(dh.shape, bool)
     y = yearly_loss(dh, t1, t2, mask, 2.0)
     # 2011 has no row (a season the record shows inactive), and no year has an empty area

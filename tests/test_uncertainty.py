@@ -37,3 +37,8 @@ def test_the_fit_recovers_a_known_model_error_and_gives_gaussian_coverage():
     # without the model term the same errors are under-covered: it is not a free parameter
     c1, c2 = coverage(_errors_from(0.1, 0.04, 2000, 2), QuantifyConfig(step_sigma_scale=0.1, model_sigma_fraction=0.0))
     assert c2 < 0.85
+
+
+def test_a_family_without_matched_slumps_is_an_error_not_a_zero_fit():
+    with pytest.raises(ValueError, match="no matched slumps.*B"):
+        fit_sigma({"A": _errors_from(0.1, 0.04, 50, 0), "B": _errors_from(0.1, 0.04, 0, 1)}, QuantifyConfig())

@@ -54,9 +54,9 @@ def sigma_table(sample: str | Path, products: str | Path, cfg: Config | None = N
     ``elevation_m3``, ``outline_m2``, ``step_m3`` and the published ``volume_sigma_m3``.
 
     The terms are recomputed from the cell's mosaic (its rasters and ``cfg.candidates.halo_m``
-    of its neighbours') and the variogram its part recorded; a products folder made with
-    another volume margin or drop threshold than ``cfg`` gives other volumes, which is
-    checked."""
+    of its neighbours') and the variogram its part recorded; both the volume and the sigma
+    must reproduce the published ones, so products made with another configuration than
+    ``cfg`` are an error rather than a silently wrong fit."""
     cfg = cfg or Config()
     sample, products = Path(sample), Path(products)
     inv = gpd.read_parquet(ProductsStore(products).inventory).reset_index(drop=True)
@@ -73,9 +73,12 @@ def sigma_table(sample: str | Path, products: str | Path, cfg: Config | None = N
             mask = rasterio.features.geometry_mask([slump.geometry], dh.shape, mosaic.transform, invert=True)
             mask &= np.isfinite(dh)
             volume, terms, _ = slump_volume(dh, mosaic.layers["dh_sigma"], mask, slump.geometry.length, res, vg, cfg)
-            if not np.isclose(volume, slump.volume_m3, rtol=1e-3, atol=1.0):
-                raise ValueError(f"{products}: slump {slump.rts_id} recomputes to {volume:.0f} m3, published "
-                                 f"{slump.volume_m3:.0f} m3: these products were made with another configuration")
+            sigma = volume_sigma(terms, volume, cfg.quantify)
+            if not (np.isclose(volume, slump.volume_m3, rtol=1e-5, atol=0.01)
+                    and np.isclose(sigma, slump.volume_sigma_m3, rtol=1e-4, atol=0.01)):
+                raise ValueError(f"{products}: slump {slump.rts_id} recomputes to {volume:.1f} +- {sigma:.1f} m3, "
+                                 f"published {slump.volume_m3:.1f} +- {slump.volume_sigma_m3:.1f} m3: these products "
+                                 "were made with another configuration (give it with --config)")
             rows.append({"sample": sample.name, "rts_id": slump.rts_id, "area_m2": float(mask.sum()) * res * res,
                          "n_dems": int(slump.n_dems), "volume_m3": volume,
                          "true_m3": float(truth.volume_m3.iloc[matched[i]]),
@@ -107,7 +110,12 @@ def fit_sigma(tables: dict[str, pd.DataFrame], qcfg: QuantifyConfig, step_scales
     """The ``step_sigma_scale`` and ``model_sigma_fraction`` (grid search) whose coverage,
     per family (``tables``: family -> :func:`sigma_table` rows), lies nearest the Gaussian
     68.3 % / 95.4 %: the summed squared misses over families and both levels; ties go to
-    the smaller sigma. Returns the fitted configuration and the table of every grid point."""
+    the smaller sigma (relative to the true volumes). Returns the fitted configuration and the
+    table of every grid point; a family without matched slumps is an error."""
+    empty = [f for f, t in tables.items() if not len(t)]
+    if empty or not tables:
+        raise ValueError(f"no matched slumps to fit on for famil{'ies' if len(empty) > 1 else 'y'} "
+                         f"{', '.join(empty) or '(none given)'}")
     err = {f: np.abs(t.volume_m3.to_numpy() - t.true_m3.to_numpy()) for f, t in tables.items()}
     base = {f: (qcfg.elevation_sigma_scale * t.elevation_m3.to_numpy()) ** 2
             + (qcfg.outline_sigma_m * t.outline_m2.to_numpy()) ** 2 for f, t in tables.items()}
@@ -120,7 +128,7 @@ def fit_sigma(tables: dict[str, pd.DataFrame], qcfg: QuantifyConfig, step_scales
                 c1, c2 = float(np.mean(err[f] <= s)), float(np.mean(err[f] <= 2 * s))
                 row[f"{f} 1sigma"], row[f"{f} 2sigma"] = c1, c2
                 row["miss"] += (c1 - TARGET_1SIGMA) ** 2 + (c2 - TARGET_2SIGMA) ** 2
-                row["size"] += float(np.median(s / t.volume_m3.to_numpy()))
+                row["size"] += float(np.median(s / t.true_m3.to_numpy()))
             rows.append(row)
     grid_table = pd.DataFrame(rows).sort_values(["miss", "size"], kind="stable").reset_index(drop=True)
     best = grid_table.iloc[0]

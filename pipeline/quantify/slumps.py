@@ -64,8 +64,8 @@ def rim_depth(dh: np.ndarray, mask: np.ndarray, band_px: int = 2) -> float:
 
 @dataclass(frozen=True)
 class SigmaTerms:
-    """The raw (unscaled) terms of a slump's volume uncertainty, each in m3 (see
-    :func:`volume_sigma`)."""
+    """The raw (unscaled) terms of a slump's volume uncertainty (see :func:`volume_sigma`):
+    two in m3 and the outline's in m2 (it becomes m3 times a band width)."""
 
     #: the stable-ground variogram integral over the slump (:func:`pipeline.quantify.volume.volume_and_sigma`)
     elevation_m3: float

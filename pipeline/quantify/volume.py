@@ -154,7 +154,7 @@ def volume_and_sigma(dh: np.ndarray, mask: np.ndarray, res: float, vg: Variogram
     return v, area * sigma_mean_dh(area, res, vg)
 
 
-def censored_shares(base: np.ndarray, loss: np.ndarray, size: np.ndarray, n_iter: int = 1000, tol: float = 1e-6
+def censored_shares(base: np.ndarray, loss: np.ndarray, size: np.ndarray, n_iter: int = 500, tol: float = 1e-6
                     ) -> np.ndarray:
     """Share losses known only to lie within ranges of time bins among those bins.
 
@@ -176,13 +176,32 @@ def censored_shares(base: np.ndarray, loss: np.ndarray, size: np.ndarray, n_iter
         return base.copy()
     size = np.asarray(size, float)
     pos, sized = loss > 0, size > 0
+    if not pos.any():
+        s = base
+        return s / s.sum(1, keepdims=True) * loss[:, None]
+    bp, lp = base[pos], loss[pos, None]
+    size_or_1 = np.where(sized, size, 1.0)
+
+    def step(rate: np.ndarray) -> np.ndarray:  # one self-consistency (EM) update, scale kept
+        s = bp * rate
+        got = (s / np.maximum(s.sum(1, keepdims=True), 1e-300) * lp).sum(0)
+        new = np.where(sized, got / size_or_1, rate)
+        return new * (rate[sized].sum() / max(new[sized].sum(), 1e-300))
+
+    # the update converges linearly, as slowly as the share of loss the wide ranges hold; SQUAREM
+    # (Varadhan & Roland 2008) extrapolates along it, floored above 0 so that no bin is lost to an
+    # overshoot, and the residual of the plain update decides when it has converged
     rate = np.ones(base.shape[1])
     for _ in range(n_iter):
-        s = base * rate
-        got = (s[pos] / s[pos].sum(1, keepdims=True) * loss[pos, None]).sum(0)
-        new = np.where(sized, got / np.where(sized, size, 1.0), rate)
-        new *= rate[sized].sum() / max(new[sized].sum(), 1e-300)  # only ratios matter: keep the scale
-        done = np.max(np.abs(new - rate)) <= tol * np.max(rate)
+        r1 = step(rate)
+        r2 = step(r1)
+        d1, d2 = r1 - rate, r2 - 2 * r1 + rate
+        nv = np.sqrt((d2 * d2).sum())
+        alpha = -np.sqrt((d1 * d1).sum()) / nv if nv > 0 else -1.0
+        alpha = min(alpha, -1.0)
+        trial = np.maximum(rate - 2 * alpha * d1 + alpha * alpha * d2, 1e-12 * r2.max())
+        new = step(trial)
+        done = np.max(np.abs(step(new) - new)) <= tol * np.max(new)
         rate = new
         if done:
             break
