@@ -140,14 +140,25 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def _sample_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """``--sample`` folders paired in order with ``--products`` folders."""
     if len(args.sample) != len(args.products):
         raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
+    return list(zip(args.sample, args.products))
+
+
+def _add_sample_products(parser: argparse.ArgumentParser, sample_help: str | None = None) -> None:
+    parser.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR", help=sample_help)
+    parser.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    pairs = _sample_pairs(args)
     cfg = load_config(args.config)
     if args.by_family:
         return _evaluate_by_family(args, cfg)
     text = "# Evaluation against the sample truth\n"
-    for sample, products in zip(args.sample, args.products):
+    for sample, products in pairs:
         result = evaluate_products(sample, products)
         text += (f"\nSample `{sample}`, products `{products}`: {result['n_truth']} true slumps, "
                  f"{result['n_lookalikes']} look-alikes. Matching is one-to-one by IoU.\n\n" + evaluation_markdown(result))
@@ -158,7 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print("rts evaluate: no Mask R-CNN weights; comparing the rules and the naive baseline only", file=sys.stderr)
         else:
             detector = maskrcnn.Detector.load(path)
-    cmp = compare_many(list(zip(args.sample, args.products)), detector, cfg)
+    cmp = compare_many(pairs, detector, cfg)
     text += ("\n## Detectors side by side\n\nMask R-CNN" + (f" (`{path}`)" if detector is not None else " (no weights)")
              + ", the rule-based criteria 1-3 (cleaned polygons, as published) and the naive baseline; "
              "look-alikes as slumps = detections matching a look-alike at IoU >= 0.3.\n\n" + detectors_markdown(cmp))
@@ -171,7 +182,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
     by: dict[str, list] = {}
-    for s, p in zip(args.sample, args.products):
+    for s, p in _sample_pairs(args):
         by.setdefault(family_of(s), []).append((s, p))
     shipped = EvidenceModel.load(args.evidence or MODEL_FILE)
     text = ("# Evaluation per scene family\n\nFamily A = `pipeline.synth`, family B = the independent `scenes` "
@@ -202,11 +213,9 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
 
 
 def _cmd_train_evidence(args: argparse.Namespace) -> int:
-    if len(args.sample) != len(args.products):
-        raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
     cfg = load_config(args.config)
     tables, pairs = {}, {}
-    for s, p in zip(args.sample, args.products):
+    for s, p in _sample_pairs(args):
         fam = family_of(s)
         tables.setdefault(fam, []).append(label_candidates(s, p))
         pairs.setdefault(fam, []).append((Path(s), Path(p)))
@@ -237,11 +246,9 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_sigma(args: argparse.Namespace) -> int:
-    if len(args.sample) != len(args.products):
-        raise ValueError("give as many --products folders as --sample folders (they are paired in order)")
     cfg = load_config(args.config)
     tables: dict[str, list] = {}
-    for s, p in zip(args.sample, args.products):
+    for s, p in _sample_pairs(args):
         t = sigma_table(s, p, cfg)
         print(f"rts fit-sigma: {s}: {len(t)} matched slumps")
         tables.setdefault(family_of(s), []).append(t)
@@ -470,8 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score a run's candidates per criteria level, and the Mask R-CNN beside the "
                                    "rule-based criteria 1-3 and the naive baseline, against the sample truth; several "
                                    "held-out samples are paired in order with their products folders.")
-    e.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR", help="folder(s) made by rts synth")
-    e.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    _add_sample_products(e, "folder(s) made by rts synth")
     e.add_argument("--weights", metavar="FILE.pt", help="Mask R-CNN weights (default: the shipped pipeline/models/ file)")
     e.add_argument("--rules-only", action="store_true", help="do not run the Mask R-CNN")
     e.add_argument("--config", type=Path, metavar="FILE.toml", help="override thresholds (see pipeline/config.py)")
@@ -488,8 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "once per family left out (pipeline/models/evidence_without_<F>.json, scored on that "
                                     "family against the rules) and once on all families (the shipped model, which "
                                     "records which detector 'auto' should use).")
-    te.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR")
-    te.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    _add_sample_products(te)
     te.add_argument("--out", type=Path, metavar="FILE.json", help="default pipeline/models/evidence.json")
     te.add_argument("--l2", type=float, default=2.0, help="ridge penalty on the standardised coefficients (default 2)")
     te.add_argument("--config", type=Path, metavar="FILE.toml")
@@ -501,8 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "family, the true volume lies within 1 sigma for 68 % and within 2 sigma for 95 % of "
                                     "the slumps. Prints the coverage now and fitted, and the TOML lines to use. Give "
                                     "fitting samples only, never the seeds an evaluation reports.")
-    fs.add_argument("--sample", required=True, type=Path, nargs="+", metavar="DIR")
-    fs.add_argument("--products", required=True, type=Path, nargs="+", metavar="PRODUCTS")
+    _add_sample_products(fs)
     fs.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the coverage at every grid point")
     fs.add_argument("--config", type=Path, metavar="FILE.toml", help="the configuration the products were made with")
     fs.set_defaults(func=_cmd_fit_sigma)

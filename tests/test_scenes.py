@@ -29,13 +29,17 @@ def test_the_scenes_package_imports_nothing_from_the_pipeline():
             assert not any(n == "pipeline" or n.startswith("pipeline.") for n in names), f"{path.name} imports {names}"
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
+def _one_cell(tmp_path_factory, site: str, seed: int) -> Path:
     from scenes.build import build
 
-    out = tmp_path_factory.mktemp("family_b")
-    build(out, seed=5, sites=["thomsen"], cells=1, workers=1, log=lambda m: None)
+    out = tmp_path_factory.mktemp(f"family_b_{site}")
+    build(out, seed=seed, sites=[site], cells=1, workers=1, log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return _one_cell(tmp_path_factory, "thomsen", 5)
 
 
 def test_strips_are_read_through_the_stac_catalog_with_real_names(scene):
@@ -72,11 +76,7 @@ def test_truth_follows_the_shared_contract_with_connected_units(scene):
 @pytest.fixture(scope="module")
 def coalescing_scene(tmp_path_factory):
     """One Kolyma cell whose scars coalesce: unit kolyma-unit-03 is two overlapping scars."""
-    from scenes.build import build
-
-    out = tmp_path_factory.mktemp("family_b_kolyma")
-    build(out, seed=3, sites=["kolyma"], cells=1, workers=1, log=lambda m: None)
-    return out
+    return _one_cell(tmp_path_factory, "kolyma", 3)
 
 
 def test_a_units_true_volume_is_the_ground_it_lost_where_its_scars_overlap_too(coalescing_scene):

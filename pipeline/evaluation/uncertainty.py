@@ -89,8 +89,8 @@ def sigma_table(sample: str | Path, products: str | Path, cfg: Config | None = N
 
 def sigmas(table: pd.DataFrame, qcfg: QuantifyConfig) -> np.ndarray:
     """The 1-sigma (m3) :func:`volume_sigma` gives each row of a :func:`sigma_table`."""
-    return np.array([volume_sigma(SigmaTerms(r.elevation_m3, r.outline_m2, r.step_m3), r.volume_m3, qcfg)
-                     for r in table.itertuples()])
+    terms = SigmaTerms(table.elevation_m3.to_numpy(), table.outline_m2.to_numpy(), table.step_m3.to_numpy())
+    return np.asarray(volume_sigma(terms, table.volume_m3.to_numpy(), qcfg), float)
 
 
 def coverage(table: pd.DataFrame, qcfg: QuantifyConfig) -> tuple[float, float]:
@@ -116,19 +116,16 @@ def fit_sigma(tables: dict[str, pd.DataFrame], qcfg: QuantifyConfig, step_scales
     if empty or not tables:
         raise ValueError(f"no matched slumps to fit on for famil{'ies' if len(empty) > 1 else 'y'} "
                          f"{', '.join(empty) or '(none given)'}")
-    err = {f: np.abs(t.volume_m3.to_numpy() - t.true_m3.to_numpy()) for f, t in tables.items()}
-    base = {f: (qcfg.elevation_sigma_scale * t.elevation_m3.to_numpy()) ** 2
-            + (qcfg.outline_sigma_m * t.outline_m2.to_numpy()) ** 2 for f, t in tables.items()}
     rows = []
     for k in step_scales:
         for m in model_fractions:
+            q = dataclasses.replace(qcfg, step_sigma_scale=float(k), model_sigma_fraction=float(m))
             row = {"step_sigma_scale": float(k), "model_sigma_fraction": float(m), "miss": 0.0, "size": 0.0}
             for f, t in tables.items():
-                s = np.sqrt(base[f] + (k * t.step_m3.to_numpy()) ** 2 + (m * t.volume_m3.to_numpy()) ** 2)
-                c1, c2 = float(np.mean(err[f] <= s)), float(np.mean(err[f] <= 2 * s))
+                c1, c2 = coverage(t, q)
                 row[f"{f} 1sigma"], row[f"{f} 2sigma"] = c1, c2
                 row["miss"] += (c1 - TARGET_1SIGMA) ** 2 + (c2 - TARGET_2SIGMA) ** 2
-                row["size"] += float(np.median(s / t.true_m3.to_numpy()))
+                row["size"] += float(np.median(sigmas(t, q) / t.true_m3.to_numpy()))
             rows.append(row)
     grid_table = pd.DataFrame(rows).sort_values(["miss", "size"], kind="stable").reset_index(drop=True)
     best = grid_table.iloc[0]

@@ -75,8 +75,9 @@ class SigmaTerms:
     step_m3: float
 
 
-def volume_sigma(terms: SigmaTerms, volume_m3: float, cfg: QuantifyConfig) -> float:
-    """The published 1-sigma of a slump's volume (m3), four terms in quadrature:
+def volume_sigma(terms: SigmaTerms, volume_m3, cfg: QuantifyConfig):
+    """The published 1-sigma of a slump's volume (m3), four terms in quadrature (the terms
+    and volume may be arrays, one value per slump):
 
     * elevation: the stable-ground variogram integral, scaled by ``cfg.elevation_sigma_scale``;
     * outline: a band ``cfg.outline_sigma_m`` wide along the perimeter at the rim's depth;
@@ -92,10 +93,10 @@ def volume_sigma(terms: SigmaTerms, volume_m3: float, cfg: QuantifyConfig) -> fl
     On the fitting samples the volume errors scale with perimeter x rim depth (RMS 0.9-1.6 m
     of band on both scene families) and with the summed step sigma (RMS ratio 0.5-1.0 on
     both), while the variogram term's ratio differs sixfold between the families."""
-    return float(np.sqrt((cfg.elevation_sigma_scale * terms.elevation_m3) ** 2
-                         + (cfg.outline_sigma_m * terms.outline_m2) ** 2
-                         + (cfg.step_sigma_scale * terms.step_m3) ** 2
-                         + (cfg.model_sigma_fraction * volume_m3) ** 2))
+    return np.sqrt((cfg.elevation_sigma_scale * terms.elevation_m3) ** 2
+                   + (cfg.outline_sigma_m * terms.outline_m2) ** 2
+                   + (cfg.step_sigma_scale * terms.step_m3) ** 2
+                   + (cfg.model_sigma_fraction * volume_m3) ** 2)
 
 
 def slump_volume(dh: np.ndarray, dh_sigma: np.ndarray, mask: np.ndarray, perimeter_m: float, res: float,
@@ -153,7 +154,7 @@ def quantify(mosaic, detections: gpd.GeoDataFrame, vg: Variogram, cfg: Config, c
         # the time of change is only meaningful where the ground really dropped (``sig``):
         # pixels the polygon holds without a significant loss (filled holes, edges) carry noise dates
         volume, terms, sig = slump_volume(dh, L["dh_sigma"], mask, geom.length, res, vg, cfg)
-        sigma = volume_sigma(terms, volume, cfg.quantify)
+        sigma = float(volume_sigma(terms, volume, cfg.quantify))
         if not sig.any():
             sig = mask
         a, b = t1[sig], t2[sig]
