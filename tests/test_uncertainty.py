@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import QuantifyConfig
+from pipeline.evaluation.families import share_interval
 from pipeline.evaluation.uncertainty import coverage, fit_sigma
 
 
@@ -42,3 +43,12 @@ def test_the_fit_recovers_a_known_model_error_and_gives_gaussian_coverage():
 def test_a_family_without_matched_slumps_is_an_error_not_a_zero_fit():
     with pytest.raises(ValueError, match="no matched slumps.*B"):
         fit_sigma({"A": _errors_from(0.1, 0.04, 50, 0), "B": _errors_from(0.1, 0.04, 0, 1)}, QuantifyConfig())
+
+
+def test_a_coverage_share_on_one_seeds_thirty_slumps_is_uncertain_by_fifteen_points():
+    """21 of 30 true volumes covered is 70 %, but the Wilson 95 % interval of that share
+    spans 52-83 %: one seed cannot tell a calibrated sigma (68 %) from one 10 % too large."""
+    lo, hi = share_interval(np.r_[np.ones(21, bool), np.zeros(9, bool)])
+    assert abs(lo - 0.521) < 0.002 and abs(hi - 0.833) < 0.002
+    lo, hi = share_interval(np.r_[np.ones(210, bool), np.zeros(90, bool)])
+    assert 0.64 < lo < hi < 0.76  # ten times the slumps: an interval a third as wide

@@ -25,6 +25,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+from scipy.stats import binomtest
 
 from data_products import grid
 from data_products import schema
@@ -36,6 +37,15 @@ from pipeline.publish.inventories import match_inventories
 from pipeline.evaluation.evaluate import cell_truth
 from pipeline.evaluation.evaluate import detect_products, naive_difference, score_detections
 from pipeline.evaluation.evaluate import _pool
+
+
+def share_interval(hits: np.ndarray) -> tuple[float, float]:
+    """The Wilson 95 % interval (fractions) of the share of True in ``hits``: on one seed's
+    few dozen slumps a coverage or agreement share is uncertain by several points, so a
+    share is only short of a band when its interval is."""
+    hits = np.asarray(hits, bool)
+    ci = binomtest(int(hits.sum()), int(hits.size)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def family_of(sample: str | Path) -> str:
@@ -247,10 +257,13 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
             err = v[:, 0] - v[:, 2]
             r["median_abs_volume_error"] = float(np.median(np.abs(err) / v[:, 2]))
             r["total_volume_error"] = float(v[:, 0].sum() / v[:, 2].sum() - 1)
-            r["coverage_1sigma"] = float(np.mean(np.abs(err) <= v[:, 1]))
-            r["coverage_2sigma"] = float(np.mean(np.abs(err) <= 2 * v[:, 1]))
+            r["n_volumes"] = len(v)
+            for k in (1, 2):
+                hits = np.abs(err) <= k * v[:, 1]
+                r[f"coverage_{k}sigma"], r[f"coverage_{k}sigma_ci"] = float(np.mean(hits)), share_interval(hits)
         if e["temp"]:
             r["temperature_flag_agreement"] = float(np.mean(e["temp"]))
+            r["temperature_flag_agreement_ci"] = share_interval(e["temp"])
         if e["with_r"]:
             r["share_with_r"] = float(np.mean(e["with_r"]))
         r["stable_false_change"] = float(np.mean(stable)) if stable else float("nan")
@@ -265,20 +278,23 @@ def score_family(pairs: list[tuple[Path, Path]], detectors: dict, cfg=None) -> l
 
 
 REPORT_COLUMNS = ["method", "found", "true", "precision@0.5", "recall@0.5", "f1@0.5", "f1@0.1", "split", "merged",
-                  "lookalikes_as_slumps", "fp_causes", "median_abs_volume_error", "total_volume_error",
+                  "lookalikes_as_slumps", "fp_causes", "n_volumes", "median_abs_volume_error", "total_volume_error",
                   "coverage_1sigma", "coverage_2sigma", "stable_false_change", "temperature_flag_agreement",
                   "share_with_r"]
 
 
 def report_markdown(rows: list[dict], columns=REPORT_COLUMNS) -> str:
+    """One row per method; a share with a ``<column>_ci`` interval shows it in brackets."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         cells = []
         for c in columns:
             v = r.get(c, "")
             if isinstance(v, float):
-                cells.append("" if not np.isfinite(v) else (f"{100 * v:.2f} %" if c == "stable_false_change"
-                                                            else f"{v:.2f}"))
+                text = "" if not np.isfinite(v) else (f"{100 * v:.2f} %" if c == "stable_false_change" else f"{v:.2f}")
+                if text and f"{c}_ci" in r:
+                    text += " ({:.2f}-{:.2f})".format(*r[f"{c}_ci"])
+                cells.append(text)
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
