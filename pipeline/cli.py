@@ -25,7 +25,8 @@ from pipeline.detection.detect import EvidenceDetector
 from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
 from pipeline.detection.training import train
 from pipeline.evaluation.evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
-from pipeline.evaluation.families import family_of, label_candidates, report_markdown, score_family, train_evidence
+from pipeline.evaluation.families import (auto_detector, family_of, label_candidates, report_markdown, score_family,
+                                          train_evidence)
 from pipeline.evaluation.uncertainty import MODEL_FRACTIONS, STEP_SCALES, coverage, fit_sigma, sigma_table
 from pipeline.orchestration.jobs import work
 from pipeline.orchestration.plan import format_plan, make_plan, plan_json
@@ -234,11 +235,11 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
               f"{held[fam]['evidence']:.2f}, rules {held[fam]['rules']:.2f}")
     model = train_evidence([t for ts in tables.values() for t in ts], l2=args.l2)
     if held:
-        wins = all(h["evidence"] >= h["rules"] for h in held.values())
-        model.meta["auto"] = "evidence" if wins else "rules"
+        model.meta["auto"] = auto_detector(held)
         model.meta["held_out_f1"] = held
-        model.meta["auto_reason"] = ("F1 at IoU >= 0.5 on each family left out of training: " + "; ".join(
-            f"family {f}: evidence {h['evidence']:.2f}, rules {h['rules']:.2f}" for f, h in held.items()))
+        model.meta["auto_reason"] = ("F1 at IoU >= 0.5 on each family left out of training, averaged over the families: "
+                                     + "; ".join(f"family {f}: evidence {h['evidence']:.2f}, rules {h['rules']:.2f}"
+                                                 for f, h in held.items()))
     path = model.save(out)
     print(f"rts train-evidence: {model.meta['n_candidates']} candidates ({model.meta['n_slumps']} slumps) "
           f"from families {', '.join(model.meta['families'])} -> {path}; auto = {model.meta.get('auto', 'evidence')}")

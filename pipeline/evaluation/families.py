@@ -48,6 +48,18 @@ def share_interval(hits: np.ndarray) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def auto_detector(held_out_f1: dict[str, dict[str, float]]) -> str:
+    """The detector ``detection.method = "auto"`` should use: "evidence" when the classifier's
+    F1 at IoU >= 0.5, averaged over the families each was left out of training for (families
+    weighted equally), is at least the rules' average on the same families; else "rules".
+    ``held_out_f1``: family -> {"evidence": F1, "rules": F1}. An average rather than a win on
+    every family: a point lost on one family must not outweigh ten gained on another."""
+    if not held_out_f1:
+        raise ValueError("no family was left out of training: nothing to choose the detector on")
+    mean = {k: float(np.mean([h[k] for h in held_out_f1.values()])) for k in ("evidence", "rules")}
+    return "evidence" if mean["evidence"] >= mean["rules"] else "rules"
+
+
 def family_of(sample: str | Path) -> str:
     """"A" (pipeline.synth) or "B" (scenes), from the sample's manifest."""
     try:
