@@ -202,11 +202,14 @@ class ChangeConfig:
     unsupported_margin_m: float = 1.0
     #: unsupported steps smaller than this are left alone (they are noise either way)
     unsupported_min_dh_m: float = 1.0
-    #: a first acquisition rejected by the series but lying at least this far above the
-    #: surface that followed it (deeper than late snow lies) is restored as the level before a
-    #: drop where it joins supported drops within the magnitude limit above: the earliest
-    #: band of a retreating headwall, seen by one acquisition only
-    first_witness_min_dh_m: float = 3.0
+    #: a first acquisition that the pixel's fit rejected, or kept at low weight without a step,
+    #: but that lies at least this far above the surface that followed it is restored as the
+    #: level before a drop where it joins supported drops within the magnitude limit above:
+    #: the earliest band of a retreating headwall, seen by one acquisition only. Late snow on
+    #: unchanged ground beside a scar is what this could mistake for such a band: set on
+    #: replays of fitting cells (B2, B29, B31), where 1.5 m restores true bands and adds no
+    #: loss on unchanged ground
+    first_witness_min_dh_m: float = 1.5
     #: the surface that followed the first acquisition: the median of this many observations
     first_witness_next_obs: int = 3
     #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
@@ -420,9 +423,10 @@ class Config:
 #: in the window's first weeks judged per pixel; trusted observations judged against trusted
 #: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels; 5: a
 #: rejected first acquisition restored as the level before a drop that joins a retreating scar;
-#: the coregistration's gradient smoothing on 2 x 2 block means), so
+#: the coregistration's gradient smoothing on 2 x 2 block means; 6: a first acquisition kept at
+#: low weight in a fit without a step restored as well, from 1.5 m), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 5
+DEM_STAGE_REVISION = 6
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

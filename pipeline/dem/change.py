@@ -581,7 +581,7 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     # the first observation was left out of the fit (its level is not in dh), and the fit shows
     # no change of its own: snow or a cloud in the first strip over ground that dropped later
     # is not added to that drop, nor is a drop the fit already holds counted again
-    cand = ((f >= 0) & np.isfinite(dh) & (drop <= -cfg.first_witness_min_dh_m) & (out["first"] > f)
+    cand = ((f >= 0) & np.isfinite(dh) & (drop <= -cfg.first_witness_min_dh_m) & (out["first"] >= f)
             & (np.abs(dh) < cfg.unsupported_min_dh_m))
     if not cand.any():
         return restored.reshape(H, W)
@@ -598,11 +598,17 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     # the restored drop (>= first_witness_min_dh_m) is the pixel's step: its own fit showed none
     fi = f[idx]
     lone_sigma = np.where(trusted[fi], cfg.sigma_matched_m, cfg.sigma_snow_season_m).astype(np.float32)
-    n_after = out["nb"][idx] + out["na"][idx]  # every trusted epoch the fit used lies after it
+    # the fit either left the first observation out or kept it at its low weight (out of
+    # season, alone on its side): either way every trusted epoch after it lies after the drop
+    kept = out["first"][idx] == fi
+    n_after = out["nb"][idx] + out["na"][idx] - (kept & trusted[fi]).astype(out["nb"].dtype)
+    # the drop ends at the next observation of the pixel after the witness
+    rows = np.arange(zf.shape[0])[:, None]
+    nxt = np.argmax(np.isfinite(zf[:, idx]) & (rows > fi[None, :]), axis=0)
     out["dh"][idx] += drop[idx]
     out["sig"][idx] = np.sqrt(out["sig"][idx] ** 2 + lone_sigma ** 2)
     out["t1"][idx] = dates[fi]
-    out["t2"][idx] = dates[out["first"][idx]]  # the earliest observation the fit used
+    out["t2"][idx] = dates[np.where(kept, nxt, out["first"][idx])]
     out["nb"][idx] = trusted[fi]
     out["na"][idx] = n_after
     restored[idx] = True
