@@ -206,10 +206,10 @@ class ChangeConfig:
     #: but that lies at least this far above the surface that followed it is restored as the
     #: level before a drop where it joins supported drops within the magnitude limit above:
     #: the earliest band of a retreating headwall, seen by one acquisition only. Late snow on
-    #: unchanged ground beside a scar is what this could mistake for such a band: set on
-    #: replays of fitting cells (B2, B29, B31), where 1.5 m restores true bands and adds no
-    #: loss on unchanged ground
-    first_witness_min_dh_m: float = 1.5
+    #: unchanged ground beside a scar is what this could mistake for such a band: on replays
+    #: of fitting cells (B2, B29, B31) 1.5-2 m restores true bands and adds no loss on
+    #: unchanged ground; 2 m keeps a 1.2 m bank with its noise out (tests/test_artefacts.py)
+    first_witness_min_dh_m: float = 2.0
     #: the surface that followed the first acquisition: the median of this many observations
     first_witness_next_obs: int = 3
     #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
@@ -424,7 +424,7 @@ class Config:
 #: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels; 5: a
 #: rejected first acquisition restored as the level before a drop that joins a retreating scar;
 #: the coregistration's gradient smoothing on 2 x 2 block means; 6: a first acquisition kept at
-#: low weight in a fit without a step restored as well, from 1.5 m), so
+#: low weight in a fit without a step restored as well, from 2 m), so
 #: that a products folder made by an earlier revision redoes its DEM stage
 DEM_STAGE_REVISION = 6
 

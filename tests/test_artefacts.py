@@ -361,6 +361,39 @@ def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_j
     assert np.nanmax(np.abs(r.dh[tall])) < 1.0
 
 
+def test_a_shallow_band_seen_only_by_a_snow_free_strip_just_before_the_window_is_restored():
+    """A 1 July strip at 74 N lies a day before the latitude's snow-free window, so the fit keeps
+    it at low weight and, alone on its side, it cannot carry a step. It carried no snow: the
+    2.5 m band the headwall cut before the next strip is restored (t2 at that next strip, not at
+    the witness itself). A 1.2 m snow bank on unchanged ground beside the scar, and a 2.5 m blob
+    away from it, are not."""
+    dates = np.r_[_days(2011, 7, 1), SUMMER]
+    n = 60
+    z, matched = _stack(dates, n=n)
+    rows = slice(10, 50)
+    first = np.zeros((n, n), bool)
+    first[rows, 44:52] = True  # fell between July 2011 and July 2012
+    later = np.zeros((n, n), bool)
+    for k, c0 in enumerate((40, 36, 32)):
+        band = np.zeros((n, n), bool)
+        band[rows, c0:c0 + 4] = True
+        for j in np.flatnonzero(dates > SUMMER[2 + 6 * k]):
+            z[j][band] -= 4.0
+        later |= band
+    z[1:][:, first] -= 2.5
+    bank = np.zeros((n, n), bool)
+    bank[rows, 28:32] = True  # snow in the lee of the scar's head, on ground that never changed
+    z[0][bank] += 1.2
+    alone = _blob(n, 52, 12, 5)
+    z[0][alone] += 2.5
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=74.0)
+    assert np.allclose(np.nanmedian(r.dh[first]), -2.5, atol=0.3)
+    assert (r.t1[first] == dates[0]).mean() > 0.95 and (r.t2[first] == dates[1]).mean() > 0.95
+    assert not (r.confidence[first] == 1).any()
+    assert np.nanmax(np.abs(r.dh[bank])) < 1.0
+    assert np.nanmax(np.abs(r.dh[alone])) < 1.0
+
+
 def test_a_drop_after_the_second_acquisition_is_counted_once():
     """Two witnesses before the drop (the first two acquisitions), the first of them a May
     strip with 4 m of snow on the ground that later drops: the fit leaves the snowy strip out,
