@@ -52,10 +52,10 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    the pixel is refitted without the observations of its short side.
 5. **First witness.** A headwall that retreated between the first acquisition and the
    second leaves a band seen higher by that one acquisition alone; out of season, or
-   alone on its side, the fit leaves it out (inadmissible, or a residual outlier). Where it
-   lies at least ``first_witness_min_dh_m`` above the surface that followed it (deeper than
-   late snow), the pixel shows no change of its own, and it joins supported drops within the
-   same magnitude limit, it is restored as the level before a drop
+   alone on its side, the fit leaves it out (inadmissible, or a residual outlier) or keeps it
+   at low weight without a step. Where it lies at least ``first_witness_min_dh_m`` above the
+   surface that followed it, the pixel shows no change of its own, and it joins supported
+   drops within the same magnitude limit, it is restored as the level before a drop
    (:func:`first_witness_drops`; never confident). A cloud of that height in the first strip
    that touches a scar and is no taller than the limit cannot be told from such a band.
 
@@ -559,18 +559,19 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     seen higher by that one acquisition alone. Where the acquisition is out of season, or
     disagrees with the rest of the series, the per-pixel model rejects it (it could be a
     cloud or a drift), and the band's loss is lost: the scar is mapped short and its volume
-    low. Here a rejected first observation that lies at least ``first_witness_min_dh_m``
-    (deeper than late snow lies) above the surface that followed it is restored as the
-    level before a drop where the pixel's own fit shows no change (|dh| below
+    low. Here a first observation that the fit rejected, or kept at its low weight without a
+    step, and that lies at least ``first_witness_min_dh_m`` above the surface that followed it
+    is restored as the level before a drop where the pixel's own fit shows no change (|dh| below
     ``unsupported_min_dh_m``: snow or a cloud in the first strip over ground that dropped
     later is not added to that drop), the pixel joins supported drops (8-connected) and the drop
     is no larger than ``unsupported_magnitude_factor`` x the largest supported drop it
     joins + ``unsupported_margin_m``: the first and earliest seasons of a retreating
     headwall, next to the bands it cut later. A blob in the first acquisition that joins
-    nothing, or is much higher than the scar beside it, stays rejected. The restored step
-    rests on one observation, so it is never confident (``n_before`` = 0 or 1) and its
-    sigma includes the lone observation's (``sigma_matched_m``, or ``sigma_snow_season_m``
-    out of season)."""
+    nothing, or is much higher than the scar beside it, stays rejected; so does a snow bank
+    beside a scar on ground that never changed, up to the threshold (a deeper bank there cannot
+    be told from such a band). The restored step rests on one observation, so it is never
+    confident (``n_before`` = 0 or 1) and its sigma includes the lone observation's
+    (``sigma_matched_m``, or ``sigma_snow_season_m`` out of season)."""
     H, W = shape
     restored = np.zeros(H * W, bool)
     if zf.shape[0] < 2 or cfg.first_witness_next_obs < 1:
