@@ -326,6 +326,23 @@ def test_auto_weighs_the_families_left_out_equally_so_one_point_lost_does_not_ou
         auto_detector({})
 
 
+def _retreating_scar(z, dates, n, first_drop_m, later_drop_m, rows=slice(10, 50)):
+    """A headwall retreating upslope (to lower columns) on ``z`` (in place): a first band
+    (columns 44-52) that fell between the first acquisition and the second, then one band every
+    three summers (each supported on both sides). Returns (first band, later bands) masks."""
+    first = np.zeros((n, n), bool)
+    first[rows, 44:52] = True
+    later = np.zeros((n, n), bool)
+    for k, c0 in enumerate((40, 36, 32)):
+        band = np.zeros((n, n), bool)
+        band[rows, c0:c0 + 4] = True
+        for j in np.flatnonzero(dates > SUMMER[2 + 6 * k]):
+            z[j][band] -= later_drop_m
+        later |= band
+    z[1:][:, first] -= first_drop_m
+    return first, later
+
+
 def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_joins_a_retreating_scar():
     """A late-May acquisition (out of season at 70 N) is the only witness of the ground before
     a headwall's first band fell; the bands it cut in later summers are supported. The first
@@ -334,17 +351,7 @@ def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_j
     dates = np.r_[_days(2011, 5, 27), SUMMER]
     n = 60
     z, matched = _stack(dates, n=n)
-    rows = slice(10, 50)
-    first = np.zeros((n, n), bool)
-    first[rows, 44:52] = True  # fell between May 2011 and July 2012
-    later = np.zeros((n, n), bool)
-    for k, c0 in enumerate((40, 36, 32)):  # one band every three summers, each supported
-        band = np.zeros((n, n), bool)
-        band[rows, c0:c0 + 4] = True
-        for j in np.flatnonzero(dates > SUMMER[2 + 6 * k]):
-            z[j][band] -= 6.0
-        later |= band
-    z[1:][:, first] -= 6.0
+    first, later = _retreating_scar(z, dates, n, 6.0, 6.0)  # first band: May 2011 - July 2012
     z[0][later] += 4.0  # snow on the later bands in the May strip: not loss
     alone = _blob(n, 30, 12, 6)  # away from the scar
     z[0][alone] += 6.0
@@ -370,19 +377,9 @@ def test_a_shallow_band_seen_only_by_a_snow_free_strip_just_before_the_window_is
     dates = np.r_[_days(2011, 7, 1), SUMMER]
     n = 60
     z, matched = _stack(dates, n=n)
-    rows = slice(10, 50)
-    first = np.zeros((n, n), bool)
-    first[rows, 44:52] = True  # fell between July 2011 and July 2012
-    later = np.zeros((n, n), bool)
-    for k, c0 in enumerate((40, 36, 32)):
-        band = np.zeros((n, n), bool)
-        band[rows, c0:c0 + 4] = True
-        for j in np.flatnonzero(dates > SUMMER[2 + 6 * k]):
-            z[j][band] -= 4.0
-        later |= band
-    z[1:][:, first] -= 2.5
+    first, later = _retreating_scar(z, dates, n, 2.5, 4.0)  # first band: July 2011 - July 2012
     bank = np.zeros((n, n), bool)
-    bank[rows, 28:32] = True  # snow in the lee of the scar's head, on ground that never changed
+    bank[10:50, 28:32] = True  # snow in the lee of the scar's head, on ground that never changed
     z[0][bank] += 1.2
     alone = _blob(n, 52, 12, 5)
     z[0][alone] += 2.5

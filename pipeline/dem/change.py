@@ -579,9 +579,10 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     f, z0, after = _first_witness(zf, mf, cfg.first_witness_next_obs)
     drop = (after - z0).astype(np.float32)
     dh, sig = out["dh"], out["sig"]
-    # the first observation was left out of the fit (its level is not in dh), and the fit shows
-    # no change of its own: snow or a cloud in the first strip over ground that dropped later
-    # is not added to that drop, nor is a drop the fit already holds counted again
+    # the fit left the first observation out, or kept it at low weight without a step (its
+    # level is then in neither side of a drop), and shows no change of its own: snow or a cloud
+    # in the first strip over ground that dropped later is not added to that drop, nor is a
+    # drop the fit already holds counted again
     cand = ((f >= 0) & np.isfinite(dh) & (drop <= -cfg.first_witness_min_dh_m) & (out["first"] >= f)
             & (np.abs(dh) < cfg.unsupported_min_dh_m))
     if not cand.any():
