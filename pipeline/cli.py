@@ -25,8 +25,8 @@ from pipeline.detection.detect import EvidenceDetector
 from pipeline.detection.evidence import MODEL_FILE, EvidenceModel
 from pipeline.detection.training import train
 from pipeline.evaluation.evaluate import compare_many, detectors_markdown, evaluate_products, evaluation_markdown
-from pipeline.evaluation.families import (auto_detector, family_of, label_candidates, report_markdown, score_family,
-                                          train_evidence)
+from pipeline.evaluation.families import (auto_detector, choose_l2, family_of, label_candidates, report_markdown,
+                                          score_family, train_evidence)
 from pipeline.evaluation.uncertainty import MODEL_FRACTIONS, STEP_SCALES, coverage, fit_sigma, sigma_table
 from pipeline.orchestration.jobs import work
 from pipeline.orchestration.plan import format_plan, make_plan, plan_json
@@ -221,19 +221,35 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
         tables.setdefault(fam, []).append(label_candidates(s, p))
         pairs.setdefault(fam, []).append((Path(s), Path(p)))
     out = Path(args.out) if args.out else MODEL_FILE
+    l2 = args.l2
+    if args.validate:
+        validate: dict[str, list] = {}
+        for s in args.validate:
+            s = Path(s)
+            products = s.parent / f"{s.name}{args.validate_suffix}"
+            if not products.is_dir():
+                raise FileNotFoundError(f"{products}: no products folder for validation sample {s} "
+                                        f"(expected {s.name}{args.validate_suffix} beside it)")
+            validate.setdefault(family_of(s), []).append(label_candidates(s, products))
+        l2, scores = choose_l2(tables, validate, cfg.detection)
+        print("rts train-evidence: penalty  candidate F1 on the validation family left out (mean): "
+              + ", ".join(f"{k:g}: {v:.3f}" for k, v in scores.items()) + f" -> {l2:g}")
+    elif l2 is None:
+        l2 = cfg.detection.evidence_l2
     held = {}
     for fam in sorted(tables):
         others = [t for f, ts in tables.items() if f != fam for t in ts]
         if not others:
             continue
-        m = train_evidence(others, l2=args.l2)
+        m = train_evidence(others, l2=l2)
         m.meta["left_out"] = fam
         m.save(out.with_name(f"evidence_without_{fam}.json"))
         rows = score_family(pairs[fam], {"rules": None, "evidence": EvidenceDetector(m)}, cfg)
         held[fam] = {r["method"]: r.get("f1@0.5") for r in rows if r["method"] in ("rules", "evidence")}
         print(f"rts train-evidence: trained without family {fam}: F1@0.5 on {fam} evidence "
               f"{held[fam]['evidence']:.2f}, rules {held[fam]['rules']:.2f}")
-    model = train_evidence([t for ts in tables.values() for t in ts], l2=args.l2)
+    model = train_evidence([t for ts in tables.values() for t in ts], l2=l2)
+    model.meta["l2"] = l2
     if held:
         model.meta["auto"] = auto_detector(held)
         model.meta["held_out_f1"] = held
@@ -497,7 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "records which detector 'auto' should use).")
     _add_sample_products(te)
     te.add_argument("--out", type=Path, metavar="FILE.json", help="default pipeline/models/evidence.json")
-    te.add_argument("--l2", type=float, default=2.0, help="ridge penalty on the standardised coefficients (default 2)")
+    te.add_argument("--l2", type=float, default=None,
+                    help="ridge penalty on the standardised coefficients (default: detection.evidence_l2)")
+    te.add_argument("--validate", nargs="+", metavar="DIR", default=[],
+                    help="validation samples (neither trained on nor reported): choose the penalty whose models, "
+                         "trained without a family, classify that family's validation candidates best")
+    te.add_argument("--validate-suffix", default="_prod", metavar="SUFFIX",
+                    help="each validation sample's products folder is SAMPLE + SUFFIX beside it (default _prod)")
     te.add_argument("--config", type=Path, metavar="FILE.toml")
     te.set_defaults(func=_cmd_train_evidence)
 

@@ -243,8 +243,13 @@ class CandidatesConfig:
 
     #: criterion 1: clusters of pixels that dropped at least this much ...
     max_dh_m: float = -1.0
-    #: ... covering at least this area (the minimum mapping unit), with a confident pixel
+    #: ... covering at least this area (the minimum mapping unit), with a confident pixel ...
     min_area_m2: float = 2000.0
+    #: ... that lost at least this much (the reference study's confidence flag needs dh < -2 m;
+    #: the published confidence raster also flags confident gains and shallower steps). Shallow
+    #: confident loss alone (active-layer detachments, subsidence) does not make a slump: on the
+    #: fitting samples every true slump unit lost at least 2.2 m somewhere
+    confident_min_loss_m: float = 2.0
     #: criterion 2: progressive retreat - the spread (10th-90th percentile) of the time of
     #: change within the cluster exceeds this
     min_time_spread_days: float = 365.0
@@ -284,6 +289,11 @@ class DetectionConfig:
     #: reference criteria (2 = a confident pixel and progressive retreat: a scar that grew
     #: over two or more thaw seasons; one-event losses are detachments, landslides, drainage)
     evidence_min_criteria: int = 2
+    #: ridge penalty of the evidence classifier's training (``rts train-evidence``), chosen by
+    #: ``rts train-evidence --validate`` (:func:`pipeline.evaluation.families.choose_l2`) on
+    #: validation samples that are neither trained on nor reported (docs/detection.md). A strong
+    #: penalty keeps the model near the evidence every family shares
+    evidence_l2: float = 20.0
     #: a drained lake, whatever the water flag says: a flat-floored basin (log of the new
     #: floor's 10-90 % relief over the median depth, each + 0.1 m, at most this) ...
     lake_max_floor_relief_ratio: float = -0.8

@@ -326,6 +326,62 @@ def test_auto_weighs_the_families_left_out_equally_so_one_point_lost_does_not_ou
         auto_detector({})
 
 
+def _labelled_candidates(family, n, rng, upslope_cue):
+    """``n`` slumps and ``n`` look-alikes of one scene family: deeper loss tells them apart in
+    every family; the upslope growth of t2 does so only where ``upslope_cue``."""
+    import pandas as pd
+    from pipeline.detection.evidence import FEATURES
+
+    y = np.r_[np.ones(n), np.zeros(n)].astype(int)
+    t = pd.DataFrame({f: rng.normal(0.0, 1.0, 2 * n) for f in FEATURES})
+    t["ev_max_loss_m"] = 4.0 + 2.0 * y + rng.normal(0.0, 1.0, 2 * n)
+    t["ev_t2_upslope_corr"] = (0.8 * y if upslope_cue else 0.0) + rng.normal(0.0, 0.1, 2 * n)
+    # open scars on sloping ground: never the drained-lake veto's shape
+    t = t.assign(ev_floor_relief_ratio=1.0, ev_closed_rim=0.0, ev_ground_slope_deg=8.0, ev_rim_slope_deg=10.0,
+                 ev_criterion_2=1.0, ev_criterion_3=1.0, criteria=3, confident=True)
+    return t.assign(label=y, family=family, sample=family)
+
+
+def test_the_training_penalty_is_chosen_on_the_family_left_out_so_a_cue_one_family_lacks_is_not_relied_on():
+    """Trained on family B alone, where the upslope growth of t2 separates slumps perfectly, a
+    weakly penalised classifier leans on that cue and misses family A's slumps, which lack it;
+    a strong penalty spreads the weight over the cue both families share (depth). The penalty
+    is chosen where the held-out family's validation candidates are classified best."""
+    from pipeline.config import DetectionConfig
+    from pipeline.evaluation.families import L2_GRID, candidate_f1, choose_l2, train_evidence
+
+    rng = np.random.default_rng(0)
+    train = {"A": [_labelled_candidates("A", 40, rng, False)], "B": [_labelled_candidates("B", 40, rng, True)]}
+    validate = {"A": [_labelled_candidates("A", 100, rng, False)], "B": [_labelled_candidates("B", 100, rng, True)]}
+    cfg = DetectionConfig()
+    best, scores = choose_l2(train, validate, cfg)
+    assert set(scores) == set(L2_GRID) and scores[best] == max(scores.values())
+    assert best >= 20.0 and scores[best] > scores[L2_GRID[0]] + 0.15
+    on_a = [candidate_f1(train_evidence(train["B"], l2=l2), validate["A"][0], cfg) for l2 in (L2_GRID[0], best)]
+    assert on_a[0] < 0.25 and on_a[1] > on_a[0] + 0.15
+    with pytest.raises(ValueError, match="validation samples"):
+        choose_l2({"A": train["A"]}, {"A": validate["A"]}, cfg)
+
+
+def test_candidate_f1_counts_the_evidence_detectors_decisions():
+    """Only confident candidates with progressive retreat (criteria >= 2) can be accepted: a
+    true slump without a confident pixel is a miss, a look-alike the model accepts a false slump."""
+    from pipeline.config import DetectionConfig
+    from pipeline.detection.evidence import FEATURES, fit
+    from pipeline.evaluation.families import candidate_f1
+
+    rng = np.random.default_rng(1)
+    t = _labelled_candidates("A", 10, rng, True)
+    t["ev_max_loss_m"] = np.where(t.label == 1, 8.0, 1.0)
+    model = fit(t[list(FEATURES)].to_numpy(float), t.label.to_numpy(), l2=1.0)
+    cfg = DetectionConfig()
+    assert candidate_f1(model, t, cfg) == 1.0
+    t.loc[0, "confident"] = False  # a slump: now missed
+    t.loc[1, "criteria"] = 1  # a slump without progressive retreat: missed
+    t.loc[15, "ev_max_loss_m"] = 8.0  # a look-alike as deep as a slump: accepted
+    assert candidate_f1(model, t, cfg) == pytest.approx(2 * 8 / (2 * 8 + 3))
+
+
 def _retreating_scar(z, dates, n, first_drop_m, later_drop_m, rows=slice(10, 50)):
     """A headwall retreating upslope (to lower columns) on ``z`` (in place): a first band
     (columns 44-52) that fell between the first acquisition and the second, then one band every

@@ -83,6 +83,28 @@ def test_criteria_on_constructed_clusters():
     assert abs(by_prog.loc[True, "loss_m3"] - 4.0 * slump.sum() * 4.0) < 1e-6 * slump.sum() * 16
 
 
+def test_confident_loss_shallower_than_two_metres_does_not_meet_criterion_1():
+    """The reference's confidence flag asks dh < -2 m: a progressive, confidently measured but
+    shallow loss (an active-layer detachment's 1.3 m, thermokarst subsidence) is not a slump
+    candidate; the same unit with a 2.5 m headwall is."""
+    n = 200
+    yy, xx = np.mgrid[0:n, 0:n]
+    elevation = 100.0 - 0.2 * yy
+    t2 = np.full((n, n), 5000)
+    dh = np.zeros((n, n))
+    shallow = np.hypot(yy - 60, xx - 60) < 30
+    deep = np.hypot(yy - 60, xx - 150) < 30
+    for unit in (shallow, deep):
+        t2[unit] = 4000 + (60 - yy[unit]) * 40
+    dh[shallow] = -1.3
+    dh[deep] = np.where(yy[deep] < 45, -2.5, -1.3)  # deepest under the headwall
+    found = find_candidates(_mosaic(dh, t2, elevation), CandidatesConfig()).sort_values("max_loss_m")
+    assert found.max_loss_m.round(1).tolist() == [1.3, 2.5]
+    assert found.confident.tolist() == [False, True]
+    assert found.criteria.tolist() == [0, 3]
+    assert CandidatesConfig().confident_min_loss_m == 2.0
+
+
 def test_candidate_volumes_match_the_truth_within_their_stated_uncertainty(sample, processed_cells):
     out, manifest = sample
     site = manifest["sites"][0]["site"]

@@ -3,7 +3,8 @@
 The reference study's criteria (Dai et al. 2025), each recorded per cluster:
 
 1. a connected (8-neighbour) cluster of dh <= ``max_dh_m`` of at least ``min_area_m2``,
-   holding at least one confident pixel;
+   holding at least one confident pixel that lost at least ``confident_min_loss_m`` (the
+   reference's confidence flag asks dh < -2 m);
 2. progressive retreat: the time of change spreads over more than
    ``min_time_spread_days`` within the cluster (the "rainbow" of t2 a retreating headwall
    draws; a lake drains, a slide fails, in one interval);
@@ -172,7 +173,7 @@ def find_candidates(m: Mosaic, cfg: CandidatesConfig, res: float = 2.0, vg: Vari
         geom = shapely.union_all([shapely.geometry.shape(g) for g, v in rasterio.features.shapes(
             mine.astype(np.uint8), mask=mine, transform=m.transform @ rasterio.Affine.translation(c0, r0),
             connectivity=8) if v == 1])
-        confident = bool(conf[box][mine].any())
+        confident = bool((conf[box] & mine & (np.nan_to_num(d, nan=0.0) <= -cfg.confident_min_loss_m)).any())
         evidence = cluster_features(d, t2[box], elev[box], conf[box], support[box], mine, gain, res)
         progressive = spread > cfg.min_time_spread_days
         geomorphic = upslope and loss_m3 > gain_m3 and gain_inside <= cfg.max_gain_inside_fraction

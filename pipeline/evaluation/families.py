@@ -32,7 +32,7 @@ from data_products import schema
 from data_products.store import DH_RASTER, ProductsStore
 
 from pipeline.config import Config
-from pipeline.detection.evidence import FEATURES, EvidenceModel, criteria_features, fit
+from pipeline.detection.evidence import FEATURES, EvidenceModel, criteria_features, drained_lake, fit
 from pipeline.publish.inventories import match_inventories
 from pipeline.evaluation.evaluate import cell_truth
 from pipeline.evaluation.evaluate import detect_products, naive_difference, score_detections
@@ -126,6 +126,48 @@ def train_evidence(tables: list[pd.DataFrame], l2: float = 2.0, min_criteria: in
     model.meta = {"trained_on": sorted(set(df["sample"])) if "sample" in df else [],
                   "families": sorted(set(df.family)), "n_candidates": int(len(df)), "n_slumps": int(df.label.sum())}
     return model
+
+
+#: ridge penalties :func:`choose_l2` tries
+L2_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def candidate_f1(model: EvidenceModel, table: pd.DataFrame, cfg) -> float:
+    """F1 of the evidence detector's decision (:class:`pipeline.detection.detect.EvidenceDetector`:
+    a confident candidate with enough criteria, not shaped like a drained lake, with P(slump) at the
+    model's threshold) on candidates labelled by :func:`label_candidates`. A quick proxy of the
+    IoU-matched F1 of :func:`score_family`, for choosing the training penalty.
+    ``cfg``: :class:`pipeline.config.DetectionConfig`."""
+    if not len(table):
+        return float("nan")
+    keep = (table.confident.astype(bool).to_numpy() & (model.probability(table) >= model.threshold)
+            & (table.criteria.astype(int).to_numpy() >= cfg.evidence_min_criteria) & ~drained_lake(table, cfg))
+    y = table.label.to_numpy() == 1
+    tp = int((keep & y).sum())
+    wrong = int((keep & ~y).sum() + (~keep & y).sum())
+    return 2.0 * tp / (2.0 * tp + wrong) if tp + wrong else 1.0
+
+
+def choose_l2(train: dict[str, list[pd.DataFrame]], validate: dict[str, list[pd.DataFrame]], cfg,
+              grid=L2_GRID) -> tuple[float, dict[float, float]]:
+    """The ridge penalty for the evidence classifier: for each penalty of ``grid``, a model is
+    trained on the ``train`` tables of every family but one and scored (:func:`candidate_f1`) on
+    that family's ``validate`` tables; the penalty with the best F1 averaged over the families
+    wins (the smaller one on a tie). Validation samples must be neither training samples nor
+    samples the evaluation reports on. Returns (penalty, {penalty: mean F1})."""
+    scores: dict[float, float] = {}
+    for l2 in grid:
+        f1 = []
+        for fam, tables in validate.items():
+            others = [t for f, ts in train.items() if f != fam for t in ts]
+            if others and tables:
+                f1.append(candidate_f1(train_evidence(others, l2=l2), pd.concat(tables, ignore_index=True), cfg))
+        if not f1:
+            raise ValueError("choosing the penalty needs validation samples of a family and training samples "
+                             "of another")
+        scores[l2] = float(np.mean(f1))
+    best = max(grid, key=lambda l2: (round(scores[l2], 6), -l2))
+    return best, scores
 
 
 # --------------------------------------------------------------------------- the report
