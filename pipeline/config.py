@@ -353,16 +353,17 @@ class QuantifyConfig:
     #: scale of the step term of sigma_V: the step model's per-pixel sigma summed over the
     #: pixels that dropped (fully correlated within the scar), scaled for their partial
     #: correlation
-    step_sigma_scale: float = 0.34
+    step_sigma_scale: float = 0.23
     #: the model term of sigma_V: this share of |V|, in quadrature with the three above, for
     #: the DEM record's own biases that no term built from the DEMs' scatter sees. Both scales
     #: were fitted by ``rts fit-sigma`` (``elevation_sigma_scale`` and ``outline_sigma_m`` held)
-    #: on the fifteen fitting samples of both scene families, A3 A7 A11 A29 A31 A33 A35 A37
-    #: and B1 B2 B29 B31 B33 B35 B37 (per family, 1 sigma nearest 68 % and 2 sigma nearest
-    #: 95 %: 70 / 96 % on A's 279 matched slumps, 65 / 90 % on B's 215), never on the held-out
-    #: seeds the evaluation reports (docs/evaluation.md). The fit gives the model term next to
-    #: nothing: the step term, not a share of V, carries the errors of both families
-    model_sigma_fraction: float = 0.005
+    #: on the twenty-three fitting samples of both scene families, A3 A7 A11 A29 A31 A33 A35 A37
+    #: A47 A49 A51 A53 and B1 B2 B29 B31 B33 B35 B37 B47 B49 B51 B53 (per family, 1 sigma nearest
+    #: 68 % and 2 sigma nearest 95 %: 68 / 94 % on A's 434 matched slumps, 68 / 91 % on B's
+    #: 339), never on the held-out seeds the evaluation reports (docs/evaluation.md). The fit
+    #: gives the model term next to nothing: the step term, not a share of V, carries the
+    #: errors of both families
+    model_sigma_fraction: float = 0.0025
     #: soil organic carbon density of the lost material (Dai et al. 2025)
     carbon_density_kg_m3: float = 12.0
     #: optional gridded soil-carbon raster (kg C m-3, any CRS) sampled at each slump centroid
