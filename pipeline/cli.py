@@ -222,6 +222,8 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
         pairs.setdefault(fam, []).append((Path(s), Path(p)))
     out = Path(args.out) if args.out else MODEL_FILE
     l2 = args.l2
+    if args.validate and l2 is not None:
+        raise ValueError("give either --l2 or --validate (which chooses the penalty), not both")
     if args.validate:
         validate: dict[str, list] = {}
         for s in args.validate:
