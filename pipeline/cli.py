@@ -216,14 +216,15 @@ def _evaluate_by_family(args: argparse.Namespace, cfg) -> int:
 def _cmd_train_evidence(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     tables, pairs = {}, {}
+    both = {Path(s).resolve() for s in args.validate} & {Path(s).resolve() for s in args.sample}
+    if both:
+        raise ValueError(f"validation samples must not be training samples: {', '.join(map(str, sorted(both)))}")
     for s, p in _sample_pairs(args):
         fam = family_of(s)
         tables.setdefault(fam, []).append(label_candidates(s, p))
         pairs.setdefault(fam, []).append((Path(s), Path(p)))
     out = Path(args.out) if args.out else MODEL_FILE
     l2 = args.l2
-    if args.validate and l2 is not None:
-        raise ValueError("give either --l2 or --validate (which chooses the penalty), not both")
     if args.validate:
         validate: dict[str, list] = {}
         for s in args.validate:
@@ -245,6 +246,7 @@ def _cmd_train_evidence(args: argparse.Namespace) -> int:
             continue
         m = train_evidence(others, l2=l2)
         m.meta["left_out"] = fam
+        m.meta["l2"] = l2
         m.save(out.with_name(f"evidence_without_{fam}.json"))
         rows = score_family(pairs[fam], {"rules": None, "evidence": EvidenceDetector(m)}, cfg)
         held[fam] = {r["method"]: r.get("f1@0.5") for r in rows if r["method"] in ("rules", "evidence")}
@@ -515,11 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "records which detector 'auto' should use).")
     _add_sample_products(te)
     te.add_argument("--out", type=Path, metavar="FILE.json", help="default pipeline/models/evidence.json")
-    te.add_argument("--l2", type=float, default=None,
-                    help="ridge penalty on the standardised coefficients (default: detection.evidence_l2)")
-    te.add_argument("--validate", nargs="+", metavar="DIR", default=[],
-                    help="validation samples (neither trained on nor reported): choose the penalty whose models, "
-                         "trained without a family, classify that family's validation candidates best")
+    penalty = te.add_mutually_exclusive_group()
+    penalty.add_argument("--l2", type=float, default=None,
+                         help="ridge penalty on the standardised coefficients (default: detection.evidence_l2)")
+    penalty.add_argument("--validate", nargs="+", metavar="DIR", default=[],
+                         help="validation samples (not trained on, not held-out seeds): choose the penalty whose "
+                              "models, trained without a family, classify that family's validation candidates best")
     te.add_argument("--validate-suffix", default="_prod", metavar="SUFFIX",
                     help="each validation sample's products folder is SAMPLE + SUFFIX beside it (default _prod)")
     te.add_argument("--config", type=Path, metavar="FILE.toml")

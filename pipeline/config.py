@@ -291,7 +291,7 @@ class DetectionConfig:
     evidence_min_criteria: int = 2
     #: ridge penalty of the evidence classifier's training (``rts train-evidence``), chosen by
     #: ``rts train-evidence --validate`` (:func:`pipeline.evaluation.families.choose_l2`) on
-    #: validation samples that are neither trained on nor reported (docs/detection.md). A strong
+    #: validation samples that are neither trained on nor held-out seeds (docs/detection.md). A strong
     #: penalty keeps the model near the evidence every family shares
     evidence_l2: float = 20.0
     #: a drained lake, whatever the water flag says: a flat-floored basin (log of the new

@@ -361,6 +361,11 @@ def test_the_training_penalty_is_chosen_on_the_family_left_out_so_a_cue_one_fami
     assert on_a[0] < 0.25 and on_a[1] > on_a[0] + 0.15
     with pytest.raises(ValueError, match="validation samples"):
         choose_l2({"A": train["A"]}, {"A": validate["A"]}, cfg)
+    # a decisive cue both families share: every penalty classifies perfectly, and the tie goes to the smallest
+    easy = {f: [_labelled_candidates(f, 30, rng, True).pipe(
+        lambda t: t.assign(ev_max_loss_m=np.where(t.label == 1, 9.0, 1.0)))] for f in "AB"}
+    best, scores = choose_l2(easy, easy, cfg)
+    assert set(scores.values()) == {1.0} and best == L2_GRID[0]
 
 
 def test_candidate_f1_counts_the_evidence_detectors_decisions():

@@ -112,10 +112,13 @@ def label_candidates(sample: str | Path, products: str | Path) -> pd.DataFrame:
     return out
 
 
-def train_evidence(tables: list[pd.DataFrame], l2: float = 2.0, min_criteria: int = 1) -> EvidenceModel:
+def train_evidence(tables: list[pd.DataFrame], l2: float | None = None, min_criteria: int = 1) -> EvidenceModel:
     """The evidence classifier on labelled candidates passing at least ``min_criteria`` of
     the reference criteria (1: a confident pixel; candidates without one are never
-    detections), each family weighted equally."""
+    detections), each family weighted equally. ``l2``: the ridge penalty (default
+    ``detection.evidence_l2``)."""
+    if l2 is None:
+        l2 = Config().detection.evidence_l2
     df = pd.concat(tables, ignore_index=True)
     df = df[df.criteria.astype(int) >= min_criteria]
     df = df.dropna(subset=list(FEATURES), how="all")
@@ -140,7 +143,8 @@ def candidate_f1(model: EvidenceModel, table: pd.DataFrame, cfg) -> float:
     ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
         return float("nan")
-    keep = (table.confident.astype(bool).to_numpy() & (model.probability(table) >= model.threshold)
+    thr = cfg.evidence_min_probability if cfg.evidence_min_probability > 0 else model.threshold
+    keep = (table.confident.astype(bool).to_numpy() & (model.probability(table) >= thr)
             & (table.criteria.astype(int).to_numpy() >= cfg.evidence_min_criteria) & ~drained_lake(table, cfg))
     y = table.label.to_numpy() == 1
     tp = int((keep & y).sum())
@@ -154,7 +158,7 @@ def choose_l2(train: dict[str, list[pd.DataFrame]], validate: dict[str, list[pd.
     trained on the ``train`` tables of every family but one and scored (:func:`candidate_f1`) on
     that family's ``validate`` tables; the penalty with the best F1 averaged over the families
     wins (the smaller one on a tie). Validation samples must be neither training samples nor
-    samples the evaluation reports on. Returns (penalty, {penalty: mean F1})."""
+    held-out seeds the evaluation reports as such. Returns (penalty, {penalty: mean F1})."""
     scores: dict[float, float] = {}
     for l2 in grid:
         f1 = []
@@ -162,10 +166,10 @@ def choose_l2(train: dict[str, list[pd.DataFrame]], validate: dict[str, list[pd.
             others = [t for f, ts in train.items() if f != fam for t in ts]
             if others and tables:
                 f1.append(candidate_f1(train_evidence(others, l2=l2), pd.concat(tables, ignore_index=True), cfg))
-        if not f1:
-            raise ValueError("choosing the penalty needs validation samples of a family and training samples "
-                             "of another")
-        scores[l2] = float(np.mean(f1))
+        if not np.isfinite(f1).any():
+            raise ValueError("choosing the penalty needs validation samples with candidates of a family and "
+                             "training samples of another")
+        scores[l2] = float(np.nanmean(f1))
     best = max(grid, key=lambda l2: (round(scores[l2], 6), -l2))
     return best, scores
 
