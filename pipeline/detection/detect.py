@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 
 from data_products import grid
 
@@ -58,14 +59,20 @@ class EvidenceDetector:
     def __init__(self, model):
         self.model = model
 
-    def detect(self, mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:
-        if not len(candidates):
-            return empty_detections()
+    def accepts(self, candidates, cfg: DetectionConfig) -> tuple[np.ndarray, np.ndarray]:
+        """(accepted, P(slump)) per row of a candidates frame: the detector's decision, also
+        used to score the classifier on labelled candidates (``pipeline.evaluation.families``)."""
         p = self.model.probability(candidates)
         thr = cfg.evidence_min_probability if cfg.evidence_min_probability > 0 else self.model.threshold
         keep = (candidates.confident.astype(bool).to_numpy() & (p >= thr)
                 & (candidates.criteria.astype(int).to_numpy() >= cfg.evidence_min_criteria)
                 & ~drained_lake(candidates, cfg))
+        return keep, p
+
+    def detect(self, mosaic, candidates: gpd.GeoDataFrame, cfg: DetectionConfig) -> gpd.GeoDataFrame:
+        if not len(candidates):
+            return empty_detections()
+        keep, p = self.accepts(candidates, cfg)
         if not keep.any():
             return empty_detections()
         sel = candidates[keep]

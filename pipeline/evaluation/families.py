@@ -32,7 +32,8 @@ from data_products import schema
 from data_products.store import DH_RASTER, ProductsStore
 
 from pipeline.config import Config
-from pipeline.detection.evidence import FEATURES, EvidenceModel, criteria_features, drained_lake, fit
+from pipeline.detection.detect import EvidenceDetector
+from pipeline.detection.evidence import FEATURES, EvidenceModel, criteria_features, fit
 from pipeline.publish.inventories import match_inventories
 from pipeline.evaluation.evaluate import cell_truth
 from pipeline.evaluation.evaluate import detect_products, naive_difference, score_detections
@@ -112,13 +113,11 @@ def label_candidates(sample: str | Path, products: str | Path) -> pd.DataFrame:
     return out
 
 
-def train_evidence(tables: list[pd.DataFrame], l2: float | None = None, min_criteria: int = 1) -> EvidenceModel:
+def train_evidence(tables: list[pd.DataFrame], *, l2: float, min_criteria: int = 1) -> EvidenceModel:
     """The evidence classifier on labelled candidates passing at least ``min_criteria`` of
     the reference criteria (1: a confident pixel; candidates without one are never
-    detections), each family weighted equally. ``l2``: the ridge penalty (default
-    ``detection.evidence_l2``)."""
-    if l2 is None:
-        l2 = Config().detection.evidence_l2
+    detections), each family weighted equally. ``l2``: the ridge penalty
+    (``detection.evidence_l2``, or :func:`choose_l2`)."""
     df = pd.concat(tables, ignore_index=True)
     df = df[df.criteria.astype(int) >= min_criteria]
     df = df.dropna(subset=list(FEATURES), how="all")
@@ -136,16 +135,12 @@ L2_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 
 def candidate_f1(model: EvidenceModel, table: pd.DataFrame, cfg) -> float:
-    """F1 of the evidence detector's decision (:class:`pipeline.detection.detect.EvidenceDetector`:
-    a confident candidate with enough criteria, not shaped like a drained lake, with P(slump) at the
-    model's threshold) on candidates labelled by :func:`label_candidates`. A quick proxy of the
-    IoU-matched F1 of :func:`score_family`, for choosing the training penalty.
-    ``cfg``: :class:`pipeline.config.DetectionConfig`."""
+    """F1 of the evidence detector's decision (:meth:`pipeline.detection.detect.EvidenceDetector.accepts`)
+    on candidates labelled by :func:`label_candidates`. A quick proxy of the IoU-matched F1 of
+    :func:`score_family`, for choosing the training penalty. ``cfg``: :class:`pipeline.config.DetectionConfig`."""
     if not len(table):
         return float("nan")
-    thr = cfg.evidence_min_probability if cfg.evidence_min_probability > 0 else model.threshold
-    keep = (table.confident.astype(bool).to_numpy() & (model.probability(table) >= thr)
-            & (table.criteria.astype(int).to_numpy() >= cfg.evidence_min_criteria) & ~drained_lake(table, cfg))
+    keep, _ = EvidenceDetector(model).accepts(table, cfg)
     y = table.label.to_numpy() == 1
     tp = int((keep & y).sum())
     wrong = int((keep & ~y).sum() + (~keep & y).sum())
