@@ -210,6 +210,11 @@ class ChangeConfig:
     #: of fitting cells (B2, B29, B31) 1.5-2 m restores true bands and adds no loss on
     #: unchanged ground; 2 m keeps a 1.2 m bank with its noise out (tests/test_artefacts.py)
     first_witness_min_dh_m: float = 2.0
+    #: ... and only where the first acquisition and the pixel's next observation bound at least
+    #: this many days of the snow-free window: ground drops while it thaws, so a first strip of late
+    #: May and a next one of mid-June, both before the window, saw snow or a cloud melt, not a band
+    #: fall (0 disables)
+    first_witness_min_thaw_days: float = 1.0
     #: the surface that followed the first acquisition: the median of this many observations
     first_witness_next_obs: int = 3
     #: confidence: |dh| at least this many sigma, with at least ``min_obs`` DEMs ...
@@ -435,9 +440,11 @@ class Config:
 #: neighbours only; 4: coregistration over the pair graph, fits sampled at candidate pixels; 5: a
 #: rejected first acquisition restored as the level before a drop that joins a retreating scar;
 #: the coregistration's gradient smoothing on 2 x 2 block means; 6: a first acquisition kept at
-#: low weight in a fit without a step restored as well, from 2 m), so
+#: low weight in a fit without a step restored as well, from 2 m; 7: a drop needs snow-free days
+#: between the last acquisition above the later level and the next one, for first-witness bands
+#: and for steps with no trusted epoch before them), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 6
+DEM_STAGE_REVISION = 7
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

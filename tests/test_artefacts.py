@@ -429,6 +429,25 @@ def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_j
     assert np.nanmax(np.abs(r.dh[tall])) < 1.0
 
 
+@pytest.mark.parametrize("second", [(6, 14), (7, 20)])
+def test_a_first_strip_seen_higher_than_the_next_is_a_band_only_if_the_ground_thawed_between_them(second):
+    """At 67.6 N (Batagay) the snow-free window opens about 17 June. A 26 May strip that sits 3 m
+    above a 14 June strip beside a retreating scar saw snow or a cloud: the ground could not drop
+    between two spring acquisitions, and nothing is restored. Had the next strip been taken on
+    20 July, the same band is the scar's first (it could have fallen in the thaw between)."""
+    dates = np.r_[_days(2010, 5, 26), _days(2010, *second), SUMMER]
+    n = 60
+    z, matched = _stack(dates, n=n)
+    first, later = _retreating_scar(z, dates, n, 3.0, 4.0)
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=67.6)
+    assert np.allclose(np.nanmedian(r.dh[later]), -4.0, atol=0.2)
+    if second == (6, 14):
+        assert np.nanmax(np.abs(r.dh[first])) < 1.0
+    else:
+        assert np.allclose(np.nanmedian(r.dh[first]), -3.0, atol=0.3)
+        assert (r.t2[first] == dates[1]).mean() > 0.95
+
+
 def test_a_shallow_band_seen_only_by_a_snow_free_strip_just_before_the_window_is_restored():
     """A 1 July strip at 74 N lies a day before the latitude's snow-free window, so the fit keeps
     it at low weight and, alone on its side, it cannot carry a step. It carried no snow: the

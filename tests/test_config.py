@@ -62,4 +62,4 @@ def test_the_default_dem_digest_is_the_one_existing_products_were_made_with():
     a change to what the DEM stage computes."""
     from pipeline.config import Config
 
-    assert Config().dem_digest() == "fb139b56b1bd477d"  # revision 6: the first-witness step from 2 m
+    assert Config().dem_digest() == "a7cba4f69c1307bb"  # revision 7: ground drops only while it thaws

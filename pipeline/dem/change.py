@@ -85,6 +85,7 @@ The per-pixel kernel is compiled with numba (one pass over the stack, no tempora
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -94,7 +95,7 @@ from scipy import ndimage
 from data_products import schema
 
 from pipeline.config import ChangeConfig
-from pipeline.dem.snow import shoulder_acquisitions, trusted_acquisitions
+from pipeline.dem.snow import shoulder_acquisitions, snow_free_days_between, trusted_acquisitions
 
 NODATA_DATE = schema.NODATA_DATE  # days since DATE_EPOCH: no step
 
@@ -496,6 +497,43 @@ def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndar
                                       + cfg.unsupported_margin_m)
 
 
+def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """Drops (P,) whose before-side holds no trusted epoch (``n_before`` 0) and whose pixel was
+    already at the level after the drop in an acquisition that no thaw separates from the last
+    one above it: a late-May strip 3 m above a mid-June one that already shows the later level saw
+    snow or a cloud, not ground that fell (the ground drops only while it thaws). Such steps are
+    refitted without their before-side, whatever they join.
+
+    ``zf`` (n, P) heights in m, ``dates`` (n,) days since 2000-01-01; "above" means higher than
+    the median after the step by half the step or ``unsupported_min_dh_m``, whichever is more."""
+    d = out["dh"]
+    flag = np.zeros(d.shape, bool)
+    if cfg.first_witness_min_thaw_days <= 0:
+        return flag
+    ci = np.flatnonzero(np.isfinite(d) & (d <= -cfg.unsupported_min_dh_m) & (out["nb"] == 0) & (out["k"] > 0))
+    if ci.size == 0:
+        return flag
+    col = zf[:, ci]  # (n, C)
+    rows = np.arange(zf.shape[0])[:, None]
+    seen = np.isfinite(col)
+    is_after = rows >= out["k"][ci][None, :]
+    has_after = (seen & is_after).any(axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns with nothing after: dropped below
+        level_after = np.nanmedian(np.where(is_after, col, np.nan), axis=0)
+    margin = np.maximum(0.5 * np.abs(d[ci]), cfg.unsupported_min_dh_m)
+    above = seen & ~is_after & (col > (level_after + margin)[None, :])
+    # the last acquisition above the later level, and the pixel's next observation after it
+    last_above = zf.shape[0] - 1 - np.argmax(above[::-1], axis=0)
+    later = seen & (rows > last_above[None, :])
+    has_later = later.any(axis=0)
+    nxt = np.argmax(later, axis=0)
+    ok = has_after & above.any(axis=0) & has_later
+    thaw = snow_free_days_between(dates[last_above[ok]], dates[nxt[ok]], lat_deg, cfg)
+    flag[ci[ok]] = thaw < cfg.first_witness_min_thaw_days
+    return flag
+
+
 def unsupported_to_refit(dh, sig, nb, na, cfg: ChangeConfig) -> np.ndarray:
     """Pixels (H, W) whose step rests on fewer than ``min_support_obs`` trusted epochs
     on a side and does not continue supported change of the same sign (connected to it,
@@ -551,7 +589,7 @@ def _first_witness(zf, mf, n_next):
 
 
 def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trusted: np.ndarray, out: dict,
-                        shape: tuple[int, int], cfg: ChangeConfig) -> np.ndarray:
+                        shape: tuple[int, int], cfg: ChangeConfig, lat_deg: float | None = None) -> np.ndarray:
     """Pixels whose only witness of the surface before a drop is the first acquisition,
     and which continue supported loss: updates ``out`` in place, returns their mask (H, W).
 
@@ -585,6 +623,15 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     # drop the fit already holds counted again
     cand = ((f >= 0) & np.isfinite(dh) & (drop <= -cfg.first_witness_min_dh_m) & (out["first"] >= f)
             & (np.abs(dh) < cfg.unsupported_min_dh_m))
+    if cand.any() and cfg.first_witness_min_thaw_days > 0:
+        # the ground can only have dropped while it thawed: the witness and the pixel's next
+        # observation, both before the snow-free window of one spring, bound no thaw (the
+        # witness saw snow, or a cloud, not ground that fell)
+        ci = np.flatnonzero(cand)
+        nxt_c = np.argmax(np.isfinite(zf[:, ci]) & (np.arange(zf.shape[0])[:, None] > f[ci][None, :]), axis=0)
+        lat = cfg.default_latitude_deg if lat_deg is None else lat_deg
+        thaw = snow_free_days_between(dates[f[ci]], dates[nxt_c], lat, cfg)
+        cand[ci[thaw < cfg.first_witness_min_thaw_days]] = False
     if not cand.any():
         return restored.reshape(H, W)
     drops = np.isfinite(dh) & (dh <= -cfg.unsupported_min_dh_m) & (np.abs(dh) >= cfg.confidence_nsigma * sig)
@@ -642,6 +689,7 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
     if n:
         refit = unsupported_to_refit(out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd), out["nb"].reshape(H, Wd),
                                      out["na"].reshape(H, Wd), cfg).ravel()
+        refit |= spring_only_drops(zf, dates, out, lat, cfg)
         idx = np.flatnonzero(refit)
         if idx.size:
             short_before = out["nb"][idx] < out["na"][idx]
@@ -654,7 +702,7 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
             for key in ("dh", "sig", "t1", "t2", "nb", "na", "first"):
                 out[key][idx] = sub[key]
             # the pixel's observation count stays the whole series' (it was seen that often)
-        restored = first_witness_drops(zf, mf, dates, trusted, out, (H, Wd), cfg)
+        restored = first_witness_drops(zf, mf, dates, trusted, out, (H, Wd), cfg, lat)
     dh, sig = out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd)
     t1, t2 = out["t1"].reshape(H, Wd), out["t2"].reshape(H, Wd)
     nobs = out["nused"].reshape(H, Wd)

@@ -38,6 +38,22 @@ def snow_free_window(lat_deg: float, cfg: ChangeConfig) -> tuple[float, float]:
     return melt + cfg.late_snow_lag_days, onset
 
 
+def snow_free_days_between(t_a, t_b, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """Days of the latitude's snow-free window (:func:`snow_free_window`) between two dates
+    (days since 2000-01-01, arrays of one shape, ``t_a <= t_b``): the thaw a drop between two
+    acquisitions had to happen in. Two acquisitions of one spring bound none."""
+    first, last = snow_free_window(lat_deg, cfg)
+    length = last - first
+
+    def cumulative(t):
+        d = timebase.datetimes(np.asarray(t, dtype=np.int64))
+        year = d.astype("datetime64[Y]").astype(int)  # years since 1970
+        doy = (d - d.astype("datetime64[Y]")).astype(int) + 1
+        return year * length + np.clip(doy - first, 0.0, length)
+
+    return cumulative(t_b) - cumulative(t_a)
+
+
 def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
     """True for acquisitions (days since 2000-01-01) inside the snow-free window."""
     first, last = snow_free_window(lat_deg, cfg)
