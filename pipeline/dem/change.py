@@ -58,6 +58,13 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    drops within the same magnitude limit, it is restored as the level before a drop
    (:func:`first_witness_drops`; never confident). A cloud of that height in the first strip
    that touches a scar and is no taller than the limit cannot be told from such a band.
+6. **Ground drops only while it thaws.** Two acquisitions that bound no day of the latitude's
+   snow-free window (:func:`pipeline.dem.snow.snow_free_days_between`; a late-May strip and a
+   mid-June one at 67 N) cannot bound a fall of the ground: the higher one saw snow or a
+   cloud. A first-witness band needs at least ``first_witness_min_thaw_days`` of thaw between
+   the witness and the pixel's next observation, and a step with no trusted epoch before it is
+   refitted without its before-side where the pixel already showed the later level in an
+   acquisition no thaw separates from the last one above it (:func:`spring_only_drops`).
 
 Admissibility: each side of a step needs two observations, or one trusted observation.
 
@@ -609,7 +616,10 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     beside a scar on ground that never changed, up to the threshold (a deeper bank there cannot
     be told from such a band). The restored step rests on one observation, so it is never
     confident (``n_before`` = 0 or 1) and its sigma includes the lone observation's
-    (``sigma_matched_m``, or ``sigma_snow_season_m`` out of season)."""
+    (``sigma_matched_m``, or ``sigma_snow_season_m`` out of season). The witness and the
+    pixel's next observation must bound at least ``first_witness_min_thaw_days`` of the
+    snow-free window at ``lat_deg`` (``cfg.default_latitude_deg`` when None): the ground
+    cannot drop between two acquisitions of one spring."""
     H, W = shape
     restored = np.zeros(H * W, bool)
     if zf.shape[0] < 2 or cfg.first_witness_next_obs < 1:
