@@ -441,10 +441,11 @@ class Config:
 #: rejected first acquisition restored as the level before a drop that joins a retreating scar;
 #: the coregistration's gradient smoothing on 2 x 2 block means; 6: a first acquisition kept at
 #: low weight in a fit without a step restored as well, from 2 m; 7: a drop needs snow-free days
-#: between the last acquisition above the later level and the next one, for first-witness bands
-#: and for steps with no trusted epoch before them), so
+#: between an acquisition above the later level and the next one at it, for first-witness bands
+#: and for steps with no trusted epoch before them; 8: 7's rule asks it of every acquisition
+#: above the later level, not the last alone, and such steps keep their after-side), so
 #: that a products folder made by an earlier revision redoes its DEM stage
-DEM_STAGE_REVISION = 7
+DEM_STAGE_REVISION = 8
 
 #: fields that were removed from the DEM stage's sections without ever changing what it computes;
 #: they stay in :meth:`Config.dem_digest` at their old values, so that a products folder made

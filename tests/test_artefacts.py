@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 from data_products import grid, timebase
 from pipeline.detection.candidates import Mosaic, find_candidates
 from pipeline.dem.change import detect_steps
-from pipeline.dem.snow import snow_free_window, untrusted_tail
+from pipeline.dem.snow import snow_free_days_between, snow_free_window, trusted_acquisitions, untrusted_tail
 from pipeline.config import CandidatesConfig, ChangeConfig
 from pipeline.detection.evidence import MODEL_FILE, EvidenceModel, cluster_features
 
@@ -429,6 +429,24 @@ def test_a_band_seen_only_by_an_out_of_season_first_strip_is_restored_where_it_j
     assert np.nanmax(np.abs(r.dh[tall])) < 1.0
 
 
+def test_thaw_days_are_the_days_an_acquisition_would_be_trusted_snow_free():
+    """At 67.6 N the window runs from 17 June (day 169) to 30 September: nothing thaws between
+    two dates of one winter or one spring, a whole year holds the window once, and the first
+    trusted day counts as one."""
+    cfg = ChangeConfig()
+    year = np.arange(_days(2011, 1, 1), _days(2012, 1, 1))
+    window = int(trusted_acquisitions(year, 67.6, cfg).sum())
+    first_day = year[trusted_acquisitions(year, 67.6, cfg)][0]
+    days = lambda a, b: float(snow_free_days_between(a, b, 67.6, cfg))  # noqa: E731
+    assert days(_days(2010, 12, 31), _days(2011, 1, 1)) == 0
+    assert days(_days(2010, 10, 10), _days(2011, 5, 26)) == 0
+    assert days(_days(2011, 5, 26), _days(2011, 6, 14)) == 0
+    assert days(first_day - 1, first_day) == 1
+    assert days(_days(2010, 8, 1), _days(2013, 8, 1)) == 3 * window
+    assert days(_days(2013, 8, 1), _days(2010, 8, 1)) == 3 * window  # symmetric
+    assert np.array_equal(snow_free_days_between(np.r_[first_day - 1, first_day], first_day, 67.6, cfg), [1, 0])
+
+
 @pytest.mark.parametrize("second", [(6, 14), (7, 20)])
 def test_a_first_strip_seen_higher_than_the_next_is_a_band_only_if_the_ground_thawed_between_them(second):
     """At 67.6 N (Batagay) the snow-free window opens about 17 June. A 26 May strip that sits 3 m
@@ -446,6 +464,53 @@ def test_a_first_strip_seen_higher_than_the_next_is_a_band_only_if_the_ground_th
     else:
         assert np.allclose(np.nanmedian(r.dh[first]), -3.0, atol=0.3)
         assert (r.t2[first] == dates[1]).mean() > 0.95
+
+
+def test_the_thaw_rule_can_be_switched_off():
+    """``first_witness_min_thaw_days = 0`` keeps the drop of a 26 May strip 3 m above a 14 June
+    one beside a scar, as revisions before 7 did."""
+    dates = np.r_[_days(2010, 5, 26), _days(2010, 6, 14), SUMMER]
+    z, matched = _stack(dates, n=60)
+    first, _ = _retreating_scar(z, dates, 60, 3.0, 4.0)
+    on = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=67.6)
+    off = detect_steps(z, matched, dates, ChangeConfig(first_witness_min_thaw_days=0.0), lat_deg=67.6)
+    assert np.nanmax(np.abs(on.dh[first])) < 1.0
+    assert np.nanmedian(off.dh[first]) < -1.0
+
+
+def test_a_scar_seen_high_in_autumn_and_filled_by_a_spring_drift_keeps_its_drop():
+    """At 67.6 N a band of a retreating headwall fell in summer 2011, seen before only by
+    out-of-season strips (10 October 2010, 26 May 2011). A drift filled the new scar to the old
+    level by 26 May 2012 and was gone on 14 June: the last strip above the later level and the
+    first at it bound no thaw, but the autumn strip and the June one bound a whole summer. The
+    band keeps its 4 m drop."""
+    dates = np.r_[_days(2010, 10, 10), _days(2011, 5, 26), _days(2012, 5, 26), _days(2012, 6, 14), SUMMER]
+    assert not trusted_acquisitions(dates[:4], 67.6, ChangeConfig()).any()
+    n = 60
+    z, matched = _stack(dates, n=n)
+    band, later = _retreating_scar(z, dates, n, 0.0, 4.0)
+    for j in np.flatnonzero(dates > _days(2011, 8, 1)):
+        z[j][band] -= 4.0
+    z[2][band] += 4.0  # the drift, at the old level
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=67.6)
+    assert np.allclose(np.nanmedian(r.dh[later]), -4.0, atol=0.2)
+    assert np.allclose(np.nanmedian(r.dh[band]), -4.0, atol=0.3)
+    assert (r.n_before[band] == 0).all()  # the step rests on no trusted epoch before it: never confident
+    assert not (r.confidence[band] == 1).any()
+
+
+def test_a_drop_no_thaw_can_have_made_is_refitted_on_the_observations_after_it():
+    """Interpolated (matchtag 0) pixels have no trusted epoch on either side. A 26 May strip 3 m
+    above a 14 June one there is refitted on the June strip and the summers after it: no drop,
+    and a finite level, not an empty fit."""
+    dates = np.r_[_days(2010, 5, 26), _days(2010, 6, 14), SUMMER]
+    z, matched = _stack(dates, n=40)
+    patch = _blob(40, 20, 20, 8)
+    z[0][patch] += 3.0
+    matched[:, patch] = False
+    r = detect_steps(z, matched, dates, ChangeConfig(), lat_deg=67.6)
+    assert np.isfinite(r.dh[patch]).all()
+    assert np.nanmax(np.abs(r.dh[patch])) < 1.0
 
 
 def test_a_shallow_band_seen_only_by_a_snow_free_strip_just_before_the_window_is_restored():

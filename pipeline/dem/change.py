@@ -62,9 +62,11 @@ What is not ground is removed *before* the fit, wherever it sits in the series:
    snow-free window (:func:`pipeline.dem.snow.snow_free_days_between`; a late-May strip and a
    mid-June one at 67 N) cannot bound a fall of the ground: the higher one saw snow or a
    cloud. A first-witness band needs at least ``first_witness_min_thaw_days`` of thaw between
-   the witness and the pixel's next observation, and a step with no trusted epoch before it is
-   refitted without its before-side where the pixel already showed the later level in an
-   acquisition no thaw separates from the last one above it (:func:`spring_only_drops`).
+   the witness and the pixel's next observation at the later level, and a step with no trusted
+   epoch before it is refitted on the observations after it where every acquisition that saw the
+   pixel above the later level is followed by one at that level with no thaw between
+   (:func:`spring_only_drops`; a scar seen high in autumn and filled by a drift the next spring
+   keeps its drop).
 
 Admissibility: each side of a step needs two observations, or one trusted observation.
 
@@ -504,15 +506,38 @@ def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndar
                                       + cfg.unsupported_margin_m)
 
 
-def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
-    """Drops (P,) whose before-side holds no trusted epoch (``n_before`` 0) and whose pixel was
-    already at the level after the drop in an acquisition that no thaw separates from the last
-    one above it: a late-May strip 3 m above a mid-June one that already shows the later level saw
-    snow or a cloud, not ground that fell (the ground drops only while it thaws). Such steps are
-    refitted without their before-side, whatever they join.
+def thaw_before_lower(col: np.ndarray, dates: np.ndarray, high: np.ndarray, lower_m: np.ndarray, lat_deg: float,
+                      cfg: ChangeConfig) -> np.ndarray:
+    """Days of thaw (:func:`pipeline.dem.snow.snow_free_days_between`) between each acquisition
+    marked ``high`` (n, C) and the first later observation of its pixel at or below ``lower_m``
+    (C,) (m; heights ``col`` (n, C) in m, ``dates`` (n,) days since 2000-01-01): the time the ground
+    had to fall from the one level to the other. NaN where ``high`` is False or nothing later is
+    that low."""
+    n, C = col.shape
+    rows = np.arange(n)[:, None]
+    low_row = np.where(np.isfinite(col) & (col <= lower_m[None, :]), rows, n)
+    # the first low row strictly after each row: a running minimum from the end, shifted by one
+    next_low = np.vstack([np.minimum.accumulate(low_row[::-1], axis=0)[::-1][1:], np.full((1, C), n)])
+    thaw = np.full((n, C), np.nan)
+    ok = high & (next_low < n)
+    if ok.any():
+        thaw[ok] = snow_free_days_between(dates[np.broadcast_to(rows, (n, C))[ok]], dates[next_low[ok]], lat_deg, cfg)
+    return thaw
 
-    ``zf`` (n, P) heights in m, ``dates`` (n,) days since 2000-01-01; "above" means higher than
-    the median after the step by half the step or ``unsupported_min_dh_m``, whichever is more."""
+
+def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
+    """True (P,) for drops that no thaw can have made: steps of ``out`` (the kernel's per-pixel
+    fit: ``dh`` m, ``nb`` trusted epochs before the step, ``k`` the first row after it) with no
+    trusted epoch before them, where every acquisition that saw the pixel above the later level
+    is followed by one at the later level with no day of the snow-free window at ``lat_deg``
+    (degrees N) between them. A late-May strip 3 m above a mid-June one saw snow or a cloud, not
+    ground that fell (the ground drops only while it thaws); a scar seen high the autumn before,
+    and filled by a snow drift the next spring, still dropped in the summer between.
+
+    ``zf`` (n, P) heights in m, ``dates`` (n,) days since 2000-01-01. "Above" is higher than the
+    median of the observations after the step by half the step or ``unsupported_min_dh_m``,
+    whichever is more; "at the later level" is not above. :func:`detect_steps` refits the flagged
+    pixels on the observations after the step."""
     d = out["dh"]
     flag = np.zeros(d.shape, bool)
     if cfg.first_witness_min_thaw_days <= 0:
@@ -521,23 +546,16 @@ def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: flo
     if ci.size == 0:
         return flag
     col = zf[:, ci]  # (n, C)
-    rows = np.arange(zf.shape[0])[:, None]
-    seen = np.isfinite(col)
-    is_after = rows >= out["k"][ci][None, :]
-    has_after = (seen & is_after).any(axis=0)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
+    is_after = np.arange(zf.shape[0])[:, None] >= out["k"][ci][None, :]
+    has_after = (np.isfinite(col) & is_after).any(axis=0)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # columns with nothing after: dropped below
         level_after = np.nanmedian(np.where(is_after, col, np.nan), axis=0)
-    margin = np.maximum(0.5 * np.abs(d[ci]), cfg.unsupported_min_dh_m)
-    above = seen & ~is_after & (col > (level_after + margin)[None, :])
-    # the last acquisition above the later level, and the pixel's next observation after it
-    last_above = zf.shape[0] - 1 - np.argmax(above[::-1], axis=0)
-    later = seen & (rows > last_above[None, :])
-    has_later = later.any(axis=0)
-    nxt = np.argmax(later, axis=0)
-    ok = has_after & above.any(axis=0) & has_later
-    thaw = snow_free_days_between(dates[last_above[ok]], dates[nxt[ok]], lat_deg, cfg)
-    flag[ci[ok]] = thaw < cfg.first_witness_min_thaw_days
+    upper = level_after + np.maximum(0.5 * np.abs(d[ci]), cfg.unsupported_min_dh_m)
+    high = np.isfinite(col) & ~is_after & (col > upper[None, :])
+    thaw = thaw_before_lower(col, dates, high, upper, lat_deg, cfg)
+    could_fall = (np.nan_to_num(thaw, nan=-1.0) >= cfg.first_witness_min_thaw_days).any(axis=0)
+    flag[ci] = has_after & high.any(axis=0) & ~could_fall
     return flag
 
 
@@ -617,9 +635,10 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     be told from such a band). The restored step rests on one observation, so it is never
     confident (``n_before`` = 0 or 1) and its sigma includes the lone observation's
     (``sigma_matched_m``, or ``sigma_snow_season_m`` out of season). The witness and the
-    pixel's next observation must bound at least ``first_witness_min_thaw_days`` of the
-    snow-free window at ``lat_deg`` (``cfg.default_latitude_deg`` when None): the ground
-    cannot drop between two acquisitions of one spring."""
+    pixel's first later observation past halfway down to that surface must bound at least
+    ``first_witness_min_thaw_days`` of the snow-free window at ``lat_deg``
+    (``cfg.default_latitude_deg`` when None): the ground cannot drop between two acquisitions
+    of one spring."""
     H, W = shape
     restored = np.zeros(H * W, bool)
     if zf.shape[0] < 2 or cfg.first_witness_next_obs < 1:
@@ -635,13 +654,14 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
             & (np.abs(dh) < cfg.unsupported_min_dh_m))
     if cand.any() and cfg.first_witness_min_thaw_days > 0:
         # the ground can only have dropped while it thawed: the witness and the pixel's next
-        # observation, both before the snow-free window of one spring, bound no thaw (the
-        # witness saw snow, or a cloud, not ground that fell)
+        # observation past halfway down to the surface that followed it, both before the
+        # snow-free window of one spring, bound no thaw (the witness saw snow, or a cloud)
         ci = np.flatnonzero(cand)
-        nxt_c = np.argmax(np.isfinite(zf[:, ci]) & (np.arange(zf.shape[0])[:, None] > f[ci][None, :]), axis=0)
+        col = zf[:, ci]
+        witness = np.arange(zf.shape[0])[:, None] == f[ci][None, :]
         lat = cfg.default_latitude_deg if lat_deg is None else lat_deg
-        thaw = snow_free_days_between(dates[f[ci]], dates[nxt_c], lat, cfg)
-        cand[ci[thaw < cfg.first_witness_min_thaw_days]] = False
+        thaw = thaw_before_lower(col, dates, witness, z0[ci] + 0.5 * drop[ci], lat, cfg)
+        cand[ci[~(np.nan_to_num(thaw, nan=-1.0) >= cfg.first_witness_min_thaw_days).any(axis=0)]] = False
     if not cand.any():
         return restored.reshape(H, W)
     drops = np.isfinite(dh) & (dh <= -cfg.unsupported_min_dh_m) & (np.abs(dh) >= cfg.confidence_nsigma * sig)
@@ -699,10 +719,12 @@ def detect_steps(z: np.ndarray, matched: np.ndarray, dates: np.ndarray, cfg: Cha
     if n:
         refit = unsupported_to_refit(out["dh"].reshape(H, Wd), out["sig"].reshape(H, Wd), out["nb"].reshape(H, Wd),
                                      out["na"].reshape(H, Wd), cfg).ravel()
-        refit |= spring_only_drops(zf, dates, out, lat, cfg)
+        spring = spring_only_drops(zf, dates, out, lat, cfg)
+        refit |= spring
         idx = np.flatnonzero(refit)
         if idx.size:
-            short_before = out["nb"][idx] < out["na"][idx]
+            # a step no thaw can have made keeps the observations after it, whatever their support
+            short_before = (out["nb"][idx] < out["na"][idx]) | spring[idx]
             k = out["k"][idx]
             sub_lo = np.where(short_before, k, 0).astype(np.int64)
             sub_hi = np.where(short_before, n, k).astype(np.int64)

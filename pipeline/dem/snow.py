@@ -40,18 +40,23 @@ def snow_free_window(lat_deg: float, cfg: ChangeConfig) -> tuple[float, float]:
 
 def snow_free_days_between(t_a, t_b, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
     """Days of the latitude's snow-free window (:func:`snow_free_window`) between two dates
-    (days since 2000-01-01, arrays of one shape, ``t_a <= t_b``): the thaw a drop between two
-    acquisitions had to happen in. Two acquisitions of one spring bound none."""
+    (days since 2000-01-01; scalars or arrays that broadcast): the thaw a drop between two
+    acquisitions had to happen in. A day counts where :func:`trusted_acquisitions` would trust an
+    acquisition taken on it, so the window's first day is one day after the day before it; two
+    acquisitions of one spring, or of one winter, bound none. Symmetric in its dates. Day of year
+    is the calendar's, so in leap years the window falls one calendar day earlier, as it does for
+    :func:`trusted_acquisitions`."""
     first, last = snow_free_window(lat_deg, cfg)
-    length = last - first
+    first_day, last_day = np.ceil(first), np.floor(last)
+    length = max(last_day - first_day + 1.0, 0.0)
 
     def cumulative(t):
         d = timebase.datetimes(np.asarray(t, dtype=np.int64))
         year = d.astype("datetime64[Y]").astype(int)  # years since 1970
         doy = (d - d.astype("datetime64[Y]")).astype(int) + 1
-        return year * length + np.clip(doy - first, 0.0, length)
+        return year * length + np.clip(doy - first_day + 1.0, 0.0, length)
 
-    return cumulative(t_b) - cumulative(t_a)
+    return np.abs(cumulative(t_b) - cumulative(t_a))
 
 
 def trusted_acquisitions(dates_days: np.ndarray, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
