@@ -210,10 +210,13 @@ class ChangeConfig:
     #: of fitting cells (B2, B29, B31) 1.5-2 m restores true bands and adds no loss on
     #: unchanged ground; 2 m keeps a 1.2 m bank with its noise out (tests/test_artefacts.py)
     first_witness_min_dh_m: float = 2.0
-    #: ... and only where the first acquisition and the pixel's next observation bound at least
-    #: this many days of the snow-free window: ground drops while it thaws, so a first strip of late
-    #: May and a next one of mid-June, both before the window, saw snow or a cloud melt, not a band
-    #: fall (0 disables)
+    #: ... and only where the first acquisition and the pixel's next observation at the lower
+    #: level bound at least this many days of the snow-free window (the days an acquisition is
+    #: trusted, from melt-out plus ``late_snow_lag_days``): ground drops while it thaws, so a first
+    #: strip of late May and a next one of mid-June saw snow or a cloud melt, not a band fall. The
+    #: same test refits steps with no trusted epoch before them (``change.spring_only_drops``).
+    #: Counting from the trusted day, not from melt-out, can refuse a drop in the ten days after
+    #: melt-out, when the active layer has barely begun to thaw (0 disables)
     first_witness_min_thaw_days: float = 1.0
     #: the surface that followed the first acquisition: the median of this many observations
     first_witness_next_obs: int = 3
