@@ -506,23 +506,23 @@ def continues_supported(u: np.ndarray, magnitude: np.ndarray, supported: np.ndar
                                       + cfg.unsupported_margin_m)
 
 
-def thaw_before_lower(col: np.ndarray, dates: np.ndarray, high: np.ndarray, lower_m: np.ndarray, lat_deg: float,
+def could_have_fallen(col: np.ndarray, dates: np.ndarray, high: np.ndarray, lower_m: np.ndarray, lat_deg: float,
                       cfg: ChangeConfig) -> np.ndarray:
-    """Days of thaw (:func:`pipeline.dem.snow.snow_free_days_between`) between each acquisition
-    marked ``high`` (n, C) and the first later observation of its pixel at or below ``lower_m``
-    (C,) (m; heights ``col`` (n, C) in m, ``dates`` (n,) days since 2000-01-01): the time the ground
-    had to fall from the one level to the other. NaN where ``high`` is False or nothing later is
-    that low."""
+    """True (C,) where some acquisition marked ``high`` (n, C) is followed, with at least
+    ``first_witness_min_thaw_days`` of thaw between (:func:`pipeline.dem.snow.snow_free_days_between`
+    at ``lat_deg``), by the pixel's first later observation at or below ``lower_m`` (C,): the
+    ground had a thaw to fall from the one level to the other in. ``col`` (n, C) heights in m,
+    ``dates`` (n,) days since 2000-01-01."""
     n, C = col.shape
     rows = np.arange(n)[:, None]
     low_row = np.where(np.isfinite(col) & (col <= lower_m[None, :]), rows, n)
     # the first low row strictly after each row: a running minimum from the end, shifted by one
     next_low = np.vstack([np.minimum.accumulate(low_row[::-1], axis=0)[::-1][1:], np.full((1, C), n)])
-    thaw = np.full((n, C), np.nan)
-    ok = high & (next_low < n)
-    if ok.any():
-        thaw[ok] = snow_free_days_between(dates[np.broadcast_to(rows, (n, C))[ok]], dates[next_low[ok]], lat_deg, cfg)
-    return thaw
+    hi_row, hi_col = np.nonzero(high & (next_low < n))
+    thaw = snow_free_days_between(dates[hi_row], dates[next_low[hi_row, hi_col]], lat_deg, cfg)
+    fell = np.zeros(C, bool)
+    fell[hi_col[thaw >= cfg.first_witness_min_thaw_days]] = True
+    return fell
 
 
 def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: float, cfg: ChangeConfig) -> np.ndarray:
@@ -553,9 +553,7 @@ def spring_only_drops(zf: np.ndarray, dates: np.ndarray, out: dict, lat_deg: flo
         level_after = np.nanmedian(np.where(is_after, col, np.nan), axis=0)
     upper = level_after + np.maximum(0.5 * np.abs(d[ci]), cfg.unsupported_min_dh_m)
     high = np.isfinite(col) & ~is_after & (col > upper[None, :])
-    thaw = thaw_before_lower(col, dates, high, upper, lat_deg, cfg)
-    could_fall = (np.nan_to_num(thaw, nan=-1.0) >= cfg.first_witness_min_thaw_days).any(axis=0)
-    flag[ci] = has_after & high.any(axis=0) & ~could_fall
+    flag[ci] = has_after & high.any(axis=0) & ~could_have_fallen(col, dates, high, upper, lat_deg, cfg)
     return flag
 
 
@@ -614,7 +612,7 @@ def _first_witness(zf, mf, n_next):
 
 
 def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trusted: np.ndarray, out: dict,
-                        shape: tuple[int, int], cfg: ChangeConfig, lat_deg: float | None = None) -> np.ndarray:
+                        shape: tuple[int, int], cfg: ChangeConfig, lat_deg: float) -> np.ndarray:
     """Pixels whose only witness of the surface before a drop is the first acquisition,
     and which continue supported loss: updates ``out`` in place, returns their mask (H, W).
 
@@ -636,9 +634,8 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
     confident (``n_before`` = 0 or 1) and its sigma includes the lone observation's
     (``sigma_matched_m``, or ``sigma_snow_season_m`` out of season). The witness and the
     pixel's first later observation past halfway down to that surface must bound at least
-    ``first_witness_min_thaw_days`` of the snow-free window at ``lat_deg``
-    (``cfg.default_latitude_deg`` when None): the ground cannot drop between two acquisitions
-    of one spring."""
+    ``first_witness_min_thaw_days`` of the snow-free window at ``lat_deg`` (degrees N): the
+    ground cannot drop between two acquisitions of one spring."""
     H, W = shape
     restored = np.zeros(H * W, bool)
     if zf.shape[0] < 2 or cfg.first_witness_next_obs < 1:
@@ -657,11 +654,8 @@ def first_witness_drops(zf: np.ndarray, mf: np.ndarray, dates: np.ndarray, trust
         # observation past halfway down to the surface that followed it, both before the
         # snow-free window of one spring, bound no thaw (the witness saw snow, or a cloud)
         ci = np.flatnonzero(cand)
-        col = zf[:, ci]
         witness = np.arange(zf.shape[0])[:, None] == f[ci][None, :]
-        lat = cfg.default_latitude_deg if lat_deg is None else lat_deg
-        thaw = thaw_before_lower(col, dates, witness, z0[ci] + 0.5 * drop[ci], lat, cfg)
-        cand[ci[~(np.nan_to_num(thaw, nan=-1.0) >= cfg.first_witness_min_thaw_days).any(axis=0)]] = False
+        cand[ci] = could_have_fallen(zf[:, ci], dates, witness, z0[ci] + 0.5 * drop[ci], lat_deg, cfg)
     if not cand.any():
         return restored.reshape(H, W)
     drops = np.isfinite(dh) & (dh <= -cfg.unsupported_min_dh_m) & (np.abs(dh) >= cfg.confidence_nsigma * sig)

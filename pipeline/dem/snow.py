@@ -51,10 +51,9 @@ def snow_free_days_between(t_a, t_b, lat_deg: float, cfg: ChangeConfig) -> np.nd
     length = max(last_day - first_day + 1.0, 0.0)
 
     def cumulative(t):
-        d = timebase.datetimes(np.asarray(t, dtype=np.int64))
-        year = d.astype("datetime64[Y]").astype(int)  # years since 1970
-        doy = (d - d.astype("datetime64[Y]")).astype(int) + 1
-        return year * length + np.clip(doy - first_day + 1.0, 0.0, length)
+        t = np.asarray(t, dtype=np.int64)
+        year = timebase.datetimes(t).astype("datetime64[Y]").astype(int)  # years since 1970
+        return year * length + np.clip(timebase.day_of_year(t) - first_day + 1.0, 0.0, length)
 
     return np.abs(cumulative(t_b) - cumulative(t_a))
 
